@@ -1,0 +1,38 @@
+"""Helpers shared by the benchmark scripts: timing with repeats, peak RSS, the shared corpus."""
+
+from __future__ import annotations
+
+import gzip
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+MULTI30K = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "multi30k"
+
+
+def corpus_lines(split: str, lang: str) -> list[str]:
+    path = MULTI30K / f"{split}.{lang}.gz"
+    if not path.exists():
+        raise SystemExit(f"benchmark needs the Multi30k corpus at {MULTI30K}")
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f]
+
+
+def repeat(fn: Callable[[], object], repeats: int = 5) -> list[float]:
+    """Wall-clock seconds of each of `repeats` calls."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def summary(values: list[float]) -> str:
+    return f"min {min(values):.4g} / median {statistics.median(values):.4g} / max {max(values):.4g}"
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -1,0 +1,452 @@
+"""BLEU (Papineni et al., 2002) written from scratch, standard library only.
+
+Every number (score, counts, totals, precisions, bp, lengths) equals sacrebleu 2.x's for the same
+options. The API mirrors sacrebleu's: ``corpus_bleu(hyps, [refs_1, refs_2, ...])`` where each
+``refs_k`` is one reference stream (a string per hypothesis; ``None`` marks a missing reference).
+
+The work is split the way sacrebleu splits it: each segment becomes a row of sufficient statistics
+(``sys_len, ref_len, correct_1..N, total_1..N``) and one pure function turns their sum into a
+score. Speed comes from building n-gram counters with ``zip`` (C loops) instead of slicing tuples
+one by one, and from a translate table for the first (character-class) rule of 13a.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+
+from mtkit import __version__
+from mtkit.errors import UserError
+
+Tokenizer = Callable[[str], str]
+SMOOTH_DEFAULTS: dict[str, float | None] = {"none": None, "floor": 0.1, "add-k": 1.0, "exp": None}
+LOG_ZERO = -9999999999.0  # log(0) as mteval and sacrebleu floor it
+
+
+# ----------------------------------------------------------------------------- tokenizers
+# mteval-v13a rules. Rule 1 (space around ASCII punctuation other than ' - . ,) is a plain
+# character mapping, so it runs as str.translate, and only on lines that need it (the space the
+# rule also lists changes nothing once the line is split). Rules 2-4 depend on neighbours.
+_13A_PUNCT = "{|}~[\\]^_`!\"#$%&()*+:;<=>?@/"
+_13A_TABLE = {ord(c): f" {c} " for c in _13A_PUNCT}
+_13A_PUNCT_RE = re.compile(f"[{re.escape(_13A_PUNCT)}]")
+# Where no period or comma touches a digit or another period/comma, rules 2 and 3 together just
+# put spaces around every period and comma; only other lines need the two regular expressions.
+_13A_PERIOD_COMMA_HARD = re.compile(r"[0-9.,][.,]|[.,][0-9.,]")
+_13A_PERIOD_COMMA = (
+    (re.compile(r"([^0-9])([\.,])"), r"\1 \2 "),  # period/comma unless preceded by a digit
+    (re.compile(r"([\.,])([^0-9])"), r" \1 \2"),  # period/comma unless followed by a digit
+)
+_13A_DASH = re.compile(r"([0-9])(-)")  # dash preceded by a digit
+
+
+def _regexp_rules(line: str) -> str:
+    """The language-independent mteval rules shared by ``13a`` and ``zh``."""
+    if _13A_PUNCT_RE.search(line):
+        line = line.translate(_13A_TABLE)
+    if "." in line or "," in line:
+        if _13A_PERIOD_COMMA_HARD.search(line):
+            for pattern, repl in _13A_PERIOD_COMMA:
+                line = pattern.sub(repl, line)
+        else:
+            line = line.replace(".", " . ").replace(",", " , ")
+    if "-" in line:
+        line = _13A_DASH.sub(r"\1 \2 ", line)
+    return " ".join(line.split())
+
+
+def tokenize_13a(line: str) -> str:
+    """mteval-v13a tokenization, the WMT standard."""
+    line = line.replace("<skipped>", "").replace("-\n", "").replace("\n", " ")
+    if "&" in line:
+        line = line.replace("&quot;", '"').replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">")
+    return _regexp_rules(f" {line} ")
+
+
+# Code-point ranges sacrebleu treats as Chinese. Two of its upstream entries are written as
+# five-hex-digit "\u" escapes, which Python reads as a 4-digit escape plus a character; the
+# ranges they really cover (U+2001-U+2A6D, U+2F81-U+2FA1) are kept so that scores stay equal.
+_ZH_RANGES = (
+    (0x3400, 0x4DB5), (0x4E00, 0x9FA5), (0x9FA6, 0x9FBB), (0xF900, 0xFA2D), (0xFA30, 0xFA6A),
+    (0xFA70, 0xFAD9), (0x2001, 0x2A6D), (0x2F81, 0x2FA1), (0xFF00, 0xFFEF), (0x2E80, 0x2EFF),
+    (0x3000, 0x303F), (0x31C0, 0x31EF), (0x2F00, 0x2FDF), (0x2FF0, 0x2FFF), (0x3100, 0x312F),
+    (0x31A0, 0x31BF), (0xFE10, 0xFE1F), (0xFE30, 0xFE4F), (0x2600, 0x26FF), (0x2700, 0x27BF),
+    (0x3200, 0x32FF), (0x3300, 0x33FF),
+)
+
+
+@lru_cache(maxsize=1)
+def _zh_pattern() -> re.Pattern[str]:
+    ranges = "".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in _ZH_RANGES)
+    return re.compile(f"([{ranges}])")
+
+
+def tokenize_zh(line: str) -> str:
+    """Chinese characters split one by one, the rest by the mteval rules."""
+    return _regexp_rules(_zh_pattern().sub(r" \1 ", line.strip()))
+
+
+def _category_class(prefix: str) -> str:
+    """A regex character class body for every code point whose Unicode category starts with prefix."""
+    parts, start, prev = [], None, None
+    for cp in range(0x110000):
+        if unicodedata.category(chr(cp)).startswith(prefix):
+            if start is None:
+                start = cp
+            prev = cp
+        elif start is not None:
+            parts.append(f"\\U{start:08x}-\\U{prev:08x}")
+            start = None
+    if start is not None:
+        parts.append(f"\\U{start:08x}-\\U{prev:08x}")
+    return "".join(parts)
+
+
+@lru_cache(maxsize=1)
+def _intl_rules() -> tuple[tuple[re.Pattern[str], str], ...]:
+    p, s, n = _category_class("P"), _category_class("S"), _category_class("N")
+    return (
+        (re.compile(f"([^{n}])([{p}])"), r"\1 \2 "),  # punctuation preceded by a non-digit
+        (re.compile(f"([{p}])([^{n}])"), r" \1 \2"),  # punctuation followed by a non-digit
+        (re.compile(f"([{s}])"), r" \1 "),  # every symbol
+    )
+
+
+def tokenize_intl(line: str) -> str:
+    """mteval-v14 international tokenization (Unicode punctuation and symbols).
+
+    Categories come from Python's ``unicodedata``; sacrebleu uses the ``regex`` package's tables,
+    which may know characters assigned after this Python's Unicode version.
+    """
+    for pattern, repl in _intl_rules():
+        line = pattern.sub(repl, line)
+    return " ".join(line.split())
+
+
+def tokenize_char(line: str) -> str:
+    return " ".join(line)
+
+
+def tokenize_none(line: str) -> str:
+    return line
+
+
+TOKENIZERS: dict[str, Tokenizer] = {
+    "13a": tokenize_13a,
+    "intl": tokenize_intl,
+    "zh": tokenize_zh,
+    "char": tokenize_char,
+    "none": tokenize_none,
+}
+
+
+# ----------------------------------------------------------------------------- options
+@dataclass(frozen=True)
+class BLEUOptions:
+    tokenize: str = "13a"
+    lowercase: bool = False
+    smooth_method: str = "exp"
+    smooth_value: float | None = None
+    max_ngram_order: int = 4
+    effective_order: bool = False
+
+    def __post_init__(self) -> None:
+        if self.tokenize not in TOKENIZERS:
+            raise UserError(f"--tokenize: unknown tokenizer {self.tokenize!r} (choose from {', '.join(TOKENIZERS)})")
+        if self.smooth_method not in SMOOTH_DEFAULTS:
+            raise UserError(
+                f"--smooth-method: unknown method {self.smooth_method!r} (choose from {', '.join(SMOOTH_DEFAULTS)})"
+            )
+        if self.max_ngram_order < 1:
+            raise UserError(f"--max-ngram-order must be at least 1, got {self.max_ngram_order}")
+
+    def preprocess(self, line: str) -> list[str]:
+        """Lowercase, strip trailing white space, tokenize and split: the tokens BLEU counts."""
+        if self.lowercase:
+            line = line.lower()
+        return TOKENIZERS[self.tokenize](line.rstrip()).split()
+
+    def signature(self, num_refs: int) -> str:
+        smooth = self.smooth_method
+        default = SMOOTH_DEFAULTS[smooth]
+        if default is not None:
+            smooth += f"[{(self.smooth_value if self.smooth_value is not None else default):.2f}]"
+        parts = [
+            f"nrefs:{num_refs if num_refs >= 0 else 'var'}",
+            f"case:{'lc' if self.lowercase else 'mixed'}",
+            f"eff:{'yes' if self.effective_order else 'no'}",
+            f"tok:{self.tokenize}",
+            f"smooth:{smooth}",
+        ]
+        if self.max_ngram_order != 4:
+            parts.append(f"ngram:{self.max_ngram_order}")
+        parts.append(f"version:mtkit-{__version__}")
+        return "|".join(parts)
+
+
+# ----------------------------------------------------------------------------- statistics
+def ngrams(tokens: list[str], n: int) -> Iterable:
+    """The n-grams of one order, lazily: the tokens themselves for n = 1, tuples otherwise."""
+    return tokens if n == 1 else zip(*[tokens[i:] for i in range(n)])
+
+
+def clipped_matches(hyp: list[str], refs: list[list[str]], n: int) -> int:
+    """Hypothesis n-grams found in the references, each counted at most as often as it occurs in
+    the single reference where it is most frequent."""
+    distinct = set(ngrams(hyp, n))
+    if len(distinct) == max(0, len(hyp) - n + 1):  # no repeats, so clipping cannot bind
+        if len(refs) == 1:
+            return len(distinct.intersection(ngrams(refs[0], n)))
+        found: set = set()
+        for ref in refs:
+            found |= distinct.intersection(ngrams(ref, n))
+        return len(found)
+    ref_max: Counter = Counter()
+    for ref in refs:
+        ref_max |= Counter(ngrams(ref, n))  # Counter union keeps the maximum count
+    return sum(min(c, ref_max[g]) for g, c in Counter(ngrams(hyp, n)).items() if g in ref_max)
+
+
+def closest_ref_len(hyp_len: int, ref_lens: list[int]) -> int:
+    """The reference length closest to hyp_len, the shorter one on ties; -1 with no reference."""
+    return min(ref_lens, key=lambda n: (abs(hyp_len - n), n)) if ref_lens else -1
+
+
+def segment_stats(hyp: list[str], refs: list[list[str]], max_order: int) -> list[int]:
+    """[sys_len, ref_len, correct_1..N, total_1..N] for one tokenized hypothesis and its references."""
+    orders = range(1, max_order + 1)
+    correct = [clipped_matches(hyp, refs, n) for n in orders]
+    total = [max(0, len(hyp) - n + 1) for n in orders]
+    return [len(hyp), closest_ref_len(len(hyp), [len(r) for r in refs]), *correct, *total]
+
+
+# ----------------------------------------------------------------------------- score
+@dataclass
+class BLEUScore:
+    score: float
+    counts: list[float]
+    totals: list[float]
+    precisions: list[float]
+    bp: float
+    sys_len: int
+    ref_len: int
+    signature: str = ""
+    name: str = field(default="BLEU")
+
+    @property
+    def ratio(self) -> float:
+        return self.sys_len / self.ref_len if self.ref_len else 0.0
+
+    def format(self, width: int = 2, signature: bool = True) -> str:
+        """sacrebleu's text line: ``BLEU|sig = 34.1 65.1/40.2/27.3/19.1 (BP = ... ref_len = ...)``."""
+        name = f"{self.name}|{self.signature}" if signature and self.signature else self.name
+        precisions = "/".join(f"{p:.1f}" for p in self.precisions)
+        return (
+            f"{name} = {self.score:.{width}f} {precisions} (BP = {self.bp:.3f} ratio = {self.ratio:.3f} "
+            f"hyp_len = {self.sys_len:d} ref_len = {self.ref_len:d})"
+        )
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "ratio": self.ratio}
+
+    def __str__(self) -> str:
+        return self.format()
+
+
+def score_from_stats(stats: Sequence[float], opts: BLEUOptions, signature: str = "") -> BLEUScore:
+    """BLEU from summed statistics: brevity penalty times the geometric mean of precisions."""
+    order = opts.max_ngram_order
+    sys_len, ref_len = int(stats[0]), int(stats[1])
+    correct, total = list(stats[2 : 2 + order]), list(stats[2 + order : 2 + 2 * order])
+    k = opts.smooth_value if opts.smooth_value is not None else SMOOTH_DEFAULTS[opts.smooth_method]
+    bp = 1.0
+    if sys_len < ref_len:
+        bp = math.exp(1 - ref_len / sys_len) if sys_len > 0 else 0.0
+    precisions = [0.0] * order
+    if not any(correct):
+        return BLEUScore(0.0, correct, total, precisions, bp, sys_len, ref_len, signature)
+    exp_divisor, eff_order = 1.0, order
+    for n in range(order):
+        if opts.smooth_method == "add-k" and n > 0:
+            correct[n] += k  # as sacrebleu: the reported counts/totals include k
+            total[n] += k
+        if total[n] == 0:
+            break
+        if opts.effective_order:
+            eff_order = n + 1
+        if correct[n] > 0:
+            precisions[n] = 100.0 * correct[n] / total[n]
+        elif opts.smooth_method == "exp":
+            exp_divisor *= 2
+            precisions[n] = 100.0 / (exp_divisor * total[n])
+        elif opts.smooth_method == "floor":
+            precisions[n] = 100.0 * k / total[n]
+    log_sum = sum(math.log(p) if p > 0 else LOG_ZERO for p in precisions[:eff_order])
+    score = bp * math.exp(log_sum / eff_order)
+    return BLEUScore(score, correct, total, precisions, bp, sys_len, ref_len, signature)
+
+
+def corpus_stats(
+    hypotheses: Sequence[str], references: Sequence[Sequence[str | None]], opts: BLEUOptions
+) -> tuple[list[list[int]], int]:
+    """Per-segment statistics and the number of references (-1 when it varies per segment)."""
+    for k, stream in enumerate(references):
+        if len(stream) != len(hypotheses):
+            raise UserError(
+                f"reference stream {k + 1} has {len(stream)} lines but there are {len(hypotheses)} hypotheses"
+            )
+    stats, nrefs = [], set()
+    for i, hyp in enumerate(hypotheses):
+        refs = [opts.preprocess(r[i]) for r in references if r[i] is not None]
+        nrefs.add(len(refs))
+        stats.append(segment_stats(opts.preprocess(hyp), refs, opts.max_ngram_order))
+    return stats, (nrefs.pop() if len(nrefs) == 1 else -1)
+
+
+def sum_stats(stats: Sequence[Sequence[int]]) -> list[int]:
+    return [sum(column) for column in zip(*stats)]
+
+
+def corpus_bleu(
+    hypotheses: Sequence[str],
+    references: Sequence[Sequence[str | None]],
+    *,
+    tokenize: str = "13a",
+    lowercase: bool = False,
+    smooth_method: str = "exp",
+    smooth_value: float | None = None,
+    max_ngram_order: int = 4,
+    use_effective_order: bool = False,
+) -> BLEUScore:
+    """Corpus BLEU of hypotheses against one or more reference streams (sacrebleu's defaults)."""
+    if isinstance(hypotheses, str) or (references and isinstance(references[0], str)):
+        raise TypeError("corpus_bleu takes a list of hypotheses and a list of reference streams (lists)")
+    opts = BLEUOptions(tokenize, lowercase, smooth_method, smooth_value, max_ngram_order, use_effective_order)
+    stats, nrefs = corpus_stats(hypotheses, references, opts)
+    total = sum_stats(stats) if stats else [0] * (2 + 2 * max_ngram_order)
+    return score_from_stats(total, opts, opts.signature(nrefs))
+
+
+def sentence_bleu(
+    hypothesis: str,
+    references: Sequence[str | None],
+    *,
+    tokenize: str = "13a",
+    lowercase: bool = False,
+    smooth_method: str = "exp",
+    smooth_value: float | None = None,
+    max_ngram_order: int = 4,
+    use_effective_order: bool = True,
+) -> BLEUScore:
+    """Sentence BLEU: one hypothesis against its references, effective order on by default."""
+    return corpus_bleu(
+        [hypothesis],
+        [[ref] for ref in references],
+        tokenize=tokenize,
+        lowercase=lowercase,
+        smooth_method=smooth_method,
+        smooth_value=smooth_value,
+        max_ngram_order=max_ngram_order,
+        use_effective_order=use_effective_order,
+    )
+
+
+# ----------------------------------------------------------------------------- significance
+@dataclass(frozen=True)
+class PairedResult:
+    """One system's bootstrap estimate and its significance against the baseline (the first system)."""
+
+    score: float
+    mean: float
+    ci_low: float
+    ci_high: float
+    p_value: float | None  # None for the baseline itself
+
+
+def _resample_weights(n_segments: int, n_samples: int, seed: int) -> list[list[int]]:
+    """For each bootstrap sample, how many times each segment was drawn (shared by all systems)."""
+    rng = random.Random(seed)
+    weights = []
+    for _ in range(n_samples):
+        row = [0] * n_segments
+        for i in rng.choices(range(n_segments), k=n_segments):
+            row[i] += 1
+        weights.append(row)
+    return weights
+
+
+def paired_bootstrap(
+    systems_stats: Sequence[Sequence[Sequence[int]]],
+    opts: BLEUOptions,
+    n_samples: int = 1000,
+    seed: int = 12345,
+) -> list[PairedResult]:
+    """Paired bootstrap resampling (Koehn, 2004) of several systems against the first.
+
+    Every system is scored on the same resampled segment sets. The p-value is two-sided: the
+    share of samples whose difference to the baseline, centred on its mean (the null hypothesis),
+    is at least as large in magnitude as the observed difference, with add-one smoothing.
+    """
+    n_segments = len(systems_stats[0])
+    if n_segments == 0:
+        raise UserError("paired bootstrap needs at least one segment")
+    weights = _resample_weights(n_segments, n_samples, seed)
+    samples = []
+    for stats in systems_stats:
+        columns = list(zip(*stats))
+        samples.append([score_from_stats([sum(map(int.__mul__, w, c)) for c in columns], opts).score for w in weights])
+    observed = [score_from_stats(sum_stats(s), opts).score for s in systems_stats]
+    results = []
+    for k, sample in enumerate(samples):
+        ordered = sorted(sample)
+        low, high = ordered[int(0.025 * n_samples)], ordered[min(n_samples - 1, int(0.975 * n_samples))]
+        p_value = None
+        if k > 0:
+            diffs = [s - b for s, b in zip(sample, samples[0])]
+            mean_diff = math.fsum(diffs) / n_samples
+            real = abs(observed[k] - observed[0])
+            p_value = (1 + sum(abs(d - mean_diff) >= real for d in diffs)) / (n_samples + 1)
+        results.append(PairedResult(observed[k], math.fsum(sample) / n_samples, low, high, p_value))
+    return results
+
+
+# ----------------------------------------------------------------------------- several systems
+@dataclass
+class BLEUReport:
+    """What `mtkit bleu` computes: one corpus score per system, optionally sentence scores and
+    paired-bootstrap results (the first system is the baseline)."""
+
+    scores: list[BLEUScore]
+    sentence_scores: list[list[BLEUScore]] = field(default_factory=list)
+    paired: list[PairedResult] = field(default_factory=list)
+
+
+def evaluate(
+    systems: Sequence[Sequence[str]],
+    references: Sequence[Sequence[str | None]],
+    opts: BLEUOptions,
+    *,
+    sentence_level: bool = False,
+    paired_bs_samples: int = 0,
+    seed: int = 12345,
+) -> BLEUReport:
+    """Score each system against the same references; see BLEUReport."""
+    all_stats, scores = [], []
+    for hyps in systems:
+        stats, nrefs = corpus_stats(hyps, references, opts)
+        total = sum_stats(stats) if stats else [0] * (2 + 2 * opts.max_ngram_order)
+        scores.append(score_from_stats(total, opts, opts.signature(nrefs)))
+        all_stats.append(stats)
+    report = BLEUReport(scores)
+    if sentence_level:
+        sent_opts = BLEUOptions(**{**asdict(opts), "effective_order": True})
+        report.sentence_scores = [[score_from_stats(s, sent_opts) for s in stats] for stats in all_stats]
+    if paired_bs_samples:
+        report.paired = paired_bootstrap(all_stats, opts, paired_bs_samples, seed)
+    return report
