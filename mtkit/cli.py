@@ -3,10 +3,7 @@ the result; heavy libraries (torch, datasets) are imported inside the commands t
 
 from __future__ import annotations
 
-import json
 import sys
-from pathlib import Path
-from typing import Optional
 
 import click
 import typer
@@ -72,7 +69,7 @@ def bleu(
     tokenize: str = typer.Option("13a", "--tokenize", help="13a, intl, zh, char or none."),
     lowercase: bool = typer.Option(False, "--lowercase", "-lc", help="Lowercase before scoring."),
     smooth_method: str = typer.Option("exp", "--smooth-method", help="none, floor, add-k or exp."),
-    smooth_value: Optional[float] = typer.Option(None, "--smooth-value", help="For floor (0.1) and add-k (1)."),
+    smooth_value: float | None = typer.Option(None, "--smooth-value", help="For floor (0.1) and add-k (1)."),
     max_ngram_order: int = typer.Option(4, "--max-ngram-order", help="BLEU-N: the longest n-gram counted."),
     sentence_level: bool = typer.Option(False, "--sentence-level", help="Also score each sentence."),
     fmt: str = typer.Option("text", "--format", "-f", help="text or json."),

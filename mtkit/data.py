@@ -1,0 +1,442 @@
+"""From a parallel corpus to token-budget batches.
+
+    source (two text files | a TSV/JSONL file | a `datasets` hub id)
+      -> rows {src, tgt} validated line by line       (Dataset.from_generator)
+      -> token ids                                    (.map(batched=True, num_proc=...))
+      -> cleaned (empty, too long, length ratio, duplicates), each removal counted
+      -> cached Arrow files, memory-mapped, keyed by (inputs, tokenizer, cleaning settings)
+      -> length-bucketed batches under a token budget, shuffled per epoch, resumable exactly
+
+Sequences fed to the model: src = ids + eos, tgt_in = bos + ids, tgt_out = ids + eos.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mtkit.config import DataConfig
+from mtkit.errors import UserError
+from mtkit.textio import count_lines, iter_lines
+from mtkit.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, file_sha256
+
+CACHE_VERSION = 1
+
+
+# ----------------------------------------------------------------------------- sources
+@dataclass(frozen=True)
+class TextPair:
+    """Two aligned plain-text files, one sentence per line (.gz read transparently)."""
+
+    src: Path
+    tgt: Path
+
+    def check(self) -> int:
+        n_src, n_tgt = count_lines(self.src), count_lines(self.tgt)
+        if n_src != n_tgt:
+            raise UserError(f"{self.src} has {n_src} lines but {self.tgt} has {n_tgt}: the files are not parallel")
+        return n_src
+
+    def identity(self) -> dict:
+        return {"src": file_sha256(self.src), "tgt": file_sha256(self.tgt)}
+
+    def rows(self) -> Iterator[tuple[str, str]]:
+        yield from zip(iter_lines(self.src), iter_lines(self.tgt))
+
+
+@dataclass(frozen=True)
+class TableFile:
+    """A TSV (source<TAB>target) or JSONL file ({"src": ..., "tgt": ...}; keys may be dotted)."""
+
+    path: Path
+    src_key: str = "src"
+    tgt_key: str = "tgt"
+
+    def check(self) -> int:
+        return count_lines(self.path)
+
+    def identity(self) -> dict:
+        return {"table": file_sha256(self.path), "keys": [self.src_key, self.tgt_key]}
+
+    def rows(self) -> Iterator[tuple[str, str]]:
+        jsonl = self.path.name.removesuffix(".gz").endswith((".jsonl", ".json"))
+        for lineno, line in enumerate(iter_lines(self.path), start=1):
+            where = f"{self.path}:{lineno}"
+            if jsonl:
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise UserError(f"{where}: invalid JSON ({e.msg})") from None
+                yield _field(obj, self.src_key, where), _field(obj, self.tgt_key, where)
+            else:
+                parts = line.split("\t")
+                if len(parts) < 2:
+                    raise UserError(f"{where}: expected two tab-separated fields (source, target)")
+                yield parts[0], parts[1]
+
+
+def _field(obj: object, key: str, where: str) -> str:
+    for part in key.split("."):
+        if not isinstance(obj, dict) or part not in obj:
+            raise UserError(f"{where}: field {key!r} is missing")
+        obj = obj[part]
+    if not isinstance(obj, str):
+        raise UserError(f"{where}: field {key!r} is not a string")
+    return obj
+
+
+@dataclass(frozen=True)
+class HubCorpus:
+    """A `datasets` hub dataset, e.g. name=wmt14 config=de-en split=train keys translation.en/.de."""
+
+    name: str
+    config: str | None
+    split: str
+    src_key: str
+    tgt_key: str
+
+    def load(self):
+        import datasets
+
+        try:
+            return datasets.load_dataset(self.name, self.config, split=self.split)
+        except Exception as e:  # datasets raises many types for offline / missing / bad config
+            raise UserError(f"cannot load dataset {self.name!r} (config {self.config}, split {self.split}): "
+                            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+
+    def check(self) -> int:
+        return len(self.load())
+
+    def identity(self) -> dict:
+        return {"hub": self.load()._fingerprint, "keys": [self.src_key, self.tgt_key]}
+
+    def rows(self) -> Iterator[tuple[str, str]]:
+        for i, row in enumerate(self.load()):
+            where = f"{self.name}[{self.split}] row {i}"
+            yield _field(row, self.src_key, where), _field(row, self.tgt_key, where)
+
+
+Source = TextPair | TableFile | HubCorpus
+
+
+def source_from_paths(src: str | Path, tgt: str | Path | None = None) -> Source:
+    """Two files, or one TSV/JSONL file when tgt is None."""
+    if tgt is not None:
+        return TextPair(Path(src), Path(tgt))
+    return TableFile(Path(src))
+
+
+def _generate_rows(source: Source) -> Iterator[dict]:
+    for src, tgt in source.rows():
+        yield {"src": src.replace("\x00", " "), "tgt": tgt.replace("\x00", " ")}
+
+
+# ----------------------------------------------------------------------------- encoding and cleaning
+@lru_cache(maxsize=4)
+def _tokenizer(directory: str) -> Tokenizer:
+    return Tokenizer.load(directory)
+
+
+def _encode_batch(batch: dict, tokenizer_dir: str) -> dict:
+    tok = _tokenizer(tokenizer_dir)
+    return {"src_ids": tok.encode_src(batch["src"]), "tgt_ids": tok.encode_tgt(batch["tgt"])}
+
+
+@dataclass
+class CleaningReport:
+    """How many pairs were read and how many each rule removed (each pair counted once, by the
+    first rule that removed it, in this order)."""
+
+    read: int = 0
+    empty: int = 0
+    too_long: int = 0
+    bad_ratio: int = 0
+    duplicate: int = 0
+    kept: int = 0
+
+    def removed(self) -> dict[str, int]:
+        return {k: v for k, v in asdict(self).items() if k not in ("read", "kept")}
+
+
+def keep_mask(src_len: np.ndarray, tgt_len: np.ndarray, cfg: DataConfig, report: CleaningReport) -> np.ndarray:
+    """Boolean mask of pairs that survive the length rules; fills report.{empty,too_long,bad_ratio}."""
+    alive = np.ones(len(src_len), dtype=bool)
+    rules = [
+        ("empty", (src_len == 0) | (tgt_len == 0)),
+        ("too_long", (src_len > cfg.max_len) | (tgt_len > cfg.max_len)),
+    ]
+    if cfg.max_ratio > 0:
+        longer, shorter = np.maximum(src_len, tgt_len), np.maximum(np.minimum(src_len, tgt_len), 1)
+        rules.append(("bad_ratio", longer > cfg.max_ratio * shorter))
+    for name, removed in rules:
+        hit = alive & removed
+        setattr(report, name, int(hit.sum()))
+        alive &= ~removed
+    return alive
+
+
+def _ids_column(ds, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets, values) of a list<int> Arrow column, zero-copy from the memory-mapped file."""
+    import pyarrow as pa
+
+    column = ds.data.column(name)
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    offsets = array.offsets.to_numpy(zero_copy_only=False)
+    values = array.values.to_numpy(zero_copy_only=False)
+    return offsets.astype(np.int64, copy=False), values
+
+
+def _mark_duplicates(ds, alive: np.ndarray, report: CleaningReport) -> None:
+    src_off, src_val = _ids_column(ds, "src_ids")
+    tgt_off, tgt_val = _ids_column(ds, "tgt_ids")
+    seen: set[bytes] = set()
+    for i in np.flatnonzero(alive):
+        key = hashlib.blake2b(
+            src_val[src_off[i]:src_off[i + 1]].tobytes() + b"|" + tgt_val[tgt_off[i]:tgt_off[i + 1]].tobytes(),
+            digest_size=16,
+        ).digest()
+        if key in seen:
+            alive[i] = False
+            report.duplicate += 1
+        else:
+            seen.add(key)
+
+
+# ----------------------------------------------------------------------------- the prepared corpus
+@dataclass
+class EncodedCorpus:
+    """Token ids of a cleaned corpus, memory-mapped: example i's source is src_values[src_offsets[i]:src_offsets[i+1]]."""
+
+    src_offsets: np.ndarray
+    src_values: np.ndarray
+    tgt_offsets: np.ndarray
+    tgt_values: np.ndarray
+    report: CleaningReport
+    directory: Path
+    dataset: object = field(repr=False, default=None)  # keeps the memory map alive
+
+    def __len__(self) -> int:
+        return len(self.src_offsets) - 1
+
+    @property
+    def src_lens(self) -> np.ndarray:
+        return np.diff(self.src_offsets)
+
+    @property
+    def tgt_lens(self) -> np.ndarray:
+        return np.diff(self.tgt_offsets)
+
+    def src(self, i: int) -> np.ndarray:
+        return self.src_values[self.src_offsets[i]:self.src_offsets[i + 1]]
+
+    def tgt(self, i: int) -> np.ndarray:
+        return self.tgt_values[self.tgt_offsets[i]:self.tgt_offsets[i + 1]]
+
+
+def cache_key(source: Source, tokenizer: Tokenizer, cfg: DataConfig) -> str:
+    identity = {
+        "version": CACHE_VERSION,
+        "source": source.identity(),
+        "tokenizer": tokenizer.fingerprint(),
+        "cleaning": {"max_len": cfg.max_len, "max_ratio": cfg.max_ratio, "dedup": cfg.dedup},
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def prepare_corpus(source: Source, tokenizer: Tokenizer, cfg: DataConfig, cache_root: str | Path) -> EncodedCorpus:
+    """Encode and clean a corpus, or reuse its cache. The cache directory appears whole or not at all."""
+    if source.check() == 0:
+        raise UserError(f"{_describe(source)}: the corpus is empty")
+    cache_root = Path(cache_root)
+    final = cache_root / cache_key(source, tokenizer, cfg)
+    if not (final / "report.json").is_file():
+        cache_root.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(dir=cache_root, prefix=".build-"))
+        try:
+            _build(source, tokenizer, cfg, work)
+            shutil.rmtree(final, ignore_errors=True)
+            work.rename(final)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return load_corpus(final)
+
+
+def _describe(source: Source) -> str:
+    if isinstance(source, TextPair):
+        return f"{source.src} + {source.tgt}"
+    return str(source.path) if isinstance(source, TableFile) else source.name
+
+
+def _build(source: Source, tokenizer: Tokenizer, cfg: DataConfig, work: Path) -> None:
+    import datasets
+
+    datasets.disable_progress_bars()
+    raw = datasets.Dataset.from_generator(
+        _generate_rows, gen_kwargs={"source": source}, cache_dir=str(work / "raw"),
+        features=datasets.Features({"src": datasets.Value("string"), "tgt": datasets.Value("string")}),
+    )
+    encoded = raw.map(
+        _encode_batch, batched=True, batch_size=1000, num_proc=cfg.num_proc if cfg.num_proc > 1 else None,
+        fn_kwargs={"tokenizer_dir": str(tokenizer.directory)}, remove_columns=["src", "tgt"],
+        cache_file_name=str(work / "encoded" / "data.arrow"), new_fingerprint=work.name,
+        features=datasets.Features({"src_ids": datasets.Sequence(datasets.Value("int32")),
+                                    "tgt_ids": datasets.Sequence(datasets.Value("int32"))}),
+    )
+    report = CleaningReport(read=len(encoded))
+    src_off, _ = _ids_column(encoded, "src_ids")
+    tgt_off, _ = _ids_column(encoded, "tgt_ids")
+    alive = keep_mask(np.diff(src_off), np.diff(tgt_off), cfg, report)
+    if cfg.dedup:
+        _mark_duplicates(encoded, alive, report)
+    report.kept = int(alive.sum())
+    if report.kept == 0:
+        raise UserError(f"{_describe(source)}: no pair survives cleaning ({report.removed()})")
+    encoded.select(np.flatnonzero(alive)).save_to_disk(str(work / "data"))
+    del raw, encoded
+    shutil.rmtree(work / "raw", ignore_errors=True)
+    shutil.rmtree(work / "encoded", ignore_errors=True)
+    (work / "report.json").write_text(json.dumps(asdict(report), indent=1) + "\n")
+
+
+def load_corpus(directory: str | Path) -> EncodedCorpus:
+    import datasets
+
+    directory = Path(directory)
+    ds = datasets.load_from_disk(str(directory / "data"))
+    report = CleaningReport(**json.loads((directory / "report.json").read_text()))
+    src_off, src_val = _ids_column(ds, "src_ids")
+    tgt_off, tgt_val = _ids_column(ds, "tgt_ids")
+    return EncodedCorpus(src_off, src_val, tgt_off, tgt_val, report, directory, ds)
+
+
+# ----------------------------------------------------------------------------- batching
+def padded_len(n_tokens: np.ndarray | int) -> np.ndarray | int:
+    """Model-side length of a side with n tokens: one special token (eos or bos) is added."""
+    return n_tokens + 1
+
+
+def make_batches(
+    src_lens: np.ndarray, tgt_lens: np.ndarray, max_tokens: int, seed: int, epoch: int
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Length-bucketed batches of example indices, in a shuffled order that depends on (seed, epoch).
+
+    A batch costs (sentences x longest padded length) on each side and never exceeds max_tokens.
+    Returns the batches and the indices of pairs too long to fit any batch (reported, not used).
+    """
+    rng = np.random.default_rng([seed, epoch])
+    s, t = padded_len(src_lens), padded_len(tgt_lens)
+    oversized = np.flatnonzero(np.maximum(s, t) > max_tokens)
+    order = np.lexsort((rng.random(len(s)), s, t))  # by target length, then source, random ties
+    order = order[np.maximum(s[order], t[order]) <= max_tokens]
+    batches, start, max_s, max_t = [], 0, 0, 0
+    for pos, i in enumerate(order):
+        new_s, new_t = max(max_s, s[i]), max(max_t, t[i])
+        if (pos - start + 1) * max(new_s, new_t) > max_tokens:
+            batches.append(order[start:pos])
+            start, new_s, new_t = pos, s[i], t[i]
+        max_s, max_t = new_s, new_t
+    if start < len(order):
+        batches.append(order[start:])
+    perm = rng.permutation(len(batches))
+    return [batches[k] for k in perm], oversized
+
+
+@dataclass
+class Batch:
+    src: torch.Tensor  # (batch, src_len) ids + eos, padded
+    tgt_in: torch.Tensor  # (batch, tgt_len) bos + ids, padded
+    tgt_out: torch.Tensor  # (batch, tgt_len) ids + eos, padded
+    indices: np.ndarray  # example indices in the corpus
+
+    @property
+    def src_pad_mask(self) -> torch.Tensor:  # (batch, src_len), True at padding
+        return self.src.eq(PAD_ID)
+
+    @property
+    def tgt_pad_mask(self) -> torch.Tensor:  # (batch, tgt_len), True at padding
+        return self.tgt_out.eq(PAD_ID)
+
+    @property
+    def n_src_tokens(self) -> int:
+        return int(self.src.ne(PAD_ID).sum())
+
+    @property
+    def n_tgt_tokens(self) -> int:
+        return int(self.tgt_out.ne(PAD_ID).sum())
+
+    def to(self, device: torch.device | str) -> Batch:
+        nb = torch.device(device).type == "cuda"
+        return Batch(self.src.to(device, non_blocking=nb), self.tgt_in.to(device, non_blocking=nb),
+                     self.tgt_out.to(device, non_blocking=nb), self.indices)
+
+
+def pad_sequences(seqs: list[np.ndarray], prefix: int | None = None, suffix: int | None = None) -> torch.Tensor:
+    """(batch, longest) int64 tensor of the sequences with optional prefix/suffix token, right-padded."""
+    extra = (prefix is not None) + (suffix is not None)
+    out = np.full((len(seqs), max(len(x) for x in seqs) + extra), PAD_ID, dtype=np.int64)
+    for row, seq in enumerate(seqs):
+        start = 0
+        if prefix is not None:
+            out[row, 0], start = prefix, 1
+        out[row, start:start + len(seq)] = seq
+        if suffix is not None:
+            out[row, start + len(seq)] = suffix
+    return torch.from_numpy(out)
+
+
+def collate(corpus: EncodedCorpus, indices: np.ndarray) -> Batch:
+    src = [corpus.src(i) for i in indices]
+    tgt = [corpus.tgt(i) for i in indices]
+    return Batch(pad_sequences(src, suffix=EOS_ID), pad_sequences(tgt, prefix=BOS_ID),
+                 pad_sequences(tgt, suffix=EOS_ID), np.asarray(indices))
+
+
+@dataclass
+class BatchIterator:
+    """Epochs of batches; position (epoch, index) is all it takes to resume exactly.
+
+    With world_size > 1 each rank takes every world_size-th batch of the same epoch order; the
+    epoch is cut to a multiple of world_size so that all ranks take the same number of steps.
+    """
+
+    corpus: EncodedCorpus
+    max_tokens: int
+    seed: int
+    epoch: int = 1
+    index: int = 0  # batches of this epoch already consumed (per rank)
+    rank: int = 0
+    world_size: int = 1
+    oversized: int = 0
+
+    def epoch_batches(self, epoch: int) -> list[np.ndarray]:
+        batches, oversized = make_batches(self.corpus.src_lens, self.corpus.tgt_lens, self.max_tokens, self.seed, epoch)
+        self.oversized = len(oversized)
+        usable = len(batches) - len(batches) % self.world_size
+        return batches[self.rank:usable:self.world_size]
+
+    def __iter__(self) -> Iterator[Batch]:
+        """Endless: yields the rest of the current epoch, then the following epochs."""
+        while True:
+            batches = self.epoch_batches(self.epoch)
+            if not batches:
+                raise UserError(f"no batch fits --max-tokens {self.max_tokens}: every pair is longer")
+            while self.index < len(batches):
+                indices = batches[self.index]
+                self.index += 1
+                yield collate(self.corpus, indices)
+            self.epoch, self.index = self.epoch + 1, 0
+
+    def state(self) -> dict:
+        return {"epoch": self.epoch, "index": self.index}
+
+    def load_state(self, state: dict) -> None:
+        self.epoch, self.index = int(state["epoch"]), int(state["index"])
