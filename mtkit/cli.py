@@ -4,6 +4,7 @@ the result; heavy libraries (torch, datasets) are imported inside the commands t
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 import typer
@@ -134,3 +135,147 @@ def main() -> None:
     except BrokenPipeError:
         sys.exit(0)
     sys.exit(rv if isinstance(rv, int) else 0)
+
+
+# ----------------------------------------------------------------------------- tokenizer
+tokenizer_app = typer.Typer(help="Train and inspect SentencePiece tokenizers.", no_args_is_help=True)
+app.add_typer(tokenizer_app, name="tokenizer")
+
+
+@tokenizer_app.command("train")
+def tokenizer_train(
+    src: list[Path] = typer.Option(..., "--src", help="Source-side text file(s), .gz allowed."),
+    tgt: list[Path] = typer.Option(..., "--tgt", help="Target-side text file(s), .gz allowed."),
+    out: Path = typer.Option(..., "-o", "--output", help="Directory to write the tokenizer to."),
+    vocab_size: int = typer.Option(8000, "--vocab-size"),
+    model_type: str = typer.Option("unigram", "--model-type", help="unigram or bpe."),
+    character_coverage: float = typer.Option(1.0, "--character-coverage"),
+    joint: bool = typer.Option(True, "--joint/--separate", help="One model for both sides, or one per side."),
+    input_sentence_size: int = typer.Option(2_000_000, "--input-sentence-size", help="Sentences sampled (0: all)."),
+    seed: int = typer.Option(1, "--seed"),
+) -> None:
+    """Train a SentencePiece model with mtkit's fixed special ids (pad 0, unk 1, bos 2, eos 3)."""
+    from mtkit import progress
+    from mtkit.tokenizer import TokenizerOptions, train_tokenizer
+
+    opts = TokenizerOptions(vocab_size, model_type, character_coverage, joint, input_sentence_size, seed)
+    with progress.status(f"training a {vocab_size}-token {model_type} model"):
+        info = train_tokenizer(src, tgt, out, opts)
+    progress.print_info(f"wrote {out} ({', '.join(info['models'])}; vocabulary {info['src_vocab_size']}"
+                        f"{'' if joint else ' / ' + str(info['tgt_vocab_size'])})")
+
+
+def _stream_stdin():
+    from mtkit.textio import decode_line
+
+    for i, raw in enumerate(sys.stdin.buffer, start=1):
+        yield decode_line(raw, "<stdin>", i)
+
+
+@tokenizer_app.command("encode")
+def tokenizer_encode(
+    model_dir: Path = typer.Option(..., "-m", "--model", help="Tokenizer or model directory."),
+    side: str = typer.Option("src", "--side", help="src or tgt model (same when joint)."),
+    ids: bool = typer.Option(False, "--ids", help="Print ids instead of pieces."),
+) -> None:
+    """Encode stdin line by line to pieces (or ids) on stdout."""
+    tok = _load_tokenizer(model_dir)
+    proc = tok.src if side == "src" else tok.tgt
+    for line in _stream_stdin():
+        out = proc.encode(line, out_type=int if ids else str)
+        sys.stdout.write(" ".join(map(str, out)) + "\n")
+        sys.stdout.flush()
+
+
+@tokenizer_app.command("decode")
+def tokenizer_decode(
+    model_dir: Path = typer.Option(..., "-m", "--model", help="Tokenizer or model directory."),
+    side: str = typer.Option("tgt", "--side", help="src or tgt model (same when joint)."),
+) -> None:
+    """Decode pieces or ids (one sentence per line) from stdin back to plain text."""
+    tok = _load_tokenizer(model_dir)
+    proc = tok.src if side == "src" else tok.tgt
+    for lineno, line in enumerate(_stream_stdin(), start=1):
+        parts = line.split()
+        if parts and all(p.lstrip("-").isdigit() for p in parts):
+            values = [int(p) for p in parts]
+            bad = [v for v in values if not 0 <= v < proc.vocab_size()]
+            if bad:
+                raise UserError(f"<stdin>:{lineno}: id {bad[0]} is outside the vocabulary (0..{proc.vocab_size() - 1})")
+            sys.stdout.write(proc.decode(values) + "\n")
+        else:
+            sys.stdout.write(proc.decode_pieces(parts) + "\n")
+        sys.stdout.flush()
+
+
+def _load_tokenizer(model_dir: Path):
+    from mtkit.tokenizer import Tokenizer
+
+    return Tokenizer.load(model_dir / "tokenizer" if (model_dir / "tokenizer").is_dir() else model_dir)
+
+
+# ----------------------------------------------------------------------------- train
+@app.command()
+def train(
+    output: Path = typer.Option(..., "-o", "--output", help="Model directory (created, or resumed)."),
+    src: Path | None = typer.Option(None, "--src", help="Training source file (or a TSV/JSONL file alone)."),
+    tgt: Path | None = typer.Option(None, "--tgt", help="Training target file."),
+    valid_src: Path | None = typer.Option(None, "--valid-src"),
+    valid_tgt: Path | None = typer.Option(None, "--valid-tgt"),
+    tokenizer: Path | None = typer.Option(None, "--tokenizer", help="Tokenizer directory (else one is trained)."),
+    vocab_size: int = typer.Option(8000, "--vocab-size", help="Of the tokenizer trained when --tokenizer is absent."),
+    config_file: Path | None = typer.Option(None, "--config", help="TOML file with [model] [data] [train] [decode]."),
+    overrides: list[str] = typer.Option([], "--set", help="section.key=value, repeatable (any config setting)."),
+    preset: str | None = typer.Option(None, "--preset", help="tiny, multi30k, small, base or big."),
+    max_tokens: int | None = typer.Option(None, "--max-tokens"),
+    update_freq: int | None = typer.Option(None, "--update-freq"),
+    lr: float | None = typer.Option(None, "--lr"),
+    warmup: int | None = typer.Option(None, "--warmup"),
+    label_smoothing: float | None = typer.Option(None, "--label-smoothing"),
+    dropout: float | None = typer.Option(None, "--dropout"),
+    weight_decay: float | None = typer.Option(None, "--weight-decay"),
+    clip_norm: float | None = typer.Option(None, "--clip-norm"),
+    max_steps: int | None = typer.Option(None, "--max-steps"),
+    max_epochs: int | None = typer.Option(None, "--max-epochs"),
+    max_time: float | None = typer.Option(None, "--max-time", help="Seconds of wall time."),
+    valid_every: int | None = typer.Option(None, "--valid-every"),
+    save_every: int | None = typer.Option(None, "--save-every"),
+    keep_last: int | None = typer.Option(None, "--keep-last"),
+    patience: int | None = typer.Option(None, "--patience"),
+    precision: str | None = typer.Option(None, "--precision", help="auto, fp32, bf16 or fp16."),
+    device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N."),
+    seed: int | None = typer.Option(None, "--seed"),
+    compile_model: bool | None = typer.Option(None, "--compile/--no-compile"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a model directory holding another run."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the summary."),
+) -> None:
+    """Train (or resume) a Transformer; the model directory is all `mtkit translate` needs."""
+    from mtkit import config as C
+    from mtkit import progress
+    from mtkit.rundir import TrainJob
+    from mtkit.tokenizer import TokenizerOptions
+    from mtkit.train import train as run_training
+
+    cfg = C.load_toml(config_file) if config_file else C.RunConfig()
+    explicit = {
+        "preset": preset, "data.max_tokens": max_tokens, "train.update_freq": update_freq, "train.lr": lr,
+        "train.warmup": warmup, "train.label_smoothing": label_smoothing, "model.dropout": dropout,
+        "train.weight_decay": weight_decay, "train.clip_norm": clip_norm, "train.max_steps": max_steps,
+        "train.max_epochs": max_epochs, "train.max_time": max_time, "train.valid_every": valid_every,
+        "train.save_every": save_every, "train.keep_last": keep_last, "train.patience": patience,
+        "train.precision": precision, "train.device": device, "train.seed": seed, "train.compile": compile_model,
+    }
+    for key, value in explicit.items():
+        if value is not None:
+            C.apply_override(cfg, f"{key}={value}")
+    for assignment in overrides:
+        C.apply_override(cfg, assignment)
+    if src is None:
+        raise UserError("--src is required (with --tgt, or alone for a TSV/JSONL corpus)")
+    job = TrainJob(output, cfg, src, tgt, valid_src, valid_tgt, tokenizer,
+                   TokenizerOptions(vocab_size=vocab_size, seed=cfg.train.seed), overwrite)
+    renderer = progress.TrainRenderer(quiet=quiet)
+    with renderer:
+        summary = run_training(job, renderer)
+    if summary.get("reason") == "signal":
+        raise typer.Exit(128 + int(summary.get("signal", 15)))

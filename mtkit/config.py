@@ -34,6 +34,7 @@ class ModelConfig:
     n_dec_layers: int = 3
     dropout: float = 0.1  # on embeddings, sub-layer outputs and in the feed-forward
     attn_dropout: float = 0.0  # on attention probabilities
+    activation_dropout: float = 0.0  # inside the feed-forward, after the activation (fairseq's default)
     activation: Literal["relu", "gelu"] = "relu"
     norm: Literal["pre", "post"] = "pre"  # pre-norm (stable) or post-norm (the original paper)
     positions: Literal["sinusoidal", "learned"] = "sinusoidal"
@@ -49,6 +50,7 @@ class ModelConfig:
         _check_positive(self, "d_model", "n_heads", "d_ff", "n_enc_layers", "n_dec_layers", "max_positions")
         _check_range(self, "dropout", 0.0, 1.0)
         _check_range(self, "attn_dropout", 0.0, 1.0)
+        _check_range(self, "activation_dropout", 0.0, 1.0)
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -106,13 +108,12 @@ class TrainConfig:
     seed: int = 1
     compile: bool = False  # torch.compile the model
     log_every: int = 50  # steps between progress events
-    valid_beam: int = 1  # beam size of validation decoding (1: greedy)
     valid_max_sentences: int = 0  # decode only the first N validation sentences (0: all)
     max_nonfinite: int = 10  # consecutive non-finite losses before giving up
     threads: int = 0  # torch CPU threads (0: torch's default)
 
     def validate(self) -> None:
-        _check_positive(self, "lr", "update_freq", "keep_last", "valid_beam", "max_nonfinite")
+        _check_positive(self, "lr", "update_freq", "keep_last", "max_nonfinite")
         _check_range(self, "label_smoothing", 0.0, 1.0)
         for name in ("warmup", "max_steps", "max_epochs", "max_time", "valid_every", "save_every", "patience"):
             if getattr(self, name) < 0:
@@ -144,7 +145,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    decode: DecodeConfig = field(default_factory=lambda: DecodeConfig(beam=1))
+    decode: DecodeConfig = field(default_factory=lambda: DecodeConfig(beam=1))  # validation decoding
 
     def validate(self) -> None:
         for section in (self.model, self.data, self.train, self.decode):
@@ -212,12 +213,13 @@ def _apply(section: Any, key: str, value: Any, where: str) -> None:
 
 
 def apply_override(cfg: RunConfig, assignment: str) -> None:
-    """Apply `section.key=value` (or `key=value` when the key is unique across sections)."""
+    """Apply `section.key=value` (or `key=value` when the key is unique across sections).
+    `preset=NAME` replaces the whole model section with the preset's."""
     if "=" not in assignment:
         raise UserError(f"--set {assignment!r}: expected key=value, e.g. train.lr=0.001")
     key, value = (s.strip() for s in assignment.split("=", 1))
-    if key == "preset":
-        cfg.preset = value
+    if key == "preset":  # the model section becomes the preset's; later settings apply on top
+        cfg.preset, cfg.model = value, preset(value)
         return
     if "." in key:
         section_name, name = key.split(".", 1)

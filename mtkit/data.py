@@ -424,16 +424,16 @@ class BatchIterator:
         return batches[self.rank:usable:self.world_size]
 
     def __iter__(self) -> Iterator[Batch]:
-        """Endless: yields the rest of the current epoch, then the following epochs."""
+        """Endless: the rest of the current epoch, then the following epochs. The position moves
+        on before each batch is yielded, so state() is always where the next batch comes from."""
         while True:
             batches = self.epoch_batches(self.epoch)
             if not batches:
                 raise UserError(f"no batch fits --max-tokens {self.max_tokens}: every pair is longer")
-            while self.index < len(batches):
-                indices = batches[self.index]
-                self.index += 1
-                yield collate(self.corpus, indices)
-            self.epoch, self.index = self.epoch + 1, 0
+            for i in range(self.index, len(batches)):
+                last = i == len(batches) - 1
+                self.epoch, self.index = (self.epoch + 1, 0) if last else (self.epoch, i + 1)
+                yield collate(self.corpus, batches[i])
 
     def state(self) -> dict:
         return {"epoch": self.epoch, "index": self.index}

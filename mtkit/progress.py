@@ -71,3 +71,95 @@ def _paired_table(report: BLEUReport, names: Sequence[str], width: int) -> None:
         )
     Console(highlight=False).print(table)
     Console(highlight=False).print("* p < 0.05: the difference to the baseline is significant")
+
+
+def print_info(message: str) -> None:
+    stderr_console().print(escape(message), soft_wrap=True)
+
+
+def status(message: str):
+    """A spinner on a terminal; nothing otherwise."""
+    return stderr_console().status(escape(message))
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+class TrainRenderer:
+    """Shows training events: a live line on a terminal, plain log lines otherwise, a summary table.
+
+    Call it with each event dict (kind: info, data, start, train, valid, done)."""
+
+    def __init__(self, quiet: bool = False):
+        self.console = stderr_console()
+        self.quiet = quiet
+        self.live = self.console.is_terminal and not quiet
+        self.progress = None
+        self.task = None
+        self.last_valid: dict | None = None
+
+    def __enter__(self) -> TrainRenderer:
+        if self.live:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.progress = Progress(TextColumn("[bold]step {task.completed}"), BarColumn(),
+                                     TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=self.console)
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def _line(self, text: str) -> None:
+        if not self.quiet:
+            self.console.print(text, soft_wrap=True, highlight=False)
+
+    def __call__(self, event: dict) -> None:
+        getattr(self, f"_on_{event['kind']}", self._on_other)(event)
+
+    def _on_other(self, event: dict) -> None:
+        self._line(escape(str(event.get("message", event))))
+
+    def _on_start(self, e: dict) -> None:
+        self._line(f"training {e['parameters']:,} parameters on {e['device']} ({e['precision']}, "
+                   f"{e['world_size']} process(es)), {e['pairs']:,} pairs, from step {e['step']}")
+        if self.progress is not None:
+            self.task = self.progress.add_task("train", total=None, completed=e["step"], info="")
+
+    def _on_data(self, e: dict) -> None:
+        removed = ", ".join(f"{k} {v}" for k, v in e["removed"].items())
+        self._line(f"corpus: {e['read']:,} pairs read, {e['kept']:,} kept (removed: {removed})")
+
+    def _on_train(self, e: dict) -> None:
+        eta = ""
+        if e.get("max_steps"):
+            rate = e["elapsed"] / max(e["step"], 1)
+            eta = f" eta {_duration(rate * (e['max_steps'] - e['step']))}"
+        info = (f"epoch {e['epoch']} loss {e['loss']:.3f} ppl {e['ppl']:.2f} lr {e['lr']:.2e} "
+                f"{e['tgt_tokens_per_s']:,.0f} tgt tok/s elapsed {_duration(e['elapsed'])}{eta}")
+        if self.progress is not None and self.task is not None:
+            self.progress.update(self.task, completed=e["step"], total=e.get("max_steps") or None, info=info)
+        else:
+            self._line(f"step {e['step']} {info}")
+
+    def _on_valid(self, e: dict) -> None:
+        self.last_valid = e
+        mark = " (best)" if e["improved"] else ""
+        self._line(f"valid step {e['step']}: loss {e['valid_loss']:.3f} ppl {e['valid_ppl']:.2f} "
+                   f"BLEU {e['bleu']:.2f}{mark}")
+
+    def _on_done(self, e: dict) -> None:
+        table = Table(title="training summary")
+        table.add_column("")
+        table.add_column("", justify="right")
+        rows = [("stopped by", e["reason"]), ("steps", f"{e['step']:,}"), ("epoch", str(e["epoch"])),
+                ("wall time", _duration(e["elapsed"])), ("skipped updates", str(e["skipped_steps"])),
+                ("pairs longer than --max-tokens", str(e["oversized_pairs"]))]
+        if e.get("best_bleu") is not None:
+            rows.append(("best valid BLEU", f"{e['best_bleu']:.2f}"))
+        for k, v in rows:
+            table.add_row(k, v)
+        self.console.print(table)

@@ -1,0 +1,293 @@
+"""The encoder-decoder Transformer (Vaswani et al., 2017), written from scratch in plain PyTorch.
+
+Masks are boolean. An *attention mask* says True where a query may attend to a key (the
+convention of F.scaled_dot_product_attention); a *padding mask* says True at padding positions.
+Sequences are right-padded with PAD_ID, so the decoder's causal mask alone keeps every real
+target position away from padding, and no attention row is ever fully masked (every source
+ends with eos, every target starts with bos).
+
+    encode(src)                         -> memory            (batch, src_len, d_model)
+    decode(tgt_in, memory, src_pad)     -> logits            (batch, tgt_len, tgt_vocab)
+    start_state(memory, src_pad)        -> DecoderState      cross-attention keys/values, once
+    decode_step(tokens, state)          -> logits            (batch, tgt_vocab), cache grows by one
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mtkit.config import ModelConfig
+from mtkit.tokenizer import PAD_ID
+
+KV = tuple[Tensor, Tensor]  # keys, values: (batch, n_heads, len, d_head) each
+
+
+def sinusoidal_table(n_positions: int, d_model: int) -> Tensor:
+    """PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(pos / 10000^(2i/d))."""
+    pos = torch.arange(n_positions, dtype=torch.float64).unsqueeze(1)  # (n, 1)
+    inv_freq = torch.pow(10000.0, -torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)  # (d/2,)
+    table = torch.zeros(n_positions, d_model, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(pos * inv_freq)
+    table[:, 1::2] = torch.cos(pos * inv_freq[: d_model // 2])
+    return table.float()
+
+
+class Embedding(nn.Module):
+    """Token embedding scaled by sqrt(d_model), plus positions, then dropout."""
+
+    def __init__(self, tokens: nn.Embedding, cfg: ModelConfig):
+        super().__init__()
+        self.tokens, self.scale = tokens, math.sqrt(cfg.d_model)
+        self.learned = nn.Embedding(cfg.max_positions, cfg.d_model) if cfg.positions == "learned" else None
+        if self.learned is None:
+            self.register_buffer("table", sinusoidal_table(cfg.max_positions, cfg.d_model), persistent=False)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.max_positions = cfg.max_positions
+
+    def forward(self, ids: Tensor, start: int = 0) -> Tensor:  # ids (batch, len)
+        end = start + ids.size(1)
+        if end > self.max_positions:
+            raise ValueError(f"sequence of {end} positions exceeds model.max_positions={self.max_positions}")
+        pos = self.learned.weight[start:end] if self.learned is not None else self.table[start:end]  # (len, d)
+        return self.dropout(self.tokens(ids) * self.scale + pos)  # (batch, len, d_model)
+
+
+class Attention(nn.Module):
+    """Multi-head attention with separate query/key/value projections and an output projection."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_heads, self.d_head = cfg.n_heads, cfg.d_model // cfg.n_heads
+        self.q_proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.k_proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.v_proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.out_proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.attn_dropout = cfg.attn_dropout
+
+    def split_heads(self, x: Tensor) -> Tensor:  # (batch, len, d_model) -> (batch, heads, len, d_head)
+        return x.view(x.size(0), x.size(1), self.n_heads, self.d_head).transpose(1, 2)
+
+    def project_kv(self, x: Tensor) -> KV:
+        return self.split_heads(self.k_proj(x)), self.split_heads(self.v_proj(x))
+
+    def forward(
+        self,
+        query: Tensor,  # (batch, q_len, d_model)
+        kv: KV,  # keys/values (batch, heads, k_len, d_head)
+        mask: Tensor | None = None,  # (batch, 1, q_len or 1, k_len), True = may attend
+        causal: bool = False,
+        sink: list[Tensor] | None = None,
+    ) -> Tensor:
+        q = self.split_heads(self.q_proj(query))  # (batch, heads, q_len, d_head)
+        k, v = kv
+        if sink is None:
+            p = self.attn_dropout if self.training else 0.0
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal)
+        else:
+            out = self._explicit(q, k, v, mask, causal, sink)
+        out = out.transpose(1, 2).reshape(query.size(0), query.size(1), -1)  # (batch, q_len, d_model)
+        return self.out_proj(out)
+
+    @staticmethod
+    def _explicit(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool, sink: list[Tensor]) -> Tensor:
+        """The same attention computed step by step, recording the probabilities into sink."""
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (batch, heads, q_len, k_len)
+        if causal:
+            mask = torch.ones(q.size(2), k.size(2), dtype=torch.bool, device=q.device).tril(k.size(2) - q.size(2))
+        if mask is not None:
+            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        probs = scores.softmax(-1)
+        sink.append(probs.detach())
+        return probs @ v
+
+
+class FeedForward(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(cfg.d_model, cfg.d_ff), nn.Linear(cfg.d_ff, cfg.d_model)
+        self.activation = F.relu if cfg.activation == "relu" else F.gelu
+        self.dropout = nn.Dropout(cfg.activation_dropout)
+
+    def forward(self, x: Tensor) -> Tensor:  # (batch, len, d_model)
+        return self.fc2(self.dropout(self.activation(self.fc1(x))))
+
+
+class Residual(nn.Module):
+    """x + dropout(f(norm(x))) in pre-norm, norm(x + dropout(f(x))) in post-norm."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.norm, self.dropout, self.pre = nn.LayerNorm(cfg.d_model), nn.Dropout(cfg.dropout), cfg.norm == "pre"
+
+    def forward(self, x: Tensor, f) -> Tensor:
+        if self.pre:
+            return x + self.dropout(f(self.norm(x)))
+        return self.norm(x + self.dropout(f(x)))
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.self_attn, self.ff = Attention(cfg), FeedForward(cfg)
+        self.attn_res, self.ff_res = Residual(cfg), Residual(cfg)
+
+    def forward(self, x: Tensor, src_mask: Tensor) -> Tensor:  # x (batch, src_len, d_model)
+        x = self.attn_res(x, lambda h: self.self_attn(h, self.self_attn.project_kv(h), src_mask))
+        return self.ff_res(x, self.ff)
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.self_attn, self.cross_attn, self.ff = Attention(cfg), Attention(cfg), FeedForward(cfg)
+        self.self_res, self.cross_res, self.ff_res = Residual(cfg), Residual(cfg), Residual(cfg)
+
+    def forward(
+        self,
+        x: Tensor,  # (batch, tgt_len, d_model)
+        memory_kv: KV,  # cross-attention keys/values from the encoder output
+        src_mask: Tensor,  # (batch, 1, 1, src_len)
+        cache: DecoderCache | None = None,
+        sink: list[Tensor] | None = None,
+    ) -> Tensor:
+        def self_attention(h: Tensor) -> Tensor:
+            kv = self.self_attn.project_kv(h)
+            if cache is None:  # whole sequence: causal mask
+                return self.self_attn(h, kv, causal=True)
+            return self.self_attn(h, cache.append(kv))  # one new position sees all cached ones
+
+        x = self.self_res(x, self_attention)
+        x = self.cross_res(x, lambda h: self.cross_attn(h, memory_kv, src_mask, sink=sink))
+        return self.ff_res(x, self.ff)
+
+
+@dataclass
+class DecoderCache:
+    """Self-attention keys/values of the positions decoded so far, for one layer."""
+
+    kv: KV | None = None
+
+    def append(self, new: KV) -> KV:
+        if self.kv is not None:
+            new = (torch.cat([self.kv[0], new[0]], dim=2), torch.cat([self.kv[1], new[1]], dim=2))
+        self.kv = new
+        return new
+
+
+@dataclass
+class DecoderState:
+    """Everything incremental decoding carries from one step to the next."""
+
+    memory_kv: list[KV]  # per layer, cross-attention keys/values computed once
+    src_mask: Tensor  # (batch, 1, 1, src_len)
+    caches: list[DecoderCache]
+    step: int = 0
+    attention: list[Tensor] | None = field(default=None)  # cross-attention probabilities, when recorded
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep rows `index` (batch,) of every tensor, e.g. the surviving beams."""
+        self.memory_kv = [(k.index_select(0, index), v.index_select(0, index)) for k, v in self.memory_kv]
+        self.src_mask = self.src_mask.index_select(0, index)
+        if self.attention is not None:
+            self.attention = [a.index_select(0, index) for a in self.attention]
+        for cache in self.caches:
+            if cache.kv is not None:
+                cache.kv = (cache.kv[0].index_select(0, index), cache.kv[1].index_select(0, index))
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        tgt_tokens = nn.Embedding(cfg.tgt_vocab_size, cfg.d_model, padding_idx=PAD_ID)
+        src_tokens = tgt_tokens if cfg.share_embeddings else nn.Embedding(cfg.src_vocab_size, cfg.d_model, padding_idx=PAD_ID)
+        self.src_embed, self.tgt_embed = Embedding(src_tokens, cfg), Embedding(tgt_tokens, cfg)
+        self.encoder = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.n_enc_layers))
+        self.decoder = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.n_dec_layers))
+        pre = cfg.norm == "pre"
+        self.enc_norm = nn.LayerNorm(cfg.d_model) if pre else nn.Identity()
+        self.dec_norm = nn.LayerNorm(cfg.d_model) if pre else nn.Identity()
+        self.output = nn.Linear(cfg.d_model, cfg.tgt_vocab_size, bias=False)
+        self._init_weights()
+        if cfg.tie_output:
+            self.output.weight = tgt_tokens.weight
+
+    def _init_weights(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=self.cfg.d_model**-0.5)
+                if module.padding_idx is not None:
+                    with torch.no_grad():
+                        module.weight[module.padding_idx].zero_()
+
+    @staticmethod
+    def attention_mask(src_pad_mask: Tensor) -> Tensor:  # (batch, src_len) -> (batch, 1, 1, src_len)
+        return (~src_pad_mask)[:, None, None, :]
+
+    def encode(self, src: Tensor) -> Tensor:  # (batch, src_len) -> (batch, src_len, d_model)
+        mask = self.attention_mask(src.eq(PAD_ID))
+        x = self.src_embed(src)
+        for layer in self.encoder:
+            x = layer(x, mask)
+        return self.enc_norm(x)
+
+    def decode(
+        self, tgt_in: Tensor, memory: Tensor, src_pad_mask: Tensor, sink: list[Tensor] | None = None
+    ) -> Tensor:
+        """Logits (batch, tgt_len, tgt_vocab) of every target position, teacher-forced."""
+        mask = self.attention_mask(src_pad_mask)
+        x = self.tgt_embed(tgt_in)  # (batch, tgt_len, d_model)
+        for layer in self.decoder:
+            x = layer(x, layer.cross_attn.project_kv(memory), mask, sink=sink)
+        return self.output(self.dec_norm(x))
+
+    def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:
+        return self.decode(tgt_in, self.encode(src), src.eq(PAD_ID))
+
+    # -------------------------------------------------------------- incremental decoding
+    def start_state(self, memory: Tensor, src_pad_mask: Tensor, record_attention: bool = False) -> DecoderState:
+        memory_kv = [layer.cross_attn.project_kv(memory) for layer in self.decoder]
+        caches = [DecoderCache() for _ in self.decoder]
+        return DecoderState(memory_kv, self.attention_mask(src_pad_mask), caches,
+                            attention=[] if record_attention else None)
+
+    def decode_step(self, tokens: Tensor, state: DecoderState) -> Tensor:
+        """Logits (batch, tgt_vocab) of the next token after `tokens` (batch,), the last input."""
+        x = self.tgt_embed(tokens[:, None], start=state.step)  # (batch, 1, d_model)
+        sink: list[Tensor] | None = [] if state.attention is not None else None
+        for layer, kv, cache in zip(self.decoder, state.memory_kv, state.caches):
+            x = layer(x, kv, state.src_mask, cache=cache, sink=sink)
+        if sink:
+            state.attention.append(torch.stack(sink).mean(dim=(0, 2))[:, 0])  # (batch, src_len), layers+heads
+        state.step += 1
+        return self.output(self.dec_norm(x))[:, 0]
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Distinct parameters (tied weights counted once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def expected_parameters(cfg: ModelConfig) -> int:
+    """The closed-form parameter count of Transformer(cfg), to check the implementation against."""
+    d, f = cfg.d_model, cfg.d_ff
+    attention = 4 * (d * d + d)
+    ffn = d * f + f + f * d + d
+    norm = 2 * d
+    enc = cfg.n_enc_layers * (attention + ffn + 2 * norm)
+    dec = cfg.n_dec_layers * (2 * attention + ffn + 3 * norm)
+    emb = cfg.tgt_vocab_size * d + (0 if cfg.share_embeddings else cfg.src_vocab_size * d)
+    out = 0 if cfg.tie_output else cfg.tgt_vocab_size * d
+    learned = 2 * cfg.max_positions * d if cfg.positions == "learned" else 0
+    final_norms = 2 * norm if cfg.norm == "pre" else 0
+    return enc + dec + emb + out + learned + final_norms

@@ -1,0 +1,160 @@
+"""The Transformer's properties on tiny sizes, fixed seeds, CPU."""
+
+import pytest
+import torch
+
+from mtkit.config import preset
+from mtkit.model import Transformer, count_parameters, expected_parameters, sinusoidal_table
+from mtkit.tokenizer import BOS_ID, PAD_ID
+
+V = 50
+
+
+def tiny(**kw) -> Transformer:
+    torch.manual_seed(0)
+    cfg = preset("tiny", src_vocab_size=V, tgt_vocab_size=V, n_enc_layers=2, n_dec_layers=2, **kw)
+    return Transformer(cfg).eval()
+
+
+def rand_ids(*shape, low=4):
+    return torch.randint(low, V, shape)
+
+
+@pytest.mark.parametrize("norm", ["pre", "post"])
+@pytest.mark.parametrize("positions", ["sinusoidal", "learned"])
+def test_causality(norm, positions):
+    model = tiny(norm=norm, positions=positions)
+    src, tgt = rand_ids(2, 7), rand_ids(2, 9)
+    tgt[:, 0] = BOS_ID
+    base = model(src, tgt)
+    for t in range(8):
+        changed = tgt.clone()
+        changed[:, t + 1:] = rand_ids(2, 9 - t - 1)
+        out = model(src, changed)
+        torch.testing.assert_close(out[:, : t + 1], base[:, : t + 1], rtol=1e-5, atol=1e-5)
+
+
+def test_padding_invariance_source_and_target():
+    model = tiny()
+    src, tgt = rand_ids(1, 6), rand_ids(1, 5)
+    alone = model(src, tgt)
+    src_padded = torch.cat([src, torch.full((1, 4), PAD_ID)], 1)
+    tgt_padded = torch.cat([tgt, torch.full((1, 3), PAD_ID)], 1)
+    other_src, other_tgt = rand_ids(1, 10), rand_ids(1, 8)
+    batch = model(torch.cat([src_padded, other_src]), torch.cat([tgt_padded, other_tgt]))
+    torch.testing.assert_close(batch[0, :5], alone[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("norm", ["pre", "post"])
+def test_cached_incremental_decoding_equals_full_forward(norm):
+    model = tiny(norm=norm)
+    src = rand_ids(3, 8)
+    src[1, 5:] = PAD_ID
+    tgt = rand_ids(3, 6)
+    tgt[:, 0] = BOS_ID
+    full = model(src, tgt)
+    memory = model.encode(src)
+    state = model.start_state(memory, src.eq(PAD_ID))
+    steps = torch.stack([model.decode_step(tgt[:, t], state) for t in range(6)], dim=1)
+    torch.testing.assert_close(steps, full, rtol=1e-5, atol=1e-5)
+
+
+def test_cache_reorder_follows_rows():
+    model = tiny()
+    src, tgt = rand_ids(3, 5), rand_ids(3, 4)
+    tgt[:, 0] = BOS_ID
+    state = model.start_state(model.encode(src), src.eq(PAD_ID))
+    for t in range(3):
+        model.decode_step(tgt[:, t], state)
+    order = torch.tensor([2, 0, 1])
+    state.reorder(order)
+    last = model.decode_step(tgt[order, 3], state)
+    torch.testing.assert_close(last, model(src[order], tgt[order])[:, 3], rtol=1e-5, atol=1e-5)
+
+
+def test_cross_attention_uses_the_source():
+    model = tiny()
+    src, tgt = rand_ids(1, 6), rand_ids(1, 5)
+    other = src.clone()
+    other[0, 2] = (other[0, 2] + 1 - 4) % (V - 4) + 4
+    assert not torch.allclose(model(src, tgt), model(other, tgt))
+
+
+def test_gradients_reach_every_parameter_and_weights_are_tied():
+    model = tiny(dropout=0.1, activation_dropout=0.1, attn_dropout=0.1)
+    model.train()
+    src, tgt = rand_ids(2, 6), rand_ids(2, 5)
+    model(src, tgt).sum().backward()  # dropout on, so the dropout paths are exercised too
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert model.output.weight is model.tgt_embed.tokens.weight
+    assert model.src_embed.tokens is model.tgt_embed.tokens
+    untied = tiny(share_embeddings=False, tie_output=False)
+    assert untied.output.weight is not untied.tgt_embed.tokens.weight
+    assert untied.src_embed.tokens is not untied.tgt_embed.tokens
+
+
+def test_sinusoidal_formula():
+    table = sinusoidal_table(50, 16)
+    pos, i = 7, 3
+    assert table[pos, 2 * i].item() == pytest.approx(torch.sin(torch.tensor(pos / 10000 ** (2 * i / 16))).item(), abs=1e-6)
+    assert table[pos, 2 * i + 1].item() == pytest.approx(torch.cos(torch.tensor(pos / 10000 ** (2 * i / 16))).item(), abs=1e-6)
+
+
+@pytest.mark.parametrize("name", ["tiny", "multi30k", "small", "base", "big"])
+@pytest.mark.parametrize("kw", [{}, {"share_embeddings": False, "tie_output": False, "norm": "post", "positions": "learned"}])
+def test_parameter_count_matches_formula(name, kw):
+    cfg = preset(name, src_vocab_size=37000, tgt_vocab_size=37000, **kw)
+    if name in ("base", "big"):
+        with torch.device("meta"):
+            model = Transformer(cfg)
+    else:
+        model = Transformer(cfg)
+    assert count_parameters(model) == expected_parameters(cfg)
+
+
+def test_base_has_about_63m_parameters():
+    cfg = preset("base", src_vocab_size=37000, tgt_vocab_size=37000)
+    with torch.device("meta"):
+        n = count_parameters(Transformer(cfg))
+    assert n == 63_084_544  # 37000*512 shared embeddings + 6 encoder + 6 decoder layers + 2 final norms
+
+
+def test_attention_probabilities_on_demand_equal_normal_path():
+    model = tiny()
+    src, tgt = rand_ids(2, 6), rand_ids(2, 4)
+    src[1, 4:] = PAD_ID
+    memory = model.encode(src)
+    sink: list = []
+    recorded = model.decode(tgt, memory, src.eq(PAD_ID), sink=sink)
+    torch.testing.assert_close(recorded, model.decode(tgt, memory, src.eq(PAD_ID)), rtol=1e-5, atol=1e-5)
+    assert len(sink) == 2 and sink[0].shape == (2, 2, 4, 6)
+    torch.testing.assert_close(sink[0].sum(-1), torch.ones(2, 2, 4))
+    assert sink[0][1, :, :, 4:].abs().max() == 0  # padding gets no attention
+
+
+def test_bf16_autocast_on_cpu():
+    model = tiny()
+    src, tgt = rand_ids(2, 6), rand_ids(2, 5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(src, tgt)
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
+    torch.testing.assert_close(out.float(), model(src, tgt), rtol=0.1, atol=0.1)
+
+
+def test_sequence_longer_than_positions_is_refused():
+    model = tiny(max_positions=8)
+    with pytest.raises(ValueError, match="max_positions"):
+        model(rand_ids(1, 9), rand_ids(1, 3))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_cuda_autocast(dtype):
+    model = tiny().cuda()
+    src, tgt = rand_ids(2, 6).cuda(), rand_ids(2, 5).cuda()
+    with torch.autocast("cuda", dtype=dtype):
+        out = model(src, tgt)
+    assert out.dtype == dtype and torch.isfinite(out).all()
+    torch.testing.assert_close(out.float(), model(src, tgt), rtol=0.05, atol=0.05)
