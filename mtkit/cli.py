@@ -279,3 +279,105 @@ def train(
         summary = run_training(job, renderer)
     if summary.get("reason") == "signal":
         raise typer.Exit(128 + int(summary.get("signal", 15)))
+
+
+# ----------------------------------------------------------------------------- translate
+def _autocast_dtype(precision: str, device):
+
+    from mtkit.train import resolve_precision
+
+    return resolve_precision(precision, device).dtype
+
+
+@app.command()
+def translate(
+    model_dir: Path = typer.Option(..., "-m", "--model", help="Model directory written by mtkit train."),
+    input_file: Path | None = typer.Option(None, "-i", "--input", help="Input file (default: stdin)."),
+    output_file: Path | None = typer.Option(None, "-o", "--output", help="Output file (default: stdout)."),
+    beam: int = typer.Option(5, "--beam", help="Beam size."),
+    greedy: bool = typer.Option(False, "--greedy", help="Greedy search (same as --beam 1)."),
+    length_penalty: float = typer.Option(1.0, "--length-penalty", help="GNMT alpha; 0 = raw log-probability."),
+    max_len_a: float = typer.Option(1.2, "--max-len-a"),
+    max_len_b: int = typer.Option(10, "--max-len-b", help="Longest output: a * source length + b tokens."),
+    nbest: int = typer.Option(1, "--nbest", help="Hypotheses per sentence (jsonl output lists them)."),
+    max_tokens: int = typer.Option(8000, "--max-tokens", help="Batch budget: source tokens x beam."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best, last, averaged or a path."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
+    precision: str = typer.Option("auto", "--precision", help="auto, fp32, bf16 or fp16."),
+    fmt: str = typer.Option("text", "--format", "-f", help="text or jsonl."),
+    interactive: bool = typer.Option(False, "--interactive", help="Answer each line as it arrives."),
+) -> None:
+    """Translate lines (stdin to stdout by default), one output line per input line, in order."""
+    import json as _json
+
+    from mtkit import progress
+    from mtkit.checkpoint import load_for_inference
+    from mtkit.config import DecodeConfig
+    from mtkit.decode import TranslateStats
+    from mtkit.decode import translate as run_translate
+    from mtkit.textio import iter_lines
+    from mtkit.train import resolve_device
+
+    if fmt not in ("text", "jsonl"):
+        raise UserError(f"--format: expected text or jsonl, got {fmt!r}")
+    cfg = DecodeConfig(1 if greedy else beam, length_penalty, max_len_a, max_len_b, nbest, max_tokens)
+    cfg.validate()
+    dev = resolve_device(device, 0)
+    model, tok, _ = load_for_inference(model_dir, checkpoint, dev)
+    lines = iter_lines(input_file) if input_file else _stream_stdin()
+    out = open(output_file, "w", encoding="utf-8") if output_file else sys.stdout  # noqa: SIM115
+    stats = TranslateStats()
+    try:
+        for t in run_translate(model, tok, lines, cfg, stats, chunk_size=1 if interactive else 2000,
+                               device=dev, autocast_dtype=_autocast_dtype(precision, dev)):
+            if fmt == "text":
+                out.write(t.text + "\n")
+            else:
+                out.write(_json.dumps({"translation": t.text, "score": t.score, "tokens": t.tokens,
+                                       "nbest": [{"translation": x, "score": s} for x, s in t.nbest]},
+                                      ensure_ascii=False) + "\n")
+            if interactive:
+                out.flush()
+    finally:
+        if output_file:
+            out.close()
+    if stats.truncated:
+        progress.print_warning(f"{stats.truncated} input line(s) were longer than the model's maximum "
+                               f"({model.cfg.max_positions - 1} tokens) and were truncated")
+
+
+@app.command()
+def average(
+    model_dir: Path = typer.Option(..., "-m", "--model", help="Model directory."),
+    last: int = typer.Option(10, "--last", help="How many of the latest step checkpoints."),
+    output: Path | None = typer.Option(None, "-o", "--output", help="Default: checkpoints/averaged.pt."),
+) -> None:
+    """Average the weights of the last N checkpoints (use with translate --checkpoint averaged)."""
+    from mtkit import progress
+    from mtkit.checkpoint import average_last
+
+    if last < 1:
+        raise UserError(f"--last must be at least 1, got {last}")
+    path = average_last(model_dir, last, output)
+    progress.print_info(f"wrote {path} (average of the last {last} checkpoints)")
+
+
+@app.command()
+def attention(
+    sentence: str = typer.Argument(..., help="Source sentence."),
+    model_dir: Path = typer.Option(..., "-m", "--model", help="Model directory."),
+    output: Path | None = typer.Option(None, "-o", "--output", help="Write a PNG heatmap (needs matplotlib)."),
+    checkpoint: str = typer.Option("best", "--checkpoint"),
+) -> None:
+    """Show the cross-attention of a sentence's greedy translation as a heatmap."""
+    from mtkit import progress
+    from mtkit.checkpoint import load_for_inference
+    from mtkit.decode import cross_attention
+
+    model, tok, _ = load_for_inference(model_dir, checkpoint, "cpu")
+    result = cross_attention(model, tok, sentence)
+    if output is not None:
+        progress.attention_png(result, output)
+        progress.print_info(f"wrote {output}")
+    else:
+        progress.attention_table(result)

@@ -280,10 +280,14 @@ def _build(source: Source, tokenizer: Tokenizer, cfg: DataConfig, work: Path) ->
     import datasets
 
     datasets.disable_progress_bars()
-    raw = datasets.Dataset.from_generator(
-        _generate_rows, gen_kwargs={"source": source}, cache_dir=str(work / "raw"),
-        features=datasets.Features({"src": datasets.Value("string"), "tgt": datasets.Value("string")}),
-    )
+    try:
+        raw = datasets.Dataset.from_generator(
+            _generate_rows, gen_kwargs={"source": source}, cache_dir=str(work / "raw"),
+            features=datasets.Features({"src": datasets.Value("string"), "tgt": datasets.Value("string")}),
+        )
+    except datasets.exceptions.DatasetGenerationError as e:
+        cause = e.__cause__ or e.__context__
+        raise cause if isinstance(cause, UserError) else UserError(f"{_describe(source)}: {cause or e}") from None
     encoded = raw.map(
         _encode_batch, batched=True, batch_size=1000, num_proc=cfg.num_proc if cfg.num_proc > 1 else None,
         fn_kwargs={"tokenizer_dir": str(tokenizer.directory)}, remove_columns=["src", "tgt"],

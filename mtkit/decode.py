@@ -235,3 +235,31 @@ def rescore(model: Transformer, src_ids: list[int], tokens: list[int], alpha: fl
     logprobs = F.log_softmax(model(src, tgt_in).float(), dim=-1)
     total = logprobs.gather(2, tgt_out[..., None]).sum().item()
     return total / length_penalty(len(tokens) + 1, alpha)
+
+
+@dataclass
+class AttentionMap:
+    src_pieces: list[str]  # source pieces, then "</s>"
+    tgt_pieces: list[str]  # output pieces, then "</s>"
+    weights: list[list[float]]  # (tgt, src): mean over layers and heads
+    translation: str
+
+
+@torch.inference_mode()
+def cross_attention(model: Transformer, tokenizer: Tokenizer, sentence: str, max_len: int = 200) -> AttentionMap:
+    """Greedy translation of one sentence with its cross-attention recorded at every step."""
+    ids = tokenizer.encode_src([sentence])[0][: model.cfg.max_positions - 1]
+    src = torch.tensor([ids + [EOS_ID]])
+    state = model.start_state(model.encode(src), src.eq(PAD_ID), record_attention=True)
+    token, out = torch.tensor([BOS_ID]), []
+    for _ in range(min(max_len, model.cfg.max_positions)):
+        logits = model.decode_step(token, state)
+        logits[:, PAD_ID] = logits[:, BOS_ID] = float("-inf")
+        token = logits.argmax(-1)
+        if int(token) == EOS_ID:
+            break
+        out.append(int(token))
+    weights = torch.stack(state.attention)[:, 0].tolist()  # (steps, src_len)
+    return AttentionMap([tokenizer.src.id_to_piece(i) for i in ids] + ["</s>"],
+                        [tokenizer.tgt.id_to_piece(i) for i in out] + ["</s>"], weights,
+                        tokenizer.decode_tgt([out])[0])

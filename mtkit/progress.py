@@ -163,3 +163,38 @@ class TrainRenderer:
         for k, v in rows:
             table.add_row(k, v)
         self.console.print(table)
+
+
+def attention_table(result) -> None:
+    """The attention matrix in the terminal: rows are output pieces, shaded by weight."""
+    table = Table(title=escape(result.translation), show_lines=False)
+    table.add_column("")
+    for piece in result.src_pieces:
+        table.add_column(escape(piece), justify="center")
+    for piece, row in zip(result.tgt_pieces, result.weights):
+        cells = []
+        for w in row:
+            level = int(round(w * 255))
+            cells.append(f"[on rgb({255 - level},{255 - level},255)]{w:.2f}[/]")
+        table.add_row(escape(piece), *cells)
+    Console().print(table)
+
+
+def attention_png(result, path) -> None:
+    from mtkit.errors import UserError
+
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UserError("writing a PNG needs matplotlib: pip install 'mtkit[plot]' (or leave out -o for the terminal view)") from None
+    fig, ax = plt.subplots(figsize=(1 + 0.5 * len(result.src_pieces), 1 + 0.4 * len(result.tgt_pieces)))
+    ax.imshow(result.weights, cmap="Blues", vmin=0.0, vmax=1.0)
+    ax.set_xticks(range(len(result.src_pieces)), result.src_pieces, rotation=60, ha="right")
+    ax.set_yticks(range(len(result.tgt_pieces)), result.tgt_pieces)
+    ax.set_title(result.translation)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

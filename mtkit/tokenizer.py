@@ -33,6 +33,12 @@ class TokenizerOptions:
     input_sentence_size: int = 2_000_000  # sentences sampled per model (0: all)
     seed: int = 1
 
+    @property
+    def byte_fallback(self) -> bool:
+        """Unseen characters become UTF-8 byte pieces, so decoding restores them exactly. It takes
+        256 vocabulary entries, so it is used only when the vocabulary has room for them."""
+        return self.vocab_size >= 1024
+
     def validate(self) -> None:
         if self.model_type not in ("unigram", "bpe"):
             raise UserError(f"--model-type: expected unigram or bpe, got {self.model_type!r}")
@@ -78,6 +84,7 @@ def _train_one(paths: Sequence[Path], prefix: Path, opts: TokenizerOptions) -> N
             character_coverage=opts.character_coverage,
             pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
             max_sentence_length=1 << 16,
+            byte_fallback=opts.byte_fallback,
             num_threads=2,
             minloglevel=2,
         )
@@ -108,7 +115,7 @@ def train_tokenizer(
             _train_one(src, work / "src", opts)
             _train_one(tgt, work / "tgt", opts)
         info = {
-            "options": asdict(opts),
+            "options": {**asdict(opts), "byte_fallback": opts.byte_fallback},
             "models": ["spm.model"] if opts.joint else ["src.model", "tgt.model"],
             "corpus": {str(p): file_sha256(p) for p in (*src, *tgt)},
         }

@@ -1,0 +1,37 @@
+"""Small corpora and models shared by the tests."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa".split()
+
+
+def write_reverse_task(directory: Path, n_train: int = 4000, n_valid: int = 100, seed: int = 0) -> dict[str, Path]:
+    """A parallel corpus whose target is the source's words reversed."""
+    rng = random.Random(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for split, n in (("train", n_train), ("valid", n_valid)):
+        src, tgt = directory / f"{split}.src", directory / f"{split}.tgt"
+        rows = [[rng.choice(WORDS) for _ in range(rng.randint(2, 7))] for _ in range(n)]
+        src.write_text("".join(" ".join(r) + "\n" for r in rows))
+        tgt.write_text("".join(" ".join(reversed(r)) + "\n" for r in rows))
+        paths[f"{split}_src"], paths[f"{split}_tgt"] = src, tgt
+    return paths
+
+
+def write_pair(directory: Path, src_lines: list[str], tgt_lines: list[str], name: str = "c") -> tuple[Path, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    src, tgt = directory / f"{name}.src", directory / f"{name}.tgt"
+    src.write_text("".join(line + "\n" for line in src_lines), encoding="utf-8")
+    tgt.write_text("".join(line + "\n" for line in tgt_lines), encoding="utf-8")
+    return src, tgt
+
+
+REVERSE_SETTINGS = [
+    "--preset", "tiny", "--set", "model.d_model=64", "--set", "model.n_heads=4", "--set", "model.d_ff=128",
+    "--set", "model.n_enc_layers=2", "--set", "model.n_dec_layers=2", "--warmup", "50", "--lr", "0.005",
+    "--label-smoothing", "0", "--max-tokens", "1024", "--vocab-size", "43",
+]

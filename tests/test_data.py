@@ -1,0 +1,229 @@
+"""Tokenizer training and the corpus pipeline (issue: tokenizer and data)."""
+
+import gzip
+import json
+
+import numpy as np
+import pytest
+
+from helpers import write_pair
+from mtkit import data as D
+from mtkit.config import DataConfig
+from mtkit.errors import UserError
+from mtkit.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer, TokenizerOptions, train_tokenizer
+
+SENTENCES = [
+    "A man in an orange hat starring at something.",
+    "Two dogs run through a snowy field, chasing a ball!",
+    "Ein Mann mit einem orangefarbenen Hut, der etwas anstarrt.",
+    "Zwei Hunde rennen über ein verschneites Feld – „schnell“ 1,000 € 3.14",
+    "Müller's café: naïve coöperation & <html> tags",
+] * 40
+
+
+@pytest.fixture(scope="module")
+def tok_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tok")
+    src, tgt = write_pair(d, SENTENCES[::2] * 2, SENTENCES[1::2] * 2)
+    train_tokenizer([src], [tgt], d / "tok", TokenizerOptions(vocab_size=80))
+    return d / "tok"
+
+
+@pytest.fixture(scope="module")
+def tok(tok_dir):
+    return Tokenizer.load(tok_dir)
+
+
+# ----------------------------------------------------------------------------- tokenizer
+def test_tokenizer_special_ids_info_and_round_trip(tok_dir, tok):
+    info = json.loads((tok_dir / "tokenizer.json").read_text())
+    assert info["models"] == ["spm.model"] and info["src_vocab_size"] == 80
+    assert all(len(h) == 64 for h in info["corpus"].values())
+    proc = tok.src
+    assert (proc.pad_id(), proc.unk_id(), proc.bos_id(), proc.eos_id()) == (PAD_ID, UNK_ID, BOS_ID, EOS_ID)
+    ids = tok.encode_src(SENTENCES[:5])
+    assert tok.decode_tgt(ids) == SENTENCES[:5]
+    assert not any("▁" in s for s in tok.decode_tgt(ids))
+
+
+def test_separate_tokenizers(tmp_path):
+    src, tgt = write_pair(tmp_path, SENTENCES[::2], SENTENCES[1::2])
+    info = train_tokenizer([src], [tgt], tmp_path / "t", TokenizerOptions(vocab_size=60, joint=False, model_type="bpe"))
+    assert info["models"] == ["src.model", "tgt.model"]
+    t = Tokenizer.load(tmp_path / "t")
+    assert not t.joint and t.decode_tgt(t.encode_tgt([SENTENCES[1]])) == [SENTENCES[1]]
+
+
+def test_tokenizer_sampling_and_bad_options(tmp_path):
+    src, tgt = write_pair(tmp_path, SENTENCES, SENTENCES)
+    train_tokenizer([src], [tgt], tmp_path / "s", TokenizerOptions(vocab_size=60, input_sentence_size=50))
+    with pytest.raises(UserError, match="too large"):
+        train_tokenizer([src], [tgt], tmp_path / "big", TokenizerOptions(vocab_size=50000))
+    assert not (tmp_path / "big").exists() and not list(tmp_path.glob(".big*"))
+    with pytest.raises(UserError, match="model-type"):
+        train_tokenizer([src], [tgt], tmp_path / "x", TokenizerOptions(model_type="wordpiece"))
+
+
+def test_tokenizer_round_trip_on_multi30k(multi30k, tmp_path):
+    train_tokenizer([multi30k / "val.en.gz"], [multi30k / "val.de.gz"], tmp_path / "t", TokenizerOptions(vocab_size=2000))
+    t = Tokenizer.load(tmp_path / "t")
+    lines = [line.rstrip("\n") for line in gzip.open(multi30k / "test_2016_flickr.de.gz", "rt", encoding="utf-8")]
+    normalized = [" ".join(line.split()) for line in lines]  # SentencePiece folds runs of spaces
+    assert t.decode_tgt(t.encode_tgt(lines)) == normalized
+
+
+def test_tokenizer_cli_encode_decode(tok_dir, mtkit_cli):
+    out = mtkit_cli("tokenizer", "encode", "-m", str(tok_dir), "--ids", stdin="A man in an orange hat.\n\nZwei Hunde\n")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.split("\n")
+    assert lines[1] == "" and all(x.isdigit() for x in lines[0].split())
+    back = mtkit_cli("tokenizer", "decode", "-m", str(tok_dir), stdin=out.stdout)
+    assert back.stdout.split("\n")[:3] == ["A man in an orange hat.", "", "Zwei Hunde"]
+    bad = mtkit_cli("tokenizer", "decode", "-m", str(tok_dir), stdin="1 99999\n")
+    assert bad.returncode == 2 and "<stdin>:1" in bad.stderr
+
+
+# ----------------------------------------------------------------------------- corpus
+def test_prepare_cleans_counts_and_caches(tmp_path, tok, monkeypatch):
+    src_lines = ["a man", "  ", "two dogs run", "x " * 300, "a man", "ok", "one two three four five six seven eight"]
+    tgt_lines = ["ein Mann", "Hund", "zwei Hunde", "y", "ein Mann", "", "a"]
+    src, tgt = write_pair(tmp_path, src_lines, tgt_lines)
+    cfg = DataConfig(max_len=100, max_ratio=3.0, dedup=True)
+    corpus = D.prepare_corpus(D.TextPair(src, tgt), tok, cfg, tmp_path / "cache")
+    r = corpus.report
+    assert (r.read, r.empty, r.too_long, r.duplicate) == (7, 2, 1, 1)
+    assert r.bad_ratio >= 1 and r.kept == r.read - sum(r.removed().values()) == len(corpus)
+    calls = []
+    monkeypatch.setattr(D, "_build", lambda *a: calls.append(a))
+    again = D.prepare_corpus(D.TextPair(src, tgt), tok, cfg, tmp_path / "cache")
+    assert calls == [] and len(again) == len(corpus)  # reused, not re-encoded
+    assert np.array_equal(again.src_values, corpus.src_values)
+
+
+def test_cache_invalidated_when_tokenizer_changes(tmp_path, tok):
+    src, tgt = write_pair(tmp_path, SENTENCES[:20], SENTENCES[1:21])
+    cfg = DataConfig()
+    a = D.prepare_corpus(D.TextPair(src, tgt), tok, cfg, tmp_path / "cache")
+    train_tokenizer([src], [tgt], tmp_path / "tok2", TokenizerOptions(vocab_size=70))
+    b = D.prepare_corpus(D.TextPair(src, tgt), Tokenizer.load(tmp_path / "tok2"), cfg, tmp_path / "cache")
+    assert a.directory != b.directory
+    assert len(list((tmp_path / "cache").iterdir())) == 2
+
+
+def test_table_sources_tsv_and_jsonl(tmp_path, tok):
+    tsv = tmp_path / "c.tsv"
+    tsv.write_text("a man\tein Mann\ntwo dogs\tzwei Hunde\n")
+    jsonl = tmp_path / "c.jsonl"
+    jsonl.write_text('{"translation": {"en": "a man", "de": "ein Mann"}}\n{"translation": {"en": "two dogs", "de": "zwei Hunde"}}\n')
+    a = D.prepare_corpus(D.TableFile(tsv), tok, DataConfig(), tmp_path / "c1")
+    b = D.prepare_corpus(D.TableFile(jsonl, "translation.en", "translation.de"), tok, DataConfig(), tmp_path / "c2")
+    assert np.array_equal(a.src_values, b.src_values) and np.array_equal(a.tgt_values, b.tgt_values)
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("a\tb\nno tab here\n")
+    with pytest.raises(UserError, match="bad.tsv:2"):
+        D.prepare_corpus(D.TableFile(bad), tok, DataConfig(), tmp_path / "c3")
+    assert not [p for p in (tmp_path / "c3").iterdir()]  # no partial cache
+
+
+def test_windows_endings_bom_nul_and_megabyte_lines(tmp_path, tok):
+    src = tmp_path / "w.src"
+    tgt = tmp_path / "w.tgt"
+    src.write_bytes(b"\xef\xbb\xbfa man\r\ntwo\x00dogs\r\n" + b"two dogs " * 120_000 + b"\n")  # ~1 MB
+    tgt.write_bytes(b"ein Mann\r\nzwei Hunde\r\nlong\n")
+    corpus = D.prepare_corpus(D.TextPair(src, tgt), tok, DataConfig(max_len=200), tmp_path / "cache")
+    assert corpus.report.read == 3 and corpus.report.too_long == 1 and len(corpus) == 2
+    assert tok.decode_tgt([corpus.src(0).tolist()]) == ["a man"]  # BOM and \r gone
+    assert tok.decode_tgt([corpus.src(1).tolist()]) == ["two dogs"]  # NUL became a space
+
+
+@pytest.mark.parametrize(
+    "src_bytes,tgt_bytes,message",
+    [
+        (b"a\nb\nc\n", b"a\nb\n", "has 3 lines but .* has 2"),
+        (b"a\n\xff\n", b"a\nb\n", r"c.src:2: invalid UTF-8"),
+        (b"", b"", "corpus is empty"),
+    ],
+)
+def test_bad_corpora(tmp_path, tok, src_bytes, tgt_bytes, message):
+    (tmp_path / "c.src").write_bytes(src_bytes)
+    (tmp_path / "c.tgt").write_bytes(tgt_bytes)
+    with pytest.raises(UserError, match=message):
+        D.prepare_corpus(D.TextPair(tmp_path / "c.src", tmp_path / "c.tgt"), tok, DataConfig(), tmp_path / "cache")
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
+
+def test_missing_file_and_offline_hub(tmp_path, tok):
+    with pytest.raises(UserError, match="no such file"):
+        D.prepare_corpus(D.TextPair(tmp_path / "nope.en", tmp_path / "nope.de"), tok, DataConfig(), tmp_path / "c")
+    hub = D.HubCorpus("wmt14-that-does-not-exist", "de-en", "train", "translation.en", "translation.de")
+    with pytest.raises(UserError, match="cannot load dataset"):
+        D.prepare_corpus(hub, tok, DataConfig(), tmp_path / "c")
+
+
+# ----------------------------------------------------------------------------- batching
+@pytest.fixture
+def lengths():
+    rng = np.random.default_rng(0)
+    return rng.integers(1, 60, 3000), rng.integers(1, 60, 3000)
+
+
+def test_batches_respect_budget_and_cover_each_pair_once(lengths):
+    src, tgt = lengths
+    src[5] = 5000  # longer than any budget: reported, not crashed on
+    batches, oversized = D.make_batches(src, tgt, 1024, seed=3, epoch=1)
+    assert list(oversized) == [5]
+    seen = np.concatenate(batches)
+    assert sorted(seen.tolist()) == [i for i in range(3000) if i != 5]
+    for b in batches:
+        assert len(b) * max(src[b].max() + 1, tgt[b].max() + 1) <= 1024
+    fill = sum((tgt[b] + 1).sum() for b in batches) / sum(len(b) * (tgt[b].max() + 1) for b in batches)
+    assert fill > 0.9  # bucketing keeps padding small
+
+
+def test_batch_order_depends_on_seed_and_epoch_only(lengths):
+    src, tgt = lengths
+    a, _ = D.make_batches(src, tgt, 2048, seed=1, epoch=1)
+    b, _ = D.make_batches(src, tgt, 2048, seed=1, epoch=1)
+    c, _ = D.make_batches(src, tgt, 2048, seed=1, epoch=2)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not all(len(x) == len(y) and np.array_equal(x, y) for x, y in zip(a, c))
+
+
+def _toy_corpus(tmp_path, tok, n=300):
+    rng = np.random.default_rng(1)
+    words = ["a", "man", "two", "dogs", "ein", "Mann", "Hund", "rennt"]
+    src = [" ".join(rng.choice(words, rng.integers(1, 12))) for _ in range(n)]
+    tgt = [" ".join(rng.choice(words, rng.integers(1, 12))) for _ in range(n)]
+    s, t = write_pair(tmp_path, src, tgt)
+    return D.prepare_corpus(D.TextPair(s, t), tok, DataConfig(max_ratio=0), tmp_path / "cache")
+
+
+def test_resumed_iteration_equals_uninterrupted(tmp_path, tok):
+    corpus = _toy_corpus(tmp_path, tok)
+    straight = D.BatchIterator(corpus, 256, seed=5)
+    it = iter(straight)
+    reference = [next(it).indices.tolist() for _ in range(60)]  # crosses epoch boundaries
+    first = D.BatchIterator(corpus, 256, seed=5)
+    it = iter(first)
+    head = [next(it).indices.tolist() for _ in range(23)]
+    resumed = D.BatchIterator(corpus, 256, seed=5)
+    resumed.load_state(first.state())
+    it = iter(resumed)
+    tail = [next(it).indices.tolist() for _ in range(37)]
+    assert head + tail == reference
+
+
+def test_batch_tensors_and_ranks(tmp_path, tok):
+    corpus = _toy_corpus(tmp_path, tok)
+    batch = next(iter(D.BatchIterator(corpus, 256, seed=5)))
+    i = int(batch.indices[0])
+    n = len(corpus.tgt(i))
+    assert batch.tgt_in[0, 0] == BOS_ID and batch.tgt_in[0, 1:n + 1].tolist() == corpus.tgt(i).tolist()
+    assert batch.tgt_out[0, :n].tolist() == corpus.tgt(i).tolist() and batch.tgt_out[0, n] == EOS_ID
+    assert batch.src[0, len(corpus.src(i))] == EOS_ID
+    assert batch.n_tgt_tokens == int(sum(len(corpus.tgt(int(j))) + 1 for j in batch.indices))
+    assert batch.src_pad_mask.dtype == batch.tgt_pad_mask.dtype  # boolean
+    r0 = D.BatchIterator(corpus, 256, seed=5, rank=0, world_size=2).epoch_batches(1)
+    r1 = D.BatchIterator(corpus, 256, seed=5, rank=1, world_size=2).epoch_batches(1)
+    assert len(r0) == len(r1)
+    assert not set(np.concatenate(r0).tolist()) & set(np.concatenate(r1).tolist())  # disjoint
