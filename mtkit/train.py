@@ -177,11 +177,11 @@ class Trainer:
         weights = self.model.state_dict()
         base = {"config": C.to_dict(self.cfg), "step": self.progress.step}
         d = ckpt.checkpoint_dir(self.job.model_dir)
-        ckpt.save(d / f"step_{self.progress.step:08d}.pt", {**base, "model": weights})
         ckpt.save(d / "last.pt", {
             **base, "model": weights, "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
             "rng": _rng_state(), "data": self.batches.state(), "progress": vars(self.progress),
         })
+        ckpt.save(d / f"step_{self.progress.step:08d}.pt", {**base, "model": weights})  # after last.pt
         ckpt.prune(self.job.model_dir, self.cfg.train.keep_last)
 
     def resume(self) -> bool:
@@ -393,6 +393,21 @@ def _log_train(tr: Trainer, window: dict, stats: dict) -> None:
     window.update(tokens=0.0, loss=0.0, nll=0.0, since=now)
 
 
+def ranks_in_sync(tr: Trainer) -> bool:
+    """True if every rank holds bit-identical parameters (always True for one process)."""
+    if tr.dist.world == 1:
+        return True
+    import torch.distributed as dist
+
+    flat = torch.cat([p.detach().reshape(-1).double().cpu() for p in tr.model.parameters()])
+    digest = [float(flat.sum()), float((flat * torch.arange(1, flat.numel() + 1, dtype=torch.float64)).sum())]
+    everyone: list = [None] * tr.dist.world
+    dist.all_gather_object(everyone, digest)
+    if any(d != everyone[0] for d in everyone):
+        raise RuntimeError(f"parameters differ across ranks after training: {everyone}")
+    return True
+
+
 # ----------------------------------------------------------------------------- setting up
 def _load_valid(job: TrainJob, tok: Tokenizer, cache: Path) -> tuple[EncodedCorpus, list[str], list[str]] | None:
     if job.valid_src is None or job.valid_tgt is None:
@@ -496,6 +511,9 @@ def train(job: TrainJob, on_event: Events) -> dict:
                     shutil.rmtree(job.model_dir, ignore_errors=True)
                 raise
             summary = run(box[0])
+            summary["ranks_in_sync"] = ranks_in_sync(box[0])
+            if box[0].log is not None:
+                box[0].log.write({"kind": "done", **summary})
             if summary["reason"] == "signal":
                 summary["signal"] = box[0].stop_signal
             on_event({"kind": "done", **summary})

@@ -1,0 +1,260 @@
+"""mtkit train: learning, exact resume with a real kill, signals, DDP, precisions, faults."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from helpers import REVERSE_SETTINGS, write_pair, write_reverse_task
+from mtkit import checkpoint as ckpt
+from mtkit import config as C
+from mtkit.bleu import corpus_bleu
+from mtkit.metrics_log import read as read_metrics
+from mtkit.rundir import TrainJob
+from mtkit.textio import read_lines
+from mtkit.train import TrainingDiverged, lr_at, train
+
+
+def test_lr_schedule():
+    assert lr_at(0, 1e-3, 100) == 0.0
+    assert lr_at(50, 1e-3, 100) == pytest.approx(5e-4)
+    assert lr_at(100, 1e-3, 100) == pytest.approx(1e-3)
+    assert lr_at(400, 1e-3, 100) == pytest.approx(5e-4)  # inverse square root: sqrt(100/400)
+    assert lr_at(9, 1e-3, 0) == pytest.approx(1e-3 / 3)
+
+
+@pytest.fixture(scope="session")
+def reverse_data(tmp_path_factory):
+    return write_reverse_task(tmp_path_factory.mktemp("reverse"))
+
+
+@pytest.fixture(scope="session")
+def reverse_model(reverse_data, tmp_path_factory):
+    """A small model trained with the real CLI to reverse word sequences (~15 s on 2 cores)."""
+    from conftest import run_mtkit
+
+    out = tmp_path_factory.mktemp("models") / "reverse"
+    d = reverse_data
+    res = run_mtkit("train", "-o", str(out), "--src", str(d["train_src"]), "--tgt", str(d["train_tgt"]),
+                    "--valid-src", str(d["valid_src"]), "--valid-tgt", str(d["valid_tgt"]),
+                    *REVERSE_SETTINGS, "--max-steps", "600", "--valid-every", "300", "--save-every", "100")
+    assert res.returncode == 0, res.stderr
+    return out
+
+
+def test_reverse_task_is_learnt_to_exact_match(reverse_model, reverse_data, mtkit_cli):
+    out = mtkit_cli("translate", "-m", str(reverse_model), "-i", str(reverse_data["valid_src"]), "--greedy")
+    hyps, refs = out.stdout.splitlines(), read_lines(reverse_data["valid_tgt"])
+    exact = sum(h == r for h, r in zip(hyps, refs, strict=True)) / len(refs)
+    assert exact >= 0.9
+
+
+def test_model_directory_is_self_contained(reverse_model):
+    for name in ("config.toml", "tokenizer/spm.model", "tokenizer/tokenizer.json", "checkpoints/last.pt",
+                 "checkpoints/best.pt", "metrics.jsonl", "manifest.json"):
+        assert (reverse_model / name).exists(), name
+    assert len(ckpt.step_checkpoints(reverse_model)) == 6
+    manifest = json.loads((reverse_model / "manifest.json").read_text())
+    assert {"mtkit", "torch", "command_line", "data", "tokenizer"} <= set(manifest)
+    data = torch.load(reverse_model / "checkpoints" / "last.pt", weights_only=True)
+    assert data["format"] == "mtkit-checkpoint" and data["step"] == 600
+
+
+def test_validation_bleu_equals_mtkit_bleu_on_the_same_output(reverse_model, reverse_data, mtkit_cli):
+    valid = [e for e in read_metrics(reverse_model / "metrics.jsonl") if e["kind"] == "valid"]
+    assert [e["step"] for e in valid] == [300, 600]
+    out = mtkit_cli("bleu", str(reverse_data["valid_tgt"]), "-i", str(reverse_model / "valid_output.txt"),
+                    "-f", "json")
+    assert json.loads(out.stdout)["score"] == pytest.approx(valid[-1]["bleu"], abs=1e-9)
+    assert valid[-1]["bleu_signature"] == json.loads(out.stdout)["signature"]
+
+
+def _job(tmp_path, data, **train_overrides) -> TrainJob:
+    cfg = C.RunConfig(preset="tiny", model=C.preset("tiny"))
+    for k, v in {"warmup": 10, "lr": 3e-3, "log_every": 1, "valid_every": 0, "save_every": 0, **train_overrides}.items():
+        C.apply_override(cfg, f"train.{k}={v}")
+    cfg.data.max_tokens = 512
+    return TrainJob(tmp_path / "model", cfg, data["train_src"], data["train_tgt"],
+                    tokenizer_options=__import__("mtkit.tokenizer", fromlist=["x"]).TokenizerOptions(vocab_size=43))
+
+
+def test_loss_falls_on_a_multi30k_subset(multi30k, tmp_path):
+    lines = {lang: [x.rstrip("\n") for x in __import__("gzip").open(multi30k / f"train.{lang}.gz", "rt", encoding="utf-8")][:2000]
+             for lang in ("en", "de")}
+    src, tgt = write_pair(tmp_path, lines["en"], lines["de"])
+    job = _job(tmp_path, {"train_src": src, "train_tgt": tgt}, max_steps=40)
+    job.tokenizer_options.vocab_size = 1000
+    events: list = []
+    train(job, events.append)
+    losses = [e["loss"] for e in events if e["kind"] == "train"]
+    assert len(losses) == 40 and sum(losses[-5:]) / 5 < 0.85 * sum(losses[:5]) / 5
+
+
+def _cli_train(tmp_path, data, *extra):
+    return [sys.executable, "-m", "mtkit", "train", "-o", str(tmp_path), "--src", str(data["train_src"]),
+            "--tgt", str(data["train_tgt"]), "--tokenizer", str(data["tokenizer"]), "--quiet",
+            "--preset", "tiny", "--set", "model.d_model=64", "--set", "model.n_heads=4", "--set", "model.d_ff=256",
+            "--set", "model.dropout=0.1", "--max-tokens", "1024", "--warmup", "10", "--seed", "3", *extra]
+
+
+@pytest.fixture(scope="session")
+def reverse_with_tokenizer(reverse_data, reverse_model):
+    return {**reverse_data, "tokenizer": reverse_model / "tokenizer"}
+
+
+def _params(path):
+    return torch.load(path, weights_only=True)
+
+
+def test_sigkill_and_resume_is_bit_identical(tmp_path, reverse_with_tokenizer):
+    d = reverse_with_tokenizer
+    n = 60
+    straight = subprocess.run(_cli_train(tmp_path / "straight", d, "--max-steps", str(n), "--save-every", str(n // 2)),
+                              capture_output=True, text=True)
+    assert straight.returncode == 0, straight.stderr
+    cmd = _cli_train(tmp_path / "killed", d, "--max-steps", str(n), "--save-every", str(n // 2))
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    half = tmp_path / "killed" / "checkpoints" / f"step_{n // 2:08d}.pt"
+    deadline = time.monotonic() + 120
+    while not half.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
+    assert _params(tmp_path / "killed" / "checkpoints" / "last.pt")["step"] < n
+    resumed = subprocess.run(cmd, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    a = _params(tmp_path / "straight" / "checkpoints" / "last.pt")
+    b = _params(tmp_path / "killed" / "checkpoints" / "last.pt")
+    assert a["step"] == b["step"] == n
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+    assert a["data"] == b["data"] and a["progress"]["step"] == b["progress"]["step"]
+
+
+def test_sigterm_saves_a_checkpoint(tmp_path, reverse_with_tokenizer):
+    cmd = _cli_train(tmp_path / "m", reverse_with_tokenizer, "--max-steps", "100000", "--save-every", "0")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "m" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (log.exists() and log.read_text().count("\n") >= 3) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    last = _params(tmp_path / "m" / "checkpoints" / "last.pt")
+    assert last["step"] >= 3 and read_metrics(log)[-1]["reason"] == "signal"
+
+
+def test_ddp_two_cpu_processes_match_one_process(tmp_path, reverse_with_tokenizer):
+    d = reverse_with_tokenizer
+    steps = ["--max-steps", "8", "--set", "model.dropout=0", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "mtkit", *_cli_train(tmp_path / "ddp", d, *steps)[3:]],
+                         capture_output=True, text=True, env=env)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    done = read_metrics(tmp_path / "ddp" / "metrics.jsonl")[-1]
+    assert done["kind"] == "done" and done["ranks_in_sync"] is True
+    single = subprocess.run(_cli_train(tmp_path / "one", d, *steps, "--update-freq", "2"),
+                            capture_output=True, text=True, env=env)
+    assert single.returncode == 0, single.stderr
+    a = _params(tmp_path / "ddp" / "checkpoints" / "last.pt")["model"]
+    b = _params(tmp_path / "one" / "checkpoints" / "last.pt")["model"]
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_autocast_precisions_on_cpu(tmp_path, reverse_data, precision):
+    job = _job(tmp_path, reverse_data, max_steps=6, precision=precision, device="cpu")
+    events: list = []
+    summary = train(job, events.append)
+    assert summary["step"] == 6
+    assert all(math.isfinite(e["loss"]) for e in events if e["kind"] == "train")
+    start = next(e for e in events if e["kind"] == "start")
+    assert start["precision"] == precision
+
+
+def _poison_loss(monkeypatch, bad_steps):
+    """Make the training loss infinite on the given (1-based) calls of the loss."""
+    import mtkit.train as T
+
+    real, calls = T.label_smoothed_nll, {"n": 0}
+
+    def poisoned(logits, *args):
+        loss, nll = real(logits, *args)
+        if torch.is_grad_enabled():
+            calls["n"] += 1
+            if calls["n"] in bad_steps:
+                return loss * float("inf"), nll
+        return loss, nll
+
+    monkeypatch.setattr(T, "label_smoothed_nll", poisoned)
+
+
+def test_overflowing_fp16_steps_are_skipped_and_counted(tmp_path, reverse_data, monkeypatch):
+    _poison_loss(monkeypatch, {3})
+    job = _job(tmp_path, reverse_data, max_steps=6, precision="fp16", device="cpu")
+    summary = train(job, lambda e: None)
+    assert summary["step"] == 6 and summary["skipped_steps"] == 1
+    params = _params(tmp_path / "model" / "checkpoints" / "last.pt")["model"]
+    assert all(torch.isfinite(t).all() for t in params.values())
+
+
+def test_repeated_nonfinite_losses_stop_with_last_checkpoint_intact(tmp_path, reverse_data, monkeypatch):
+    _poison_loss(monkeypatch, set(range(5, 100)))
+    job = _job(tmp_path, reverse_data, max_steps=50, save_every=2, max_nonfinite=3)
+    with pytest.raises(TrainingDiverged, match="3 consecutive non-finite losses"):
+        train(job, lambda e: None)
+    last = _params(tmp_path / "model" / "checkpoints" / "last.pt")
+    before = _params(tmp_path / "model" / "checkpoints" / "step_00000004.pt")
+    assert last["step"] == 6 and last["progress"]["skipped_steps"] == 2  # steps 5 and 6 were not applied
+    for name, tensor in last["model"].items():
+        assert torch.isfinite(tensor).all() and torch.equal(tensor, before["model"][name])
+
+
+# ----------------------------------------------------------------------------- bad input
+def test_bad_options_and_directories(tmp_path, reverse_with_tokenizer, mtkit_cli):
+    d = reverse_with_tokenizer
+    base = _cli_train(tmp_path / "m", d, "--max-steps", "2")[3:]
+    bad = mtkit_cli(*base, "--precision", "fp8")
+    assert bad.returncode == 2 and "precision" in bad.stderr and not (tmp_path / "m").exists()
+    bad = mtkit_cli(*base, "--set", "model.d_model=30")
+    assert bad.returncode == 2 and "divisible" in bad.stderr
+    assert mtkit_cli(*base).returncode == 0
+    other = mtkit_cli(*base, "--set", "model.d_ff=96")
+    assert other.returncode == 2 and "model.d_ff: 256 -> 96" in other.stderr and "--overwrite" in other.stderr
+    assert mtkit_cli(*base, "--set", "model.d_ff=96", "--overwrite").returncode == 0
+    (tmp_path / "m" / "checkpoints" / "last.pt").write_bytes(b"garbage")
+    corrupt = mtkit_cli(*base, "--set", "model.d_ff=96", "--max-steps", "3")
+    assert corrupt.returncode == 2 and "last.pt" in corrupt.stderr and "Traceback" not in corrupt.stderr
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    unwritable = mtkit_cli(*_cli_train(blocker / "sub", d, "--max-steps", "2")[3:])
+    assert unwritable.returncode == 2 and "Traceback" not in unwritable.stderr
+    missing = mtkit_cli(*_cli_train(tmp_path / "n", {**d, "train_src": tmp_path / "nope.src"})[3:])
+    assert missing.returncode == 2 and "nope.src: no such file" in missing.stderr
+
+
+def test_foreign_checkpoint_is_refused(tmp_path):
+    torch.save({"some": torch.zeros(1)}, tmp_path / "foreign.pt")
+    with pytest.raises(Exception, match="not an mtkit checkpoint"):
+        ckpt.load(tmp_path / "foreign.pt")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_cuda_amp_training(tmp_path, reverse_data, precision):
+    job = _job(tmp_path, reverse_data, max_steps=20, precision=precision, device="cuda")
+    events: list = []
+    summary = train(job, events.append)
+    losses = [e["loss"] for e in events if e["kind"] == "train"]
+    assert summary["step"] == 20 and losses[-1] < losses[0]
