@@ -1,9 +1,11 @@
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+from helpers import REVERSE_SETTINGS, write_reverse_task
 
 ROOT = Path(__file__).resolve().parents[1]
 MULTI30K = ROOT.parent / "shared" / "data" / "multi30k"
@@ -11,6 +13,10 @@ MULTI30K = ROOT.parent / "shared" / "data" / "multi30k"
 # datasets must never reach for the network in tests.
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Session-wide datasets caches in a temporary directory (each test also gets its own, below).
+_HF_TMP = tempfile.mkdtemp(prefix="mtkit-tests-hf-")
+os.environ["HF_HOME"] = os.path.join(_HF_TMP, "home")
+os.environ["HF_DATASETS_CACHE"] = os.path.join(_HF_TMP, "datasets")
 
 
 @pytest.fixture(autouse=True)
@@ -38,3 +44,25 @@ def run_mtkit(*args: str, stdin: str | None = None, cwd: Path | None = None, env
 @pytest.fixture
 def mtkit_cli():
     return run_mtkit
+
+
+@pytest.fixture(scope="session")
+def reverse_data(tmp_path_factory):
+    return write_reverse_task(tmp_path_factory.mktemp("reverse"))
+
+
+@pytest.fixture(scope="session")
+def reverse_model(reverse_data, tmp_path_factory):
+    """A small model trained with the real CLI to reverse word sequences (~15 s on 2 cores)."""
+    out = tmp_path_factory.mktemp("models") / "reverse"
+    d = reverse_data
+    res = run_mtkit("train", "-o", str(out), "--src", str(d["train_src"]), "--tgt", str(d["train_tgt"]),
+                    "--valid-src", str(d["valid_src"]), "--valid-tgt", str(d["valid_tgt"]),
+                    *REVERSE_SETTINGS, "--max-steps", "600", "--valid-every", "300", "--save-every", "100")
+    assert res.returncode == 0, res.stderr
+    return out
+
+
+@pytest.fixture(scope="session")
+def reverse_with_tokenizer(reverse_data, reverse_model):
+    return {**reverse_data, "tokenizer": reverse_model / "tokenizer"}

@@ -5,8 +5,8 @@ import json
 
 import numpy as np
 import pytest
-
 from helpers import write_pair
+
 from mtkit import data as D
 from mtkit.config import DataConfig
 from mtkit.errors import UserError

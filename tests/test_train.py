@@ -10,11 +10,10 @@ import time
 
 import pytest
 import torch
+from helpers import write_pair
 
-from helpers import REVERSE_SETTINGS, write_pair, write_reverse_task
 from mtkit import checkpoint as ckpt
 from mtkit import config as C
-from mtkit.bleu import corpus_bleu
 from mtkit.metrics_log import read as read_metrics
 from mtkit.rundir import TrainJob
 from mtkit.textio import read_lines
@@ -27,25 +26,6 @@ def test_lr_schedule():
     assert lr_at(100, 1e-3, 100) == pytest.approx(1e-3)
     assert lr_at(400, 1e-3, 100) == pytest.approx(5e-4)  # inverse square root: sqrt(100/400)
     assert lr_at(9, 1e-3, 0) == pytest.approx(1e-3 / 3)
-
-
-@pytest.fixture(scope="session")
-def reverse_data(tmp_path_factory):
-    return write_reverse_task(tmp_path_factory.mktemp("reverse"))
-
-
-@pytest.fixture(scope="session")
-def reverse_model(reverse_data, tmp_path_factory):
-    """A small model trained with the real CLI to reverse word sequences (~15 s on 2 cores)."""
-    from conftest import run_mtkit
-
-    out = tmp_path_factory.mktemp("models") / "reverse"
-    d = reverse_data
-    res = run_mtkit("train", "-o", str(out), "--src", str(d["train_src"]), "--tgt", str(d["train_tgt"]),
-                    "--valid-src", str(d["valid_src"]), "--valid-tgt", str(d["valid_tgt"]),
-                    *REVERSE_SETTINGS, "--max-steps", "600", "--valid-every", "300", "--save-every", "100")
-    assert res.returncode == 0, res.stderr
-    return out
 
 
 def test_reverse_task_is_learnt_to_exact_match(reverse_model, reverse_data, mtkit_cli):
@@ -101,11 +81,6 @@ def _cli_train(tmp_path, data, *extra):
             "--tgt", str(data["train_tgt"]), "--tokenizer", str(data["tokenizer"]), "--quiet",
             "--preset", "tiny", "--set", "model.d_model=64", "--set", "model.n_heads=4", "--set", "model.d_ff=256",
             "--set", "model.dropout=0.1", "--max-tokens", "1024", "--warmup", "10", "--seed", "3", *extra]
-
-
-@pytest.fixture(scope="session")
-def reverse_with_tokenizer(reverse_data, reverse_model):
-    return {**reverse_data, "tokenizer": reverse_model / "tokenizer"}
 
 
 def _params(path):

@@ -1,0 +1,138 @@
+"""mtkit translate: search properties on a trained model, the CLI, bad input, averaging, attention."""
+
+import json
+
+import pytest
+import torch
+
+from mtkit.checkpoint import load_for_inference
+from mtkit.config import DecodeConfig
+from mtkit.data import pad_sequences
+from mtkit.decode import beam_search, greedy, rescore, translate
+from mtkit.textio import read_lines
+from mtkit.tokenizer import EOS_ID
+
+
+@pytest.fixture(scope="module")
+def loaded(reverse_model):
+    model, tok, _ = load_for_inference(reverse_model, "last")
+    return model, tok
+
+
+@pytest.fixture(scope="module")
+def sources(reverse_data):
+    return read_lines(reverse_data["valid_src"])
+
+
+def _src(tok, lines):
+    return pad_sequences([torch.tensor(x) for x in tok.encode_src(lines)], suffix=EOS_ID)
+
+
+def test_beam_one_equals_greedy(loaded, sources):
+    model, tok = loaded
+    for alpha in (0.0, 1.0):
+        cfg = DecodeConfig(beam=1, length_penalty=alpha)
+        src = _src(tok, sources[:50])
+        g, b = greedy(model, src, cfg), beam_search(model, src, cfg)
+        assert [x[0].tokens for x in g] == [x[0].tokens for x in b]
+        assert [x[0].score for x in g] == pytest.approx([x[0].score for x in b], abs=1e-5)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.6, 1.0])
+def test_scores_equal_full_forward_rescoring_and_nbest_is_sorted(loaded, sources, alpha):
+    model, tok = loaded
+    cfg = DecodeConfig(beam=4, nbest=4, length_penalty=alpha)
+    ids = tok.encode_src(sources[:20])
+    hyps = beam_search(model, _src(tok, sources[:20]), cfg)
+    for src_ids, nbest in zip(ids, hyps, strict=True):
+        assert len(nbest) >= 1
+        scores = [h.score for h in nbest]
+        assert scores == sorted(scores, reverse=True)
+        for h in nbest:
+            assert rescore(model, src_ids, h.tokens, alpha) == pytest.approx(h.score, abs=1e-4)
+
+
+@pytest.mark.parametrize("beam", [1, 5])
+def test_batch_size_independence(loaded, sources, beam):
+    model, tok = loaded
+    cfg = DecodeConfig(beam=beam)
+    batched = [t.tokens for t in translate(model, tok, sources, cfg)]  # 100 sentences, length-sorted batches
+    alone = [t.tokens for line in sources for t in translate(model, tok, [line], cfg)]
+    assert batched == alone
+
+
+def test_beam_finds_at_least_the_greedy_score(loaded, sources):
+    model, tok = loaded
+    src = _src(tok, sources[:30])
+    g = greedy(model, src, DecodeConfig(beam=1, length_penalty=0.0))
+    b = beam_search(model, src, DecodeConfig(beam=5, length_penalty=0.0))
+    assert all(bb[0].score >= gg[0].score - 1e-5 for gg, bb in zip(g, b, strict=True))
+
+
+def test_cli_stdin_stdout_files_and_empty_lines(reverse_model, mtkit_cli, tmp_path):
+    text = "alpha bravo charlie\n\ndelta echo\n"
+    out = mtkit_cli("translate", "-m", str(reverse_model), stdin=text)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.split("\n")
+    assert len(lines) == 4 and lines[1] == "" and lines[3] == ""
+    assert lines[0] == "charlie bravo alpha" and lines[2] == "echo delta"
+    (tmp_path / "in.txt").write_text(text)
+    res = mtkit_cli("translate", "-m", str(reverse_model), "-i", str(tmp_path / "in.txt"), "-o", str(tmp_path / "out.txt"),
+                    "--greedy", "--checkpoint", "last")
+    assert res.returncode == 0 and (tmp_path / "out.txt").read_text() == out.stdout
+    js = mtkit_cli("translate", "-m", str(reverse_model), "-f", "jsonl", "--nbest", "3", stdin="alpha bravo\n")
+    row = json.loads(js.stdout)
+    assert row["translation"] == "bravo alpha" and len(row["nbest"]) == 3 and row["tokens"]
+    assert [x["score"] for x in row["nbest"]] == sorted((x["score"] for x in row["nbest"]), reverse=True)
+
+
+def test_cli_interactive_answers_line_by_line(reverse_model):
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "mtkit", "translate", "-m", str(reverse_model), "--interactive"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc.stdin.write("alpha bravo\n")
+    proc.stdin.flush()
+    assert proc.stdout.readline() == "bravo alpha\n"  # answered before stdin is closed
+    proc.stdin.close()
+    proc.wait(timeout=60)
+
+
+def test_long_lines_are_truncated_with_a_warning(reverse_model, mtkit_cli):
+    long_line = " ".join(["alpha"] * 1500)
+    out = mtkit_cli("translate", "-m", str(reverse_model), "--greedy", "--max-len-b", "5", "--max-len-a", "0",
+                    stdin=f"{long_line}\nbravo alpha\n")
+    assert out.returncode == 0, out.stderr
+    assert len(out.stdout.splitlines()) == 2 and "1 input line(s)" in out.stderr and "truncated" in out.stderr
+
+
+def test_bad_input(reverse_model, mtkit_cli, tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"alpha\n\xff\xfe\n")
+    res = mtkit_cli("translate", "-m", str(reverse_model), "-i", str(bad))
+    assert res.returncode == 2 and "bad.txt:2: invalid UTF-8" in res.stderr
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.toml").write_text((reverse_model / "config.toml").read_text())
+    res = mtkit_cli("translate", "-m", str(broken), stdin="alpha\n")
+    assert res.returncode == 2 and "tokenizer is missing" in res.stderr
+    res = mtkit_cli("translate", "-m", str(reverse_model), "--checkpoint", "averaged-nope.pt", stdin="a\n")
+    assert res.returncode == 2 and "no such checkpoint" in res.stderr
+    res = mtkit_cli("translate", "-m", str(reverse_model), "--nbest", "6", "--beam", "5", stdin="a\n")
+    assert res.returncode == 2 and "--nbest" in res.stderr
+
+
+def test_average_and_attention(reverse_model, mtkit_cli):
+    res = mtkit_cli("average", "-m", str(reverse_model), "--last", "3")
+    assert res.returncode == 0, res.stderr
+    steps = [torch.load(p, weights_only=True)["model"] for p in sorted((reverse_model / "checkpoints").glob("step_*.pt"))[-3:]]
+    averaged = torch.load(reverse_model / "checkpoints" / "averaged.pt", weights_only=True)["model"]
+    name = "encoder.0.ff.fc1.weight"
+    torch.testing.assert_close(averaged[name], sum(s[name] for s in steps) / 3)
+    out = mtkit_cli("translate", "-m", str(reverse_model), "--checkpoint", "averaged", stdin="alpha bravo\n")
+    assert out.returncode == 0 and out.stdout.strip()
+    too_many = mtkit_cli("average", "-m", str(reverse_model), "--last", "99")
+    assert too_many.returncode == 2 and "only" in too_many.stderr
+    att = mtkit_cli("attention", "-m", str(reverse_model), "alpha bravo charlie")
+    assert att.returncode == 0 and "▁alpha" in att.stdout and "charlie bravo alpha" in att.stdout
