@@ -14,12 +14,14 @@ ends with eos, every target starts with bos).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from mtkit.config import ModelConfig
 from mtkit.tokenizer import PAD_ID
@@ -87,7 +89,8 @@ class Attention(nn.Module):
         k, v = kv
         if sink is None:
             p = self.attn_dropout if self.training else 0.0
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal)
+            with _cpu_kernel_choice(q):
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal)
         else:
             out = self._explicit(q, k, v, mask, causal, sink)
         out = out.transpose(1, 2).reshape(query.size(0), query.size(1), -1)  # (batch, q_len, d_model)
@@ -104,6 +107,14 @@ class Attention(nn.Module):
         probs = scores.softmax(-1)
         sink.append(probs.detach())
         return probs @ v
+
+
+def _cpu_kernel_choice(q: Tensor):
+    """On CPU in bf16/fp16 the math kernel is several times faster than the flash one (whose
+    backward is slow there); everywhere else torch's own choice stands."""
+    if q.device.type == "cpu" and q.dtype != torch.float32:
+        return sdpa_kernel(SDPBackend.MATH)
+    return contextlib.nullcontext()
 
 
 class FeedForward(nn.Module):

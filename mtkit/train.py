@@ -460,7 +460,7 @@ def build(job: TrainJob, d: Dist, device: torch.device, on_event: Events) -> Tra
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": t.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=t.lr, betas=t.betas)
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=t.lr, betas=t.betas, fused=True)
     precision = resolve_precision(t.precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.scaled)
     step_model: nn.Module = torch.compile(model) if t.compile else model
