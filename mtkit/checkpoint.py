@@ -78,12 +78,13 @@ def average(paths: list[Path]) -> dict[str, torch.Tensor]:
     if not paths:
         raise UserError("no checkpoints to average")
     total: dict[str, torch.Tensor] = {}
+    dtypes: dict[str, torch.dtype] = {}
     for path in paths:
         for name, tensor in load(path)["model"].items():
             acc = total.get(name)
             total[name] = tensor.double() if acc is None else acc + tensor.double()
-    first = load(paths[0])["model"]
-    return {name: (t / len(paths)).to(first[name].dtype) for name, t in total.items()}
+            dtypes[name] = tensor.dtype
+    return {name: (t / len(paths)).to(dtypes[name]) for name, t in total.items()}
 
 
 def average_last(model_dir: Path, last: int, out: Path | None = None) -> Path:

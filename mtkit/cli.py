@@ -381,3 +381,26 @@ def attention(
         progress.print_info(f"wrote {output}")
     else:
         progress.attention_table(result)
+
+
+@app.command()
+def export(
+    hub: str = typer.Option(..., "--hub", help="A datasets hub id, e.g. wmt14."),
+    output: Path = typer.Option(..., "-o", "--output", help="Prefix: writes PREFIX.SRC_LANG and PREFIX.TGT_LANG."),
+    config: str | None = typer.Option(None, "--config", help="Dataset config, e.g. de-en."),
+    split: str = typer.Option("train", "--split"),
+    src_lang: str = typer.Option(..., "--src-lang", help="Source language code, e.g. en."),
+    tgt_lang: str = typer.Option(..., "--tgt-lang", help="Target language code, e.g. de."),
+    src_key: str | None = typer.Option(None, "--src-key", help="Field of the source text (default translation.SRC_LANG)."),
+    tgt_key: str | None = typer.Option(None, "--tgt-key", help="Field of the target text (default translation.TGT_LANG)."),
+) -> None:
+    """Write a `datasets` hub translation corpus as two plain-text files (for tokenizer and train)."""
+    from mtkit import progress
+    from mtkit.data import HubCorpus, export_pairs
+
+    source = HubCorpus(hub, config, split, src_key or f"translation.{src_lang}", tgt_key or f"translation.{tgt_lang}")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    src_out, tgt_out = Path(f"{output}.{src_lang}"), Path(f"{output}.{tgt_lang}")
+    with progress.status(f"exporting {hub} {config or ''} {split}"):
+        n = export_pairs(source, src_out, tgt_out)
+    progress.print_info(f"wrote {n:,} pairs to {src_out} and {tgt_out}")

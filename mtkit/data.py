@@ -444,3 +444,22 @@ class BatchIterator:
 
     def load_state(self, state: dict) -> None:
         self.epoch, self.index = int(state["epoch"]), int(state["index"])
+
+
+def export_pairs(source: Source, src_out: Path, tgt_out: Path) -> int:
+    """Write a corpus as two plain-text files (one sentence per line); returns the number of pairs.
+    Line breaks inside a sentence become spaces so the files stay parallel."""
+    n = 0
+    src_tmp, tgt_tmp = src_out.with_name(src_out.name + ".tmp"), tgt_out.with_name(tgt_out.name + ".tmp")
+    try:
+        with open(src_tmp, "w", encoding="utf-8") as fs, open(tgt_tmp, "w", encoding="utf-8") as ft:
+            for src, tgt in source.rows():
+                fs.write(" ".join(src.splitlines()) + "\n")
+                ft.write(" ".join(tgt.splitlines()) + "\n")
+                n += 1
+        src_tmp.replace(src_out)
+        tgt_tmp.replace(tgt_out)
+    finally:
+        src_tmp.unlink(missing_ok=True)
+        tgt_tmp.unlink(missing_ok=True)
+    return n

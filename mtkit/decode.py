@@ -146,7 +146,7 @@ def _sentence_done(finished, active, scores: Tensor, lim: Tensor, t: int, cfg: D
     done = []
     for row, sentence in enumerate(active.tolist()):
         hyps = finished[sentence]
-        if len(hyps) >= cfg.beam or t + 2 > int(lim[row]) + 1:
+        if len(hyps) >= cfg.beam or t + 1 >= int(lim[row]):  # k ended, or the length limit was reached
             done.append(True)
             continue
         if len(hyps) < cfg.nbest:
@@ -263,3 +263,34 @@ def cross_attention(model: Transformer, tokenizer: Tokenizer, sentence: str, max
     return AttentionMap([tokenizer.src.id_to_piece(i) for i in ids] + ["</s>"],
                         [tokenizer.tgt.id_to_piece(i) for i in out] + ["</s>"], weights,
                         tokenizer.decode_tgt([out])[0])
+
+
+class FullRecompute:
+    """A stand-in for the model in `greedy`/`beam_search` that keeps no KV cache: every step
+    re-runs the decoder over the whole prefix. Slow on purpose; it checks the cached path."""
+
+    def __init__(self, model: Transformer):
+        self.model, self.cfg = model, model.cfg
+
+    def encode(self, src: Tensor) -> Tensor:
+        return self.model.encode(src)
+
+    def start_state(self, memory: Tensor, src_pad_mask: Tensor) -> _Prefix:
+        return _Prefix(memory, src_pad_mask, None)
+
+    def decode_step(self, tokens: Tensor, state: _Prefix) -> Tensor:
+        step = tokens[:, None]
+        state.tokens = step if state.tokens is None else torch.cat([state.tokens, step], 1)
+        return self.model.decode(state.tokens, state.memory, state.src_pad_mask)[:, -1]
+
+
+@dataclass
+class _Prefix:
+    memory: Tensor
+    src_pad_mask: Tensor
+    tokens: Tensor | None
+
+    def reorder(self, index: Tensor) -> None:
+        self.memory, self.src_pad_mask = self.memory.index_select(0, index), self.src_pad_mask.index_select(0, index)
+        if self.tokens is not None:
+            self.tokens = self.tokens.index_select(0, index)

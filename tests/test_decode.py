@@ -136,3 +136,17 @@ def test_average_and_attention(reverse_model, mtkit_cli):
     assert too_many.returncode == 2 and "only" in too_many.stderr
     att = mtkit_cli("attention", "-m", str(reverse_model), "alpha bravo charlie")
     assert att.returncode == 0 and "▁alpha" in att.stdout and "charlie bravo alpha" in att.stdout
+
+
+@pytest.mark.parametrize("beam", [1, 4])
+def test_cached_search_equals_full_recompute(loaded, sources, beam):
+    from mtkit.decode import FullRecompute
+
+    model, tok = loaded
+    cfg = DecodeConfig(beam=beam, nbest=beam)
+    src = _src(tok, sources[:25])
+    search = greedy if beam == 1 else beam_search
+    cached, uncached = search(model, src, cfg), search(FullRecompute(model), src, cfg)
+    assert [[h.tokens for h in x] for x in cached] == [[h.tokens for h in x] for x in uncached]
+    for a, b in zip(cached, uncached, strict=True):
+        assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-4)

@@ -1,0 +1,91 @@
+"""Decoding speed: `mtkit translate` on Multi30k test_2016_flickr (1,000 sentences), whole process.
+
+Each configuration runs the real command line in a fresh process (python start-up, model load,
+tokenisation, search, output), `repeats` times; we report sentences/s and target tokens/s over
+the whole process wall time, and its peak RSS. Then, in this process, the cached search is
+checked against FullRecompute (no KV cache): greedy on all 1,000 sentences, beam 5 on 200.
+Usage: python benchmarks/bench_decode.py MODEL_DIR [--repeats 3] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from common import MULTI30K, corpus_lines, summary
+
+from mtkit.checkpoint import load_for_inference
+from mtkit.config import DecodeConfig
+from mtkit.data import pad_sequences
+from mtkit.decode import FullRecompute, beam_search, greedy
+from mtkit.tokenizer import EOS_ID
+
+
+def run_translate(model_dir: Path, src: Path, out: Path, extra: list[str], threads: int) -> tuple[float, float]:
+    """(wall seconds, peak RSS MB) of one `mtkit translate` process."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "mtkit", "translate", "-m", str(model_dir), "-i", str(src),
+                             "-o", str(out), "--checkpoint", "averaged", *extra], env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    if status != 0:
+        raise SystemExit(f"mtkit translate failed ({status})")
+    return wall, usage.ru_maxrss / 1024
+
+
+def check_against_uncached(model_dir: Path, lines: list[str]) -> None:
+    model, tok, _ = load_for_inference(model_dir, "averaged")
+    for beam, n in ((1, len(lines)), (5, 200)):
+        cfg = DecodeConfig(beam=beam)
+        search = greedy if beam == 1 else beam_search
+        same = 0
+        for start in range(0, n, 100):
+            ids = tok.encode_src(lines[start:min(start + 100, n)])
+            src = pad_sequences([torch.tensor(x) for x in ids], suffix=EOS_ID)
+            a, b = search(model, src, cfg), search(FullRecompute(model), src, cfg)
+            same += sum(x[0].tokens == y[0].tokens for x, y in zip(a, b, strict=True))
+        print(f"  beam {beam}: cached output identical to uncached on {same}/{n} sentences")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model_dir", type=Path)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    lines = corpus_lines("test_2016_flickr", "en")
+    with tempfile.TemporaryDirectory() as tmp:
+        src, out = Path(tmp) / "test.en", Path(tmp) / "out.de"
+        src.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        print(f"mtkit translate, {len(lines)} sentences of {MULTI30K.name} test_2016_flickr, {args.threads} threads, "
+              f"whole process, {args.repeats} runs (min / median / max)")
+        model, tok, _ = load_for_inference(args.model_dir, "averaged")
+        for name, extra in (("beam 5", ["--beam", "5"]), ("greedy", ["--greedy"])):
+            walls, rss = [], []
+            for _ in range(args.repeats):
+                wall, peak = run_translate(args.model_dir, src, out, extra, args.threads)
+                walls.append(wall)
+                rss.append(peak)
+            hyps = out.read_text(encoding="utf-8").splitlines()
+            tokens = sum(len(x) + 1 for x in tok.encode_tgt(hyps))
+            sps = [len(lines) / w for w in walls]
+            tps = [tokens / w for w in walls]
+            print(f"{name:7s} sentences/s {summary(sps)}; target tokens/s {summary(tps)}; "
+                  f"wall s {summary(walls)}; peak RSS {statistics.median(rss):.0f} MB")
+    print("cached vs uncached (FullRecompute) search:")
+    torch.set_num_threads(args.threads)
+    check_against_uncached(args.model_dir, lines)
+    del resource
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Multi30k task 1 (Elliott et al., 2016): tokenizer, Transformer, checkpoint averaging, beam search,
+# BLEU (cased and lowercased, cross-checked with sacreBLEU), and a results table.
+#
+#   recipes/multi30k.sh [SRC TGT]            # default en de; fr and cs work too
+#
+# Every setting below can be overridden from the environment, e.g.
+#   MAX_TIME=1500 PRESET=small recipes/multi30k.sh       # a 25-minute training budget
+#   DEMO=1 recipes/multi30k.sh                            # `make demo`: ~15 minutes on a 2-core CPU
+#   DRY_RUN=1 recipes/multi30k.sh                         # print the commands only
+set -euo pipefail
+
+SRC=${1:-en}
+TGT=${2:-de}
+if [[ "${DEMO:-0}" == 1 ]]; then  # `make demo`: the whole job in about 15 minutes on a 2-core CPU
+  : "${RUN_DIR:=runs/demo-$SRC-$TGT}" "${PRESET:=small}" "${MAX_TOKENS:=4096}" "${LR:=0.0007}" "${WARMUP:=400}"
+  : "${MAX_STEPS:=0}" "${MAX_TIME:=600}" "${SAVE_EVERY:=100}" "${AVERAGE_LAST:=5}" "${VALID_EVERY:=500}"
+fi
+RUN_DIR=${RUN_DIR:-runs/multi30k-$SRC-$TGT}
+MTKIT=${MTKIT:-mtkit}
+MULTI30K_URL=${MULTI30K_URL:-https://github.com/multi30k/dataset/raw/master/data/task1/raw}
+SHARED_DIR=${SHARED_DIR:-../shared/data/multi30k}
+
+PRESET=${PRESET:-multi30k}          # 4+4 layers, d_model 128, 4 heads, FFN 256, dropout 0.3
+VOCAB=${VOCAB:-8000}                # joint SentencePiece unigram vocabulary
+MAX_TOKENS=${MAX_TOKENS:-8192}      # target tokens per batch (counting padding)
+UPDATE_FREQ=${UPDATE_FREQ:-1}
+LR=${LR:-0.001}
+WARMUP=${WARMUP:-1000}
+LABEL_SMOOTHING=${LABEL_SMOOTHING:-0.1}
+MAX_STEPS=${MAX_STEPS:-8000}        # 0: no step limit
+MAX_TIME=${MAX_TIME:-0}             # wall-time budget of training in seconds, validation included (0: none)
+VALID_EVERY=${VALID_EVERY:-500}
+SAVE_EVERY=${SAVE_EVERY:-200}
+AVERAGE_LAST=${AVERAGE_LAST:-10}
+BEAM=${BEAM:-5}
+SEED=${SEED:-1}
+if [[ -z "${PRECISION:-}" ]]; then  # bf16 on GPUs (auto) and on CPUs with native bf16, else fp32
+  PRECISION=auto
+  if grep -q -E 'avx512_bf16|amx_bf16' /proc/cpuinfo 2>/dev/null; then PRECISION=bf16; fi
+fi
+DRY_RUN=${DRY_RUN:-0}
+
+run() {
+  echo "+ $*" >&2
+  if [[ "$DRY_RUN" != 1 ]]; then "$@"; fi
+}
+
+# ---------------------------------------------------------------- data
+DATA=$RUN_DIR/data
+get_data() {
+  local source_dir=""
+  if [[ -n "${MULTI30K_DIR:-}" ]]; then
+    source_dir=$MULTI30K_DIR
+  elif [[ -d "$SHARED_DIR" ]]; then
+    source_dir=$SHARED_DIR
+  fi
+  run mkdir -p "$DATA"
+  for split in train val test_2016_flickr; do
+    for lang in "$SRC" "$TGT"; do
+      local out=$DATA/$split.$lang
+      [[ -s "$out" ]] && continue
+      if [[ -n "$source_dir" ]]; then
+        if [[ -f "$source_dir/$split.$lang.gz" ]]; then
+          run sh -c "gzip -dc '$source_dir/$split.$lang.gz' > '$out'"
+        else
+          run cp "$source_dir/$split.$lang" "$out"
+        fi
+      else
+        run sh -c "curl -fsSL '$MULTI30K_URL/$split.$lang.gz' | gzip -dc > '$out'"
+      fi
+    done
+  done
+}
+
+# ---------------------------------------------------------------- pipeline
+get_data
+run "$MTKIT" tokenizer train --src "$DATA/train.$SRC" --tgt "$DATA/train.$TGT" --vocab-size "$VOCAB" \
+  -o "$RUN_DIR/tokenizer"
+run "$MTKIT" train -o "$RUN_DIR/model" --tokenizer "$RUN_DIR/tokenizer" \
+  --src "$DATA/train.$SRC" --tgt "$DATA/train.$TGT" --valid-src "$DATA/val.$SRC" --valid-tgt "$DATA/val.$TGT" \
+  --preset "$PRESET" --max-tokens "$MAX_TOKENS" --update-freq "$UPDATE_FREQ" --lr "$LR" --warmup "$WARMUP" \
+  --label-smoothing "$LABEL_SMOOTHING" --max-steps "$MAX_STEPS" --max-time "$MAX_TIME" \
+  --valid-every "$VALID_EVERY" --save-every "$SAVE_EVERY" --keep-last "$AVERAGE_LAST" \
+  --precision "$PRECISION" --seed "$SEED"
+
+# Average what the run saved (at most AVERAGE_LAST checkpoints; fewer in a short budget).
+available=$(ls "$RUN_DIR/model/checkpoints"/step_*.pt 2>/dev/null | wc -l || true)
+n_average=$(( available < AVERAGE_LAST ? available : AVERAGE_LAST ))
+[[ "$DRY_RUN" == 1 ]] && n_average=$AVERAGE_LAST
+run "$MTKIT" average -m "$RUN_DIR/model" --last "$n_average"
+
+results_json=$RUN_DIR/results.json
+results_md=$RUN_DIR/results.md
+rows=()
+for checkpoint in averaged best; do
+  for split in val test_2016_flickr; do
+    hyp=$RUN_DIR/$split.$checkpoint.$TGT
+    run "$MTKIT" translate -m "$RUN_DIR/model" --checkpoint "$checkpoint" --beam "$BEAM" \
+      -i "$DATA/$split.$SRC" -o "$hyp"
+    for case in cased lowercase; do
+      flag=()
+      [[ $case == lowercase ]] && flag=(--lowercase)
+      out=$RUN_DIR/$split.$checkpoint.$case.bleu
+      # --sacrebleu: fail loudly if sacreBLEU computes a different number.
+      run sh -c "'$MTKIT' bleu '$DATA/$split.$TGT' -i '$hyp' ${flag[*]:-} --sacrebleu -w 2 > '$out'"
+      if [[ "$DRY_RUN" != 1 ]]; then
+        rows+=("$checkpoint|$split|$case|$(awk '{print $3}' "$out")|$(awk '{print $1}' "$out" | cut -d'|' -f2-)")
+      fi
+    done
+  done
+done
+
+if [[ "$DRY_RUN" != 1 ]]; then
+  {
+    echo "| checkpoint | split | case | BLEU | signature |"
+    echo "|---|---|---|---|---|"
+    for r in "${rows[@]}"; do
+      IFS='|' read -r ckpt split case score sig <<< "$r"
+      echo "| $ckpt | $split | $case | $score | ${sig//|/\\|} |"
+    done
+  } > "$results_md"
+  {
+    echo "["
+    for i in "${!rows[@]}"; do
+      IFS='|' read -r ckpt split case score sig <<< "${rows[$i]}"
+      sep=","; [[ $i -eq $(( ${#rows[@]} - 1 )) ]] && sep=""
+      printf '  {"pair": "%s-%s", "checkpoint": "%s", "split": "%s", "case": "%s", "bleu": %s, "signature": "%s"}%s\n' \
+        "$SRC" "$TGT" "$ckpt" "$split" "$case" "$score" "$sig" "$sep"
+    done
+    echo "]"
+  } > "$results_json"
+  echo
+  cat "$results_md"
+  echo
+  echo "results: $results_md, $results_json"
+fi

@@ -1,0 +1,36 @@
+"""The recipes parse, and their dry runs print the whole pipeline without running it."""
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = sorted((ROOT / "recipes").glob("*.sh"))
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
+def test_recipe_parses_and_dry_runs(recipe, tmp_path):
+    subprocess.run(["bash", "-n", str(recipe)], check=True)
+    env = {**os.environ, "DRY_RUN": "1", "RUN_DIR": str(tmp_path / "run"), "NGPU": "2"}
+    out = subprocess.run(["bash", str(recipe)], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    commands = [line for line in out.stderr.splitlines() if line.startswith("+ ")]
+    text = "\n".join(commands)
+    for step in ("tokenizer train", " train -o", "average", "translate", "bleu"):
+        assert step in text, step
+    assert not (tmp_path / "run").exists()  # nothing was run
+
+
+def test_wmt14_uses_torchrun_with_several_gpus(tmp_path):
+    env = {**os.environ, "DRY_RUN": "1", "RUN_DIR": str(tmp_path / "run"), "NGPU": "4"}
+    out = subprocess.run(["bash", str(ROOT / "recipes" / "wmt14_en_de.sh")], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert "torchrun --standalone --nproc_per_node 4 -m mtkit train" in out.stderr
+    assert "sacrebleu -t wmt14 -l en-de --echo src" in out.stderr and "--preset base" in out.stderr
+
+
+def test_demo_mode_budget(tmp_path):
+    env = {**os.environ, "DRY_RUN": "1", "DEMO": "1", "RUN_DIR": str(tmp_path / "run")}
+    out = subprocess.run(["bash", str(ROOT / "recipes" / "multi30k.sh")], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert out.returncode == 0 and "--max-time 600" in out.stderr and "--preset small" in out.stderr
