@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -22,9 +21,9 @@ from pathlib import Path
 import torch
 from common import MULTI30K, corpus_lines, summary
 
+from mtkit.batching import pad_sequences
 from mtkit.checkpoint import load_for_inference
 from mtkit.config import DecodeConfig
-from mtkit.data import pad_sequences
 from mtkit.decode import FullRecompute, beam_search, greedy
 from mtkit.tokenizer import EOS_ID
 
@@ -84,7 +83,6 @@ def main() -> None:
     print("cached vs uncached (FullRecompute) search:")
     torch.set_num_threads(args.threads)
     check_against_uncached(args.model_dir, lines)
-    del resource
 
 
 if __name__ == "__main__":

@@ -24,7 +24,8 @@ from bench_model import TorchTransformer
 from common import MULTI30K
 
 from mtkit import config as C
-from mtkit.data import BatchIterator, TextPair, prepare_corpus
+from mtkit.batching import BatchIterator
+from mtkit.data import TextPair, prepare_corpus
 from mtkit.rundir import TrainJob
 from mtkit.tokenizer import PAD_ID, Tokenizer, TokenizerOptions, train_tokenizer
 from mtkit.train import train

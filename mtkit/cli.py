@@ -284,7 +284,7 @@ def train(
 # ----------------------------------------------------------------------------- translate
 def _autocast_dtype(precision: str, device):
 
-    from mtkit.train import resolve_precision
+    from mtkit.runtime import resolve_precision
 
     return resolve_precision(precision, device).dtype
 
@@ -315,8 +315,8 @@ def translate(
     from mtkit.config import DecodeConfig
     from mtkit.decode import TranslateStats
     from mtkit.decode import translate as run_translate
+    from mtkit.runtime import resolve_device
     from mtkit.textio import iter_lines
-    from mtkit.train import resolve_device
 
     if fmt not in ("text", "jsonl"):
         raise UserError(f"--format: expected text or jsonl, got {fmt!r}")

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mtkit.batching import pad_sequences
 from mtkit.config import DecodeConfig
-from mtkit.data import pad_sequences
 from mtkit.model import Transformer
 from mtkit.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import random
 import shutil
 import signal
@@ -25,24 +24,28 @@ from torch import nn
 
 from mtkit import checkpoint as ckpt
 from mtkit import config as C
-from mtkit.bleu import corpus_bleu
-from mtkit.data import (
-    Batch,
-    BatchIterator,
-    EncodedCorpus,
-    collate,
-    make_batches,
-    prepare_corpus,
-    source_from_paths,
-)
-from mtkit.decode import translate
+from mtkit.batching import Batch, BatchIterator
+from mtkit.data import EncodedCorpus, prepare_corpus, source_from_paths
 from mtkit.errors import UserError
 from mtkit.loss import label_smoothed_nll
 from mtkit.metrics_log import MetricsLog
 from mtkit.model import Transformer, count_parameters
 from mtkit.rundir import TrainJob, check_inputs, prepare_model_dir, write_manifest
-from mtkit.textio import read_lines, write_text_atomic
+from mtkit.runtime import (
+    Dist,
+    Precision,
+    all_reduce,
+    barrier,
+    init_distributed,
+    ranks_in_sync,
+    resolve_device,
+    resolve_precision,
+    rng_state,
+    set_rng_state,
+)
+from mtkit.textio import read_lines
 from mtkit.tokenizer import PAD_ID, Tokenizer
+from mtkit.validation import validate
 
 Events = Callable[[dict], None]
 
@@ -58,33 +61,6 @@ def lr_at(step: int, peak: float, warmup: int) -> float:
     return peak * math.sqrt(max(warmup, 1) / max(step, 1))
 
 
-@dataclass(frozen=True)
-class Precision:
-    name: str  # fp32, bf16 or fp16
-    dtype: torch.dtype | None  # autocast dtype; None for fp32
-
-    @property
-    def scaled(self) -> bool:
-        return self.dtype is torch.float16
-
-
-def resolve_precision(name: str, device: torch.device) -> Precision:
-    if name == "auto":
-        if device.type != "cuda":
-            name = "fp32"
-        else:
-            name = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return Precision(name, {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name])
-
-
-def resolve_device(name: str, local_rank: int) -> torch.device:
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available on this machine")
-    return torch.device(name)
-
-
 @dataclass
 class Progress:
     """Counters that a checkpoint carries (with the data position and every RNG)."""
@@ -97,56 +73,7 @@ class Progress:
     elapsed: float = 0.0  # training seconds before this process
 
 
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device_name: str) -> Dist:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return Dist()
-    import torch.distributed as dist
-
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() and not device_name.startswith("cpu")
-    if use_cuda:
-        torch.cuda.set_device(local_rank)
-    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return Dist(dist.get_rank(), world, local_rank)
-
-
-def _all_reduce(value: float, d: Dist, device: torch.device, op: str = "sum") -> float:
-    if d.world == 1:
-        return value
-    import torch.distributed as dist
-
-    t = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
-    return float(t.item())
-
-
 # ----------------------------------------------------------------------------- state
-def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 @dataclass
 class Trainer:
     job: TrainJob
@@ -179,7 +106,7 @@ class Trainer:
         d = ckpt.checkpoint_dir(self.job.model_dir)
         ckpt.save(d / "last.pt", {
             **base, "model": weights, "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
-            "rng": _rng_state(), "data": self.batches.state(), "progress": vars(self.progress),
+            "rng": rng_state(), "data": self.batches.state(), "progress": vars(self.progress),
         })
         ckpt.save(d / f"step_{self.progress.step:08d}.pt", {**base, "model": weights})  # after last.pt
         ckpt.prune(self.job.model_dir, self.cfg.train.keep_last)
@@ -195,7 +122,7 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
         self.batches.load_state(state["data"])
         self.progress = Progress(**state["progress"])
         self.on_event({"kind": "info", "message": f"resumed from {path} at step {self.progress.step}"})
@@ -213,7 +140,7 @@ class Trainer:
     def train_step(self, group: list[Batch]) -> dict:
         """One optimiser update over a group of batches; returns the step's statistics."""
         t = self.cfg.train
-        tokens = _all_reduce(sum(b.n_tgt_tokens for b in group), self.dist, self.device)
+        tokens = all_reduce(sum(b.n_tgt_tokens for b in group), self.dist, self.device)
         lr = lr_at(self.progress.step + 1, t.lr, t.warmup)
         for g in self.optimizer.param_groups:
             g["lr"] = lr
@@ -224,13 +151,13 @@ class Trainer:
             with ctx:
                 loss, nll = self._forward_loss(batch.to(self.device), self.dist.world / tokens)
             loss_sum, nll_sum = loss_sum + loss, nll_sum + nll
-        finite = _all_reduce(0.0 if math.isfinite(loss_sum) else 1.0, self.dist, self.device, "max") == 0.0
+        finite = all_reduce(0.0 if math.isfinite(loss_sum) else 1.0, self.dist, self.device, "max") == 0.0
         self.scaler.unscale_(self.optimizer)
         grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_norm if t.clip_norm > 0 else float("inf"))
         applied = self._apply(finite and math.isfinite(float(grad_norm)))
         self.optimizer.zero_grad(set_to_none=True)
-        loss_sum = _all_reduce(loss_sum, self.dist, self.device)
-        nll_sum = _all_reduce(nll_sum, self.dist, self.device)
+        loss_sum = all_reduce(loss_sum, self.dist, self.device)
+        nll_sum = all_reduce(nll_sum, self.dist, self.device)
         return {"loss": loss_sum / tokens, "nll": nll_sum / tokens, "tokens": tokens, "lr": lr,
                 "grad_norm": float(grad_norm), "applied": applied, "finite": finite}
 
@@ -245,29 +172,10 @@ class Trainer:
             self.optimizer.step()
         return finite
 
-    # ------------------------------------------------------------- validation
-    @torch.no_grad()
     def validate(self) -> dict:
         corpus, src_lines, refs = self.valid  # type: ignore[misc]
-        self.model.eval()
-        loss = nll = tokens = 0.0
-        for indices in make_batches(corpus.src_lens, corpus.tgt_lens, self.cfg.data.max_tokens, 0, 0)[0]:
-            batch = collate(corpus, indices).to(self.device)
-            with torch.autocast(self.device.type, dtype=self.precision.dtype or torch.float32,
-                                enabled=self.precision.dtype is not None):
-                logits = self.model(batch.src, batch.tgt_in)
-            b_loss, b_nll = label_smoothed_nll(logits, batch.tgt_out, self.cfg.train.label_smoothing, PAD_ID)
-            loss, nll, tokens = loss + b_loss.item(), nll + b_nll.item(), tokens + batch.n_tgt_tokens
-        limit = self.cfg.train.valid_max_sentences or len(src_lines)
-        hyps = [t.text for t in translate(self.model, self.tokenizer, src_lines[:limit], self.cfg.decode,
-                                          device=self.device, autocast_dtype=self.precision.dtype)]
-        self.model.train()
-        write_text_atomic(self.job.model_dir / "valid_output.txt", "".join(h + "\n" for h in hyps))
-        score = corpus_bleu(hyps, [refs[:limit]])
-        return {"valid_loss": loss / tokens, "valid_nll": nll / tokens, "valid_ppl": math.exp(min(nll / tokens, 50)),
-                "bleu": score.score, "bleu_signature": score.signature, "valid_sentences": limit}
-
-
+        return validate(self.model, self.tokenizer, corpus, src_lines, refs, self.cfg, self.device,
+                        self.precision, self.job.model_dir / "valid_output.txt")
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -365,7 +273,7 @@ def run(tr: Trainer) -> dict:
             _sync_progress(tr)
             validated_at = p.step
         reason = _stop_reason(tr, p.elapsed)
-        if _all_reduce(float(tr.stop_signal), tr.dist, tr.device, "max"):
+        if all_reduce(float(tr.stop_signal), tr.dist, tr.device, "max"):
             reason = "signal"
         if reason or (t.save_every and p.step % t.save_every == 0) or validated_at == p.step:
             if reason and reason != "signal" and validated_at != p.step:
@@ -393,21 +301,6 @@ def _log_train(tr: Trainer, window: dict, stats: dict) -> None:
     window.update(tokens=0.0, loss=0.0, nll=0.0, since=now)
 
 
-def ranks_in_sync(tr: Trainer) -> bool:
-    """True if every rank holds bit-identical parameters (always True for one process)."""
-    if tr.dist.world == 1:
-        return True
-    import torch.distributed as dist
-
-    flat = torch.cat([p.detach().reshape(-1).double().cpu() for p in tr.model.parameters()])
-    digest = [float(flat.sum()), float((flat * torch.arange(1, flat.numel() + 1, dtype=torch.float64)).sum())]
-    everyone: list = [None] * tr.dist.world
-    dist.all_gather_object(everyone, digest)
-    if any(d != everyone[0] for d in everyone):
-        raise RuntimeError(f"parameters differ across ranks after training: {everyone}")
-    return True
-
-
 # ----------------------------------------------------------------------------- setting up
 def _load_valid(job: TrainJob, tok: Tokenizer, cache: Path) -> tuple[EncodedCorpus, list[str], list[str]] | None:
     if job.valid_src is None or job.valid_tgt is None:
@@ -423,7 +316,7 @@ def _load_valid(job: TrainJob, tok: Tokenizer, cache: Path) -> tuple[EncodedCorp
 def _setup_data(job: TrainJob, d: Dist, on_event: Events):
     """Rank 0 prepares tokenizer and caches first; the other ranks then reuse them."""
     if not d.main:
-        _barrier(d)
+        barrier(d)
         job.overwrite = False
     tok = prepare_model_dir(job, on_event)
     cache = job.cache_dir or job.model_dir / "cache"
@@ -434,15 +327,8 @@ def _setup_data(job: TrainJob, d: Dist, on_event: Events):
         r = corpus.report
         on_event({"kind": "data", "read": r.read, "kept": r.kept, "removed": r.removed()})
         write_manifest(job, tok, source.identity(), None)
-        _barrier(d)
+        barrier(d)
     return tok, corpus, valid, source
-
-
-def _barrier(d: Dist) -> None:
-    if d.world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
 
 
 def build(job: TrainJob, d: Dist, device: torch.device, on_event: Events) -> Trainer:
@@ -511,7 +397,7 @@ def train(job: TrainJob, on_event: Events) -> dict:
                     shutil.rmtree(job.model_dir, ignore_errors=True)
                 raise
             summary = run(box[0])
-            summary["ranks_in_sync"] = ranks_in_sync(box[0])
+            summary["ranks_in_sync"] = ranks_in_sync(box[0].model, box[0].dist)
             if box[0].log is not None:
                 box[0].log.write({"kind": "done", **summary})
             if summary["reason"] == "signal":

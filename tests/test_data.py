@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from helpers import write_pair
 
+from mtkit import batching as B
 from mtkit import data as D
 from mtkit.config import DataConfig
 from mtkit.errors import UserError
@@ -170,7 +171,7 @@ def lengths():
 def test_batches_respect_budget_and_cover_each_pair_once(lengths):
     src, tgt = lengths
     src[5] = 5000  # longer than any budget: reported, not crashed on
-    batches, oversized = D.make_batches(src, tgt, 1024, seed=3, epoch=1)
+    batches, oversized = B.make_batches(src, tgt, 1024, seed=3, epoch=1)
     assert list(oversized) == [5]
     seen = np.concatenate(batches)
     assert sorted(seen.tolist()) == [i for i in range(3000) if i != 5]
@@ -182,9 +183,9 @@ def test_batches_respect_budget_and_cover_each_pair_once(lengths):
 
 def test_batch_order_depends_on_seed_and_epoch_only(lengths):
     src, tgt = lengths
-    a, _ = D.make_batches(src, tgt, 2048, seed=1, epoch=1)
-    b, _ = D.make_batches(src, tgt, 2048, seed=1, epoch=1)
-    c, _ = D.make_batches(src, tgt, 2048, seed=1, epoch=2)
+    a, _ = B.make_batches(src, tgt, 2048, seed=1, epoch=1)
+    b, _ = B.make_batches(src, tgt, 2048, seed=1, epoch=1)
+    c, _ = B.make_batches(src, tgt, 2048, seed=1, epoch=2)
     assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     assert not all(len(x) == len(y) and np.array_equal(x, y) for x, y in zip(a, c))
 
@@ -200,13 +201,13 @@ def _toy_corpus(tmp_path, tok, n=300):
 
 def test_resumed_iteration_equals_uninterrupted(tmp_path, tok):
     corpus = _toy_corpus(tmp_path, tok)
-    straight = D.BatchIterator(corpus, 256, seed=5)
+    straight = B.BatchIterator(corpus, 256, seed=5)
     it = iter(straight)
     reference = [next(it).indices.tolist() for _ in range(60)]  # crosses epoch boundaries
-    first = D.BatchIterator(corpus, 256, seed=5)
+    first = B.BatchIterator(corpus, 256, seed=5)
     it = iter(first)
     head = [next(it).indices.tolist() for _ in range(23)]
-    resumed = D.BatchIterator(corpus, 256, seed=5)
+    resumed = B.BatchIterator(corpus, 256, seed=5)
     resumed.load_state(first.state())
     it = iter(resumed)
     tail = [next(it).indices.tolist() for _ in range(37)]
@@ -215,7 +216,7 @@ def test_resumed_iteration_equals_uninterrupted(tmp_path, tok):
 
 def test_batch_tensors_and_ranks(tmp_path, tok):
     corpus = _toy_corpus(tmp_path, tok)
-    batch = next(iter(D.BatchIterator(corpus, 256, seed=5)))
+    batch = next(iter(B.BatchIterator(corpus, 256, seed=5)))
     i = int(batch.indices[0])
     n = len(corpus.tgt(i))
     assert batch.tgt_in[0, 0] == BOS_ID and batch.tgt_in[0, 1:n + 1].tolist() == corpus.tgt(i).tolist()
@@ -223,7 +224,7 @@ def test_batch_tensors_and_ranks(tmp_path, tok):
     assert batch.src[0, len(corpus.src(i))] == EOS_ID
     assert batch.n_tgt_tokens == int(sum(len(corpus.tgt(int(j))) + 1 for j in batch.indices))
     assert batch.src_pad_mask.dtype == batch.tgt_pad_mask.dtype  # boolean
-    r0 = D.BatchIterator(corpus, 256, seed=5, rank=0, world_size=2).epoch_batches(1)
-    r1 = D.BatchIterator(corpus, 256, seed=5, rank=1, world_size=2).epoch_batches(1)
+    r0 = B.BatchIterator(corpus, 256, seed=5, rank=0, world_size=2).epoch_batches(1)
+    r1 = B.BatchIterator(corpus, 256, seed=5, rank=1, world_size=2).epoch_batches(1)
     assert len(r0) == len(r1)
     assert not set(np.concatenate(r0).tolist()) & set(np.concatenate(r1).tolist())  # disjoint

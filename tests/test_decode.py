@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
+from mtkit.batching import pad_sequences
 from mtkit.checkpoint import load_for_inference
 from mtkit.config import DecodeConfig
-from mtkit.data import pad_sequences
 from mtkit.decode import beam_search, greedy, rescore, translate
 from mtkit.textio import read_lines
 from mtkit.tokenizer import EOS_ID

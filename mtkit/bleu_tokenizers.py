@@ -1,0 +1,129 @@
+"""The tokenizers of BLEU (as sacreBLEU's: 13a, intl, zh, char, none), standard library only.
+
+Each is a function from a line to a line of space-separated tokens.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable
+from functools import lru_cache
+
+Tokenizer = Callable[[str], str]
+
+
+# mteval-v13a rules. Rule 1 (space around ASCII punctuation other than ' - . ,) is a plain
+# character mapping, so it runs as str.translate, and only on lines that need it (the space the
+# rule also lists changes nothing once the line is split). Rules 2-4 depend on neighbours.
+_13A_PUNCT = "{|}~[\\]^_`!\"#$%&()*+:;<=>?@/"
+_13A_TABLE = {ord(c): f" {c} " for c in _13A_PUNCT}
+_13A_PUNCT_RE = re.compile(f"[{re.escape(_13A_PUNCT)}]")
+# Where no period or comma touches a digit or another period/comma, rules 2 and 3 together just
+# put spaces around every period and comma; only other lines need the two regular expressions.
+_13A_PERIOD_COMMA_HARD = re.compile(r"[0-9.,][.,]|[.,][0-9.,]")
+_13A_PERIOD_COMMA = (
+    (re.compile(r"([^0-9])([\.,])"), r"\1 \2 "),  # period/comma unless preceded by a digit
+    (re.compile(r"([\.,])([^0-9])"), r" \1 \2"),  # period/comma unless followed by a digit
+)
+_13A_DASH = re.compile(r"([0-9])(-)")  # dash preceded by a digit
+
+
+def _regexp_rules(line: str) -> str:
+    """The language-independent mteval rules shared by ``13a`` and ``zh``."""
+    if _13A_PUNCT_RE.search(line):
+        line = line.translate(_13A_TABLE)
+    if "." in line or "," in line:
+        if _13A_PERIOD_COMMA_HARD.search(line):
+            for pattern, repl in _13A_PERIOD_COMMA:
+                line = pattern.sub(repl, line)
+        else:
+            line = line.replace(".", " . ").replace(",", " , ")
+    if "-" in line:
+        line = _13A_DASH.sub(r"\1 \2 ", line)
+    return " ".join(line.split())
+
+
+def tokenize_13a(line: str) -> str:
+    """mteval-v13a tokenization, the WMT standard."""
+    line = line.replace("<skipped>", "").replace("-\n", "").replace("\n", " ")
+    if "&" in line:
+        line = line.replace("&quot;", '"').replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">")
+    return _regexp_rules(f" {line} ")
+
+
+# Code-point ranges sacrebleu treats as Chinese. Two of its upstream entries are written as
+# five-hex-digit "\u" escapes, which Python reads as a 4-digit escape plus a character; the
+# ranges they really cover (U+2001-U+2A6D, U+2F81-U+2FA1) are kept so that scores stay equal.
+_ZH_RANGES = (
+    (0x3400, 0x4DB5), (0x4E00, 0x9FA5), (0x9FA6, 0x9FBB), (0xF900, 0xFA2D), (0xFA30, 0xFA6A),
+    (0xFA70, 0xFAD9), (0x2001, 0x2A6D), (0x2F81, 0x2FA1), (0xFF00, 0xFFEF), (0x2E80, 0x2EFF),
+    (0x3000, 0x303F), (0x31C0, 0x31EF), (0x2F00, 0x2FDF), (0x2FF0, 0x2FFF), (0x3100, 0x312F),
+    (0x31A0, 0x31BF), (0xFE10, 0xFE1F), (0xFE30, 0xFE4F), (0x2600, 0x26FF), (0x2700, 0x27BF),
+    (0x3200, 0x32FF), (0x3300, 0x33FF),
+)
+
+
+@lru_cache(maxsize=1)
+def _zh_pattern() -> re.Pattern[str]:
+    ranges = "".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in _ZH_RANGES)
+    return re.compile(f"([{ranges}])")
+
+
+def tokenize_zh(line: str) -> str:
+    """Chinese characters split one by one, the rest by the mteval rules."""
+    return _regexp_rules(_zh_pattern().sub(r" \1 ", line.strip()))
+
+
+def _category_class(prefix: str) -> str:
+    """A regex character class body for every code point whose Unicode category starts with prefix."""
+    parts, start, prev = [], None, None
+    for cp in range(0x110000):
+        if unicodedata.category(chr(cp)).startswith(prefix):
+            if start is None:
+                start = cp
+            prev = cp
+        elif start is not None:
+            parts.append(f"\\U{start:08x}-\\U{prev:08x}")
+            start = None
+    if start is not None:
+        parts.append(f"\\U{start:08x}-\\U{prev:08x}")
+    return "".join(parts)
+
+
+@lru_cache(maxsize=1)
+def _intl_rules() -> tuple[tuple[re.Pattern[str], str], ...]:
+    p, s, n = _category_class("P"), _category_class("S"), _category_class("N")
+    return (
+        (re.compile(f"([^{n}])([{p}])"), r"\1 \2 "),  # punctuation preceded by a non-digit
+        (re.compile(f"([{p}])([^{n}])"), r" \1 \2"),  # punctuation followed by a non-digit
+        (re.compile(f"([{s}])"), r" \1 "),  # every symbol
+    )
+
+
+def tokenize_intl(line: str) -> str:
+    """mteval-v14 international tokenization (Unicode punctuation and symbols).
+
+    Categories come from Python's ``unicodedata``; sacrebleu uses the ``regex`` package's tables,
+    which may know characters assigned after this Python's Unicode version.
+    """
+    for pattern, repl in _intl_rules():
+        line = pattern.sub(repl, line)
+    return " ".join(line.split())
+
+
+def tokenize_char(line: str) -> str:
+    return " ".join(line)
+
+
+def tokenize_none(line: str) -> str:
+    return line
+
+
+TOKENIZERS: dict[str, Tokenizer] = {
+    "13a": tokenize_13a,
+    "intl": tokenize_intl,
+    "zh": tokenize_zh,
+    "char": tokenize_char,
+    "none": tokenize_none,
+}

@@ -1,0 +1,44 @@
+"""Validation: teacher-forced loss and perplexity, and BLEU of the model's own translations
+(mtkit's BLEU on detokenized text, the output kept so that `mtkit bleu` can recompute it)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from mtkit import config as C
+from mtkit.batching import collate, make_batches
+from mtkit.bleu import corpus_bleu
+from mtkit.data import EncodedCorpus
+from mtkit.decode import translate
+from mtkit.loss import label_smoothed_nll
+from mtkit.model import Transformer
+from mtkit.runtime import Precision
+from mtkit.textio import write_text_atomic
+from mtkit.tokenizer import PAD_ID, Tokenizer
+
+
+@torch.no_grad()
+def validate(
+    model: Transformer, tokenizer: Tokenizer, corpus: EncodedCorpus, src_lines: list[str], refs: list[str],
+    cfg: C.RunConfig, device: torch.device, precision: Precision, output: Path,
+) -> dict:
+    """Loss, perplexity and BLEU on the validation set; leaves the model in training mode."""
+    model.eval()
+    loss = nll = tokens = 0.0
+    for indices in make_batches(corpus.src_lens, corpus.tgt_lens, cfg.data.max_tokens, 0, 0)[0]:
+        batch = collate(corpus, indices).to(device)
+        with torch.autocast(device.type, dtype=precision.dtype or torch.float32, enabled=precision.dtype is not None):
+            logits = model(batch.src, batch.tgt_in)
+        b_loss, b_nll = label_smoothed_nll(logits, batch.tgt_out, cfg.train.label_smoothing, PAD_ID)
+        loss, nll, tokens = loss + b_loss.item(), nll + b_nll.item(), tokens + batch.n_tgt_tokens
+    limit = cfg.train.valid_max_sentences or len(src_lines)
+    hyps = [t.text for t in translate(model, tokenizer, src_lines[:limit], cfg.decode,
+                                      device=device, autocast_dtype=precision.dtype)]
+    model.train()
+    write_text_atomic(output, "".join(h + "\n" for h in hyps))
+    score = corpus_bleu(hyps, [refs[:limit]])
+    return {"valid_loss": loss / tokens, "valid_nll": nll / tokens, "valid_ppl": math.exp(min(nll / tokens, 50)),
+            "bleu": score.score, "bleu_signature": score.signature, "valid_sentences": limit}
