@@ -228,3 +228,11 @@ def test_batch_tensors_and_ranks(tmp_path, tok):
     r1 = B.BatchIterator(corpus, 256, seed=5, rank=1, world_size=2).epoch_batches(1)
     assert len(r0) == len(r1)
     assert not set(np.concatenate(r0).tolist()) & set(np.concatenate(r1).tolist())  # disjoint
+
+
+def test_parallel_encoding_equals_serial(tmp_path, tok):
+    src, tgt = write_pair(tmp_path, SENTENCES * 3, SENTENCES[::-1] * 3)
+    one = D.prepare_corpus(D.TextPair(src, tgt), tok, DataConfig(num_proc=1), tmp_path / "c1")
+    two = D.prepare_corpus(D.TextPair(src, tgt), tok, DataConfig(num_proc=2), tmp_path / "c2")
+    assert np.array_equal(one.src_offsets, two.src_offsets) and np.array_equal(one.src_values, two.src_values)
+    assert np.array_equal(one.tgt_values, two.tgt_values) and one.report == two.report
