@@ -181,26 +181,50 @@ def keep_mask(src_len: np.ndarray, tgt_len: np.ndarray, cfg: DataConfig, report:
     return alive
 
 
-def _ids_column(ds, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """(offsets, values) of a list<int> Arrow column, zero-copy from the memory-mapped file."""
-    import pyarrow as pa
+@dataclass
+class RaggedColumn:
+    """A list<int32> Arrow column as zero-copy numpy views of its memory-mapped chunks: nothing
+    is copied into memory, so memory use does not grow with the corpus."""
 
-    column = ds.data.column(name)
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    offsets = array.offsets.to_numpy(zero_copy_only=False)
-    values = array.values.to_numpy(zero_copy_only=False)
-    return offsets.astype(np.int64, copy=False), values
+    offsets: list[np.ndarray]  # per chunk: row j is values[offsets[j]:offsets[j + 1]]
+    values: list[np.ndarray]  # per chunk
+    starts: np.ndarray  # (n_chunks + 1,) first row of each chunk, then the number of rows
+
+    @classmethod
+    def from_dataset(cls, ds, name: str) -> RaggedColumn:
+        column = ds.data.column(name)
+        chunks = [c for c in getattr(column, "chunks", [column]) if len(c)]
+        offsets = [c.offsets.to_numpy(zero_copy_only=False) for c in chunks]
+        values = [c.values.to_numpy(zero_copy_only=False) for c in chunks]
+        starts = np.cumsum([0] + [len(c) for c in chunks])
+        return cls(offsets, values, starts)
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        c = int(np.searchsorted(self.starts, i, side="right")) - 1
+        j, off = i - int(self.starts[c]), self.offsets[c]
+        return self.values[c][off[j]:off[j + 1]]
+
+    def lengths(self) -> np.ndarray:
+        if not self.offsets:
+            return np.zeros(0, dtype=np.int32)
+        return np.concatenate([np.diff(o) for o in self.offsets]).astype(np.int32)
+
+    def rows(self) -> Iterator[np.ndarray]:
+        for off, val in zip(self.offsets, self.values):
+            for j in range(len(off) - 1):
+                yield val[off[j]:off[j + 1]]
 
 
 def _mark_duplicates(ds, alive: np.ndarray, report: CleaningReport) -> None:
-    src_off, src_val = _ids_column(ds, "src_ids")
-    tgt_off, tgt_val = _ids_column(ds, "tgt_ids")
     seen: set[bytes] = set()
-    for i in np.flatnonzero(alive):
-        key = hashlib.blake2b(
-            src_val[src_off[i]:src_off[i + 1]].tobytes() + b"|" + tgt_val[tgt_off[i]:tgt_off[i + 1]].tobytes(),
-            digest_size=16,
-        ).digest()
+    pairs = zip(RaggedColumn.from_dataset(ds, "src_ids").rows(), RaggedColumn.from_dataset(ds, "tgt_ids").rows())
+    for i, (src, tgt) in enumerate(pairs):
+        if not alive[i]:
+            continue
+        key = hashlib.blake2b(src.tobytes() + b"|" + tgt.tobytes(), digest_size=16).digest()
         if key in seen:
             alive[i] = False
             report.duplicate += 1
@@ -211,32 +235,27 @@ def _mark_duplicates(ds, alive: np.ndarray, report: CleaningReport) -> None:
 # ----------------------------------------------------------------------------- the prepared corpus
 @dataclass
 class EncodedCorpus:
-    """Token ids of a cleaned corpus, memory-mapped: example i's source is src_values[src_offsets[i]:src_offsets[i+1]]."""
+    """Token ids of a cleaned corpus, memory-mapped; example i is (src(i), tgt(i))."""
 
-    src_offsets: np.ndarray
-    src_values: np.ndarray
-    tgt_offsets: np.ndarray
-    tgt_values: np.ndarray
+    src_ids: RaggedColumn
+    tgt_ids: RaggedColumn
     report: CleaningReport
     directory: Path
     dataset: object = field(repr=False, default=None)  # keeps the memory map alive
+    src_lens: np.ndarray = field(init=False, repr=False)  # (pairs,) int32
+    tgt_lens: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.src_lens, self.tgt_lens = self.src_ids.lengths(), self.tgt_ids.lengths()
 
     def __len__(self) -> int:
-        return len(self.src_offsets) - 1
-
-    @property
-    def src_lens(self) -> np.ndarray:
-        return np.diff(self.src_offsets)
-
-    @property
-    def tgt_lens(self) -> np.ndarray:
-        return np.diff(self.tgt_offsets)
+        return len(self.src_lens)
 
     def src(self, i: int) -> np.ndarray:
-        return self.src_values[self.src_offsets[i]:self.src_offsets[i + 1]]
+        return self.src_ids[i]
 
     def tgt(self, i: int) -> np.ndarray:
-        return self.tgt_values[self.tgt_offsets[i]:self.tgt_offsets[i + 1]]
+        return self.tgt_ids[i]
 
 
 def cache_key(source: Source, tokenizer: Tokenizer, cfg: DataConfig) -> str:
@@ -293,9 +312,9 @@ def _build(source: Source, tokenizer: Tokenizer, cfg: DataConfig, work: Path) ->
                                     "tgt_ids": datasets.Sequence(datasets.Value("int32"))}),
     )
     report = CleaningReport(read=len(encoded))
-    src_off, _ = _ids_column(encoded, "src_ids")
-    tgt_off, _ = _ids_column(encoded, "tgt_ids")
-    alive = keep_mask(np.diff(src_off), np.diff(tgt_off), cfg, report)
+    src_lens = RaggedColumn.from_dataset(encoded, "src_ids").lengths()
+    tgt_lens = RaggedColumn.from_dataset(encoded, "tgt_ids").lengths()
+    alive = keep_mask(src_lens, tgt_lens, cfg, report)
     if cfg.dedup:
         _mark_duplicates(encoded, alive, report)
     report.kept = int(alive.sum())
@@ -314,9 +333,8 @@ def load_corpus(directory: str | Path) -> EncodedCorpus:
     directory = Path(directory)
     ds = datasets.load_from_disk(str(directory / "data"))
     report = CleaningReport(**json.loads((directory / "report.json").read_text()))
-    src_off, src_val = _ids_column(ds, "src_ids")
-    tgt_off, tgt_val = _ids_column(ds, "tgt_ids")
-    return EncodedCorpus(src_off, src_val, tgt_off, tgt_val, report, directory, ds)
+    return EncodedCorpus(RaggedColumn.from_dataset(ds, "src_ids"), RaggedColumn.from_dataset(ds, "tgt_ids"),
+                         report, directory, ds)
 
 
 def export_pairs(source: Source, src_out: Path, tgt_out: Path) -> int:
