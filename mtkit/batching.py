@@ -5,7 +5,7 @@ Sequences fed to the model: src = ids + eos, tgt_in = bos + ids, tgt_out = ids +
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +16,7 @@ from mtkit.errors import UserError
 from mtkit.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 
-def padded_len(n_tokens: np.ndarray | int) -> np.ndarray | int:
+def padded_len(n_tokens: np.ndarray) -> np.ndarray:
     """Model-side length of a side with n tokens: one special token (eos or bos) is added."""
     return n_tokens + 1
 
@@ -76,7 +76,7 @@ class Batch:
                      self.tgt_out.to(device, non_blocking=nb), self.indices)
 
 
-def pad_sequences(seqs: list[np.ndarray], prefix: int | None = None, suffix: int | None = None) -> torch.Tensor:
+def pad_sequences(seqs: Sequence[Sequence[int] | np.ndarray], prefix: int | None = None, suffix: int | None = None) -> torch.Tensor:
     """(batch, longest) int64 tensor of the sequences with optional prefix/suffix token, right-padded."""
     extra = (prefix is not None) + (suffix is not None)
     out = np.full((len(seqs), max(len(x) for x in seqs) + extra), PAD_ID, dtype=np.int64)

@@ -144,7 +144,8 @@ def score_from_stats(stats: Sequence[float], opts: BLEUOptions, signature: str =
     order = opts.max_ngram_order
     sys_len, ref_len = int(stats[0]), int(stats[1])
     correct, total = list(stats[2 : 2 + order]), list(stats[2 + order : 2 + 2 * order])
-    k = opts.smooth_value if opts.smooth_value is not None else SMOOTH_DEFAULTS[opts.smooth_method]
+    default = SMOOTH_DEFAULTS[opts.smooth_method] or 0.0  # only floor and add-k use k
+    k = opts.smooth_value if opts.smooth_value is not None else default
     bp = 1.0
     if sys_len < ref_len:
         bp = math.exp(1 - ref_len / sys_len) if sys_len > 0 else 0.0
@@ -183,7 +184,7 @@ def corpus_stats(
             )
     stats, nrefs = [], set()
     for i, hyp in enumerate(hypotheses):
-        refs = [opts.preprocess(r[i]) for r in references if r[i] is not None]
+        refs = [opts.preprocess(ref) for ref in (stream[i] for stream in references) if ref is not None]
         nrefs.add(len(refs))
         stats.append(segment_stats(opts.preprocess(hyp), refs, opts.max_ngram_order))
     return stats, (nrefs.pop() if len(nrefs) == 1 else -1)

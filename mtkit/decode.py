@@ -28,7 +28,7 @@ from mtkit.model import Transformer
 from mtkit.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 
 
-def length_penalty(n: int | Tensor, alpha: float) -> float | Tensor:
+def length_penalty(n: int, alpha: float) -> float:
     return ((5 + n) / 6) ** alpha
 
 
@@ -47,8 +47,9 @@ class Translation:
     nbest: list[tuple[str, float]] = field(default_factory=list)  # (text, score), best first
 
 
-def _next_logprobs(model: Transformer, tokens: Tensor, state, forced_eos: Tensor) -> Tensor:
-    """(rows, V) log-probabilities of the next token; rows in forced_eos may only end."""
+def _next_logprobs(model: Transformer, tokens: Tensor, state, forced_eos: Tensor) -> tuple[Tensor, Tensor]:
+    """(rows, V) log-probabilities of the next token, and the same with the tokens the search may
+    not pick set to -inf (pad, bos; for rows in forced_eos everything but eos)."""
     logprobs = F.log_softmax(model.decode_step(tokens, state).float(), dim=-1)  # (rows, V)
     search = logprobs.clone()
     search[:, PAD_ID] = search[:, BOS_ID] = float("-inf")
@@ -259,6 +260,7 @@ def cross_attention(model: Transformer, tokenizer: Tokenizer, sentence: str, max
         if int(token) == EOS_ID:
             break
         out.append(int(token))
+    assert state.attention is not None
     weights = torch.stack(state.attention)[:, 0].tolist()  # (steps, src_len)
     return AttentionMap([tokenizer.src.id_to_piece(i) for i in ids] + ["</s>"],
                         [tokenizer.tgt.id_to_piece(i) for i in out] + ["</s>"], weights,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +42,8 @@ def sinusoidal_table(n_positions: int, d_model: int) -> Tensor:
 
 class Embedding(nn.Module):
     """Token embedding scaled by sqrt(d_model), plus positions, then dropout."""
+
+    table: Tensor  # (max_positions, d_model) sinusoidal positions, a non-persistent buffer
 
     def __init__(self, tokens: nn.Embedding, cfg: ModelConfig):
         super().__init__()
@@ -241,6 +244,9 @@ class Transformer(nn.Module):
                     with torch.no_grad():
                         module.weight[module.padding_idx].zero_()
 
+    def _decoder_layers(self) -> list[DecoderLayer]:
+        return [cast(DecoderLayer, layer) for layer in self.decoder]
+
     @staticmethod
     def attention_mask(src_pad_mask: Tensor) -> Tensor:  # (batch, src_len) -> (batch, 1, 1, src_len)
         return (~src_pad_mask)[:, None, None, :]
@@ -258,7 +264,7 @@ class Transformer(nn.Module):
         """Logits (batch, tgt_len, tgt_vocab) of every target position, teacher-forced."""
         mask = self.attention_mask(src_pad_mask)
         x = self.tgt_embed(tgt_in)  # (batch, tgt_len, d_model)
-        for layer in self.decoder:
+        for layer in self._decoder_layers():
             x = layer(x, layer.cross_attn.project_kv(memory), mask, sink=sink)
         return self.output(self.dec_norm(x))
 
@@ -267,7 +273,7 @@ class Transformer(nn.Module):
 
     # -------------------------------------------------------------- incremental decoding
     def start_state(self, memory: Tensor, src_pad_mask: Tensor, record_attention: bool = False) -> DecoderState:
-        memory_kv = [layer.cross_attn.project_kv(memory) for layer in self.decoder]
+        memory_kv = [layer.cross_attn.project_kv(memory) for layer in self._decoder_layers()]
         caches = [DecoderCache() for _ in self.decoder]
         return DecoderState(memory_kv, self.attention_mask(src_pad_mask), caches,
                             attention=[] if record_attention else None)
@@ -278,7 +284,7 @@ class Transformer(nn.Module):
         sink: list[Tensor] | None = [] if state.attention is not None else None
         for layer, kv, cache in zip(self.decoder, state.memory_kv, state.caches):
             x = layer(x, kv, state.src_mask, cache=cache, sink=sink)
-        if sink:
+        if sink and state.attention is not None:
             state.attention.append(torch.stack(sink).mean(dim=(0, 2))[:, 0])  # (batch, src_len), layers+heads
         state.step += 1
         return self.output(self.dec_norm(x))[:, 0]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -96,8 +96,8 @@ class TrainRenderer:
         self.console = stderr_console()
         self.quiet = quiet
         self.live = self.console.is_terminal and not quiet
-        self.progress = None
-        self.task = None
+        self.progress: Any = None  # a rich Progress while it is live
+        self.task: Any = None
         self.last_valid: dict | None = None
 
     def __enter__(self) -> TrainRenderer:

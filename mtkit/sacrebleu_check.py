@@ -16,7 +16,7 @@ def sacrebleu_score(hyps: Sequence[str], references: Sequence[Sequence[str | Non
         smooth_value=opts.smooth_value, max_ngram_order=opts.max_ngram_order,
         effective_order=opts.effective_order, force=True,
     )
-    return metric.corpus_score(list(hyps), [list(r) for r in references])
+    return metric.corpus_score(list(hyps), [list(r) for r in references])  # type: ignore[arg-type]
 
 
 def check_equal(

@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import sentencepiece as spm
 
@@ -114,7 +115,7 @@ def train_tokenizer(
         else:
             _train_one(src, work / "src", opts)
             _train_one(tgt, work / "tgt", opts)
-        info = {
+        info: dict[str, Any] = {
             "options": {**asdict(opts), "byte_fallback": opts.byte_fallback},
             "models": ["spm.model"] if opts.joint else ["src.model", "tgt.model"],
             "corpus": {str(p): file_sha256(p) for p in (*src, *tgt)},

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -147,7 +148,7 @@ class Trainer:
         loss_sum = nll_sum = 0.0
         for i, batch in enumerate(group):
             sync = i == len(group) - 1 or self.dist.world == 1
-            ctx = self.step_model.no_sync() if not sync else contextlib.nullcontext()
+            ctx = cast(Any, self.step_model).no_sync() if not sync else contextlib.nullcontext()
             with ctx:
                 loss, nll = self._forward_loss(batch.to(self.device), self.dist.world / tokens)
             loss_sum, nll_sum = loss_sum + loss, nll_sum + nll
@@ -215,7 +216,7 @@ def _sync_progress(tr: Trainer) -> None:
     if tr.dist.world > 1:
         import torch.distributed as dist
 
-        box = [tr.progress.bad_validations, tr.progress.best_bleu]
+        box: list[Any] = [tr.progress.bad_validations, tr.progress.best_bleu]
         dist.broadcast_object_list(box, src=0)
         tr.progress.bad_validations, tr.progress.best_bleu = box
 
@@ -349,7 +350,7 @@ def build(job: TrainJob, d: Dist, device: torch.device, on_event: Events) -> Tra
                                    {"params": no_decay, "weight_decay": 0.0}], lr=t.lr, betas=t.betas, fused=True)
     precision = resolve_precision(t.precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.scaled)
-    step_model: nn.Module = torch.compile(model) if t.compile else model
+    step_model: Any = torch.compile(model) if t.compile else model
     if d.world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
