@@ -26,14 +26,14 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 lint: $(STAMP)
-	$(PY) -m ruff check mtkit tests benchmarks
+	$(PY) -m ruff check mtkit tests recipes/benchmarks
 	$(PY) -m mypy mtkit
 
 demo: $(STAMP)
 	PATH="$(abspath $(VENV))/bin:$$PATH" DEMO=1 bash recipes/multi30k.sh
 
 bench: $(STAMP)
-	$(PY) benchmarks/run_all.py
+	$(PY) recipes/benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -1,10 +1,10 @@
 """`make bench`: every benchmark in one run, each printing min / median / max over its repeats.
 
-  BLEU speed vs sacrebleu          benchmarks/bench_bleu.py
-  corpus encoding pairs/s, RSS     benchmarks/bench_data.py
-  model forward+backward tok/s     benchmarks/bench_model.py   (vs torch.nn.Transformer)
-  training tgt tok/s and MFU       benchmarks/bench_train.py   (vs torch.nn.Transformer)
-  decoding sentences/s, RSS        benchmarks/bench_decode.py  (needs a trained `small` model)
+  BLEU speed vs sacrebleu          recipes/benchmarks/bench_bleu.py
+  corpus encoding pairs/s, RSS     recipes/benchmarks/bench_data.py
+  model forward+backward tok/s     recipes/benchmarks/bench_model.py   (vs torch.nn.Transformer)
+  training tgt tok/s and MFU       recipes/benchmarks/bench_train.py   (vs torch.nn.Transformer)
+  decoding sentences/s, RSS        recipes/benchmarks/bench_decode.py  (needs a trained `small` model)
 
 Decoding needs a model: pass --model-dir DIR (a model directory with checkpoints/averaged.pt),
 or this script trains one on Multi30k for --train-seconds (default 600) first.

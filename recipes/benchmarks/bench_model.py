@@ -3,7 +3,7 @@
 Both get the same length-bucketed batches from Multi30k-like lengths (~4096 tokens per side),
 the same embeddings/output layer shape and a cross-entropy loss; we time forward + backward +
 zero_grad (no optimiser) and report target tokens/s, min/median/max over repeats.
-Usage: python benchmarks/bench_model.py [small base] [--precision fp32|bf16] [--device cpu|cuda]
+Usage: python recipes/benchmarks/bench_model.py [small base] [--precision fp32|bf16] [--device cpu|cuda]
 """
 
 from __future__ import annotations

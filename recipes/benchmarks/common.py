@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-MULTI30K = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "multi30k"
+MULTI30K = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "multi30k"
 
 
 def corpus_lines(split: str, lang: str) -> list[str]:

@@ -4,7 +4,7 @@ Each configuration runs the real command line in a fresh process (python start-u
 tokenisation, search, output), `repeats` times; we report sentences/s and target tokens/s over
 the whole process wall time, and its peak RSS. Then, in this process, the cached search is
 checked against FullRecompute (no KV cache): greedy on all 1,000 sentences, beam 5 on 200.
-Usage: python benchmarks/bench_decode.py MODEL_DIR [--repeats 3] [--threads 2]
+Usage: python recipes/benchmarks/bench_decode.py MODEL_DIR [--repeats 3] [--threads 2]
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ fresh child process with a fresh cache; we report pairs/s, the peak anonymous me
 job allocates: it should not grow with the corpus, as text is streamed into Arrow files and read
 memory-mapped) and the peak RSS, which also counts touched pages of those memory-mapped files
 (page cache the kernel reclaims under pressure, so it grows with the corpus without being a cost).
-Usage: python benchmarks/bench_data.py [--sizes 100000 1000000] [--num-proc 2]
+Usage: python recipes/benchmarks/bench_data.py [--sizes 100000 1000000] [--num-proc 2]
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ mtkit is measured through its real `train()` (data, AMP, clipping, optimiser, lo
 rate is the median of its logged windows after the first. Model-FLOPs utilisation (MFU) counts
 the matmul FLOPs of the real (unpadded) tokens, x3 for forward+backward, against this machine's
 matmul peak measured here.
-Usage: python benchmarks/bench_train.py [--presets small multi30k] [--precisions fp32 bf16] [--steps 30]
+Usage: python recipes/benchmarks/bench_train.py [--presets small multi30k] [--precisions fp32 bf16] [--steps 30]
 """
 
 from __future__ import annotations
