@@ -233,3 +233,11 @@ def test_cuda_amp_training(tmp_path, reverse_data, precision):
     summary = train(job, events.append)
     losses = [e["loss"] for e in events if e["kind"] == "train"]
     assert summary["step"] == 20 and losses[-1] < losses[0]
+
+
+def test_compile_trains_and_saves_the_plain_module(tmp_path, reverse_with_tokenizer):
+    res = subprocess.run(_cli_train(tmp_path / "m", reverse_with_tokenizer, "--max-steps", "3", "--compile"),
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    state = _params(tmp_path / "m" / "checkpoints" / "last.pt")
+    assert state["step"] == 3 and not any(k.startswith("_orig_mod") for k in state["model"])
