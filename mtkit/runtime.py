@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import signal
 from dataclasses import dataclass
 
 import torch
@@ -107,3 +109,20 @@ def ranks_in_sync(model: torch.nn.Module, d: Dist) -> bool:
     if any(d != everyone[0] for d in everyone):
         raise RuntimeError(f"parameters differ across ranks after training: {everyone}")
     return True
+
+
+@contextlib.contextmanager
+def stop_on_signals(tr_box: list):
+    """SIGTERM/SIGINT set `stop_signal` on the object in tr_box (the trainer, which then saves and
+    stops after its current step); before there is one, they interrupt as usual."""
+    def handler(signum, frame):
+        if tr_box and not tr_box[0].stop_signal:
+            tr_box[0].stop_signal = signum
+        elif not tr_box:
+            raise KeyboardInterrupt
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)

@@ -13,7 +13,6 @@ import contextlib
 import math
 import random
 import shutil
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from mtkit.runtime import (
     resolve_precision,
     rng_state,
     set_rng_state,
+    stop_on_signals,
 )
 from mtkit.textio import read_lines
 from mtkit.tokenizer import PAD_ID, Tokenizer
@@ -366,22 +366,6 @@ def build(job: TrainJob, d: Dist, device: torch.device, on_event: Events) -> Tra
     return tr
 
 
-@contextlib.contextmanager
-def _signals_save(tr_box: list):
-    """SIGTERM/SIGINT ask the loop to save a checkpoint and stop after the current step."""
-    def handler(signum, frame):
-        if tr_box and not tr_box[0].stop_signal:
-            tr_box[0].stop_signal = signum
-        elif not tr_box:
-            raise KeyboardInterrupt
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-
-
 def train(job: TrainJob, on_event: Events) -> dict:
     """`mtkit train`: set up (or resume) the model directory and train it."""
     check_inputs(job)
@@ -390,7 +374,7 @@ def train(job: TrainJob, on_event: Events) -> dict:
     created = not job.model_dir.exists()
     box: list[Trainer] = []
     try:
-        with _signals_save(box):
+        with stop_on_signals(box):
             try:
                 box.append(build(job, d, device, on_event))
             except BaseException:
