@@ -190,8 +190,9 @@ def corpus_stats(
     return stats, (nrefs.pop() if len(nrefs) == 1 else -1)
 
 
-def sum_stats(stats: Sequence[Sequence[int]]) -> list[int]:
-    return [sum(column) for column in zip(*stats)]
+def sum_stats(stats: Sequence[Sequence[int]], max_order: int) -> list[int]:
+    """Column sums of per-segment statistics (zeros for an empty corpus)."""
+    return [sum(column) for column in zip(*stats)] if stats else [0] * (2 + 2 * max_order)
 
 
 def corpus_bleu(
@@ -209,9 +210,7 @@ def corpus_bleu(
     if isinstance(hypotheses, str) or (references and isinstance(references[0], str)):
         raise TypeError("corpus_bleu takes a list of hypotheses and a list of reference streams (lists)")
     opts = BLEUOptions(tokenize, lowercase, smooth_method, smooth_value, max_ngram_order, use_effective_order)
-    stats, nrefs = corpus_stats(hypotheses, references, opts)
-    total = sum_stats(stats) if stats else [0] * (2 + 2 * max_ngram_order)
-    return score_from_stats(total, opts, opts.signature(nrefs))
+    return evaluate([hypotheses], references, opts).scores[0]
 
 
 def sentence_bleu(
@@ -282,7 +281,7 @@ def paired_bootstrap(
     for stats in systems_stats:
         columns = list(zip(*stats))
         samples.append([score_from_stats([sum(map(int.__mul__, w, c)) for c in columns], opts).score for w in weights])
-    observed = [score_from_stats(sum_stats(s), opts).score for s in systems_stats]
+    observed = [score_from_stats(sum_stats(s, opts.max_ngram_order), opts).score for s in systems_stats]
     results = []
     for k, sample in enumerate(samples):
         ordered = sorted(sample)
@@ -321,8 +320,7 @@ def evaluate(
     all_stats, scores = [], []
     for hyps in systems:
         stats, nrefs = corpus_stats(hyps, references, opts)
-        total = sum_stats(stats) if stats else [0] * (2 + 2 * opts.max_ngram_order)
-        scores.append(score_from_stats(total, opts, opts.signature(nrefs)))
+        scores.append(score_from_stats(sum_stats(stats, opts.max_ngram_order), opts, opts.signature(nrefs)))
         all_stats.append(stats)
     report = BLEUReport(scores)
     if sentence_level:

@@ -55,10 +55,12 @@ def _split_inputs(args: list[str]) -> tuple[list[str], list[str]]:
     return refs, hyps
 
 
-def _read_stdin_lines() -> list[str]:
+def _stream_stdin():
+    """Lines of stdin, decoded as UTF-8 with errors naming <stdin> and the line."""
     from mtkit.textio import decode_line
 
-    return [decode_line(raw, "<stdin>", i) for i, raw in enumerate(sys.stdin.buffer, start=1)]
+    for i, raw in enumerate(sys.stdin.buffer, start=1):
+        yield decode_line(raw, "<stdin>", i)
 
 
 @app.command(
@@ -93,7 +95,7 @@ def bleu(
     ref_files, hyp_files = _split_inputs(files)
     opts = B.BLEUOptions(tokenize, lowercase, smooth_method, smooth_value, max_ngram_order)
     references = [read_lines(f) for f in ref_files]
-    systems = [read_lines(f) for f in hyp_files] if hyp_files else [_read_stdin_lines()]
+    systems = [read_lines(f) for f in hyp_files] if hyp_files else [list(_stream_stdin())]
     names = hyp_files or ["<stdin>"]
     for name, hyps in zip(names, systems):
         for ref_name, refs in zip(ref_files, references):
@@ -163,13 +165,6 @@ def tokenizer_train(
         info = train_tokenizer(src, tgt, out, opts)
     progress.print_info(f"wrote {out} ({', '.join(info['models'])}; vocabulary {info['src_vocab_size']}"
                         f"{'' if joint else ' / ' + str(info['tgt_vocab_size'])})")
-
-
-def _stream_stdin():
-    from mtkit.textio import decode_line
-
-    for i, raw in enumerate(sys.stdin.buffer, start=1):
-        yield decode_line(raw, "<stdin>", i)
 
 
 @tokenizer_app.command("encode")

@@ -25,6 +25,7 @@ from torch import Tensor
 from mtkit.batching import pad_sequences
 from mtkit.config import DecodeConfig
 from mtkit.model import Transformer
+from mtkit.runtime import autocast
 from mtkit.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 
 
@@ -200,7 +201,7 @@ def translate_chunk(
     for batch in _batches([len(ids[i]) for i in todo], cfg.max_tokens, cfg.beam):
         rows = [todo[j] for j in batch]
         src = pad_sequences([ids[i] for i in rows], suffix=EOS_ID).to(device)
-        with torch.autocast(device_type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+        with autocast(device_type, autocast_dtype):
             hyps = search(model, src, cfg)
         for i, nbest in zip(rows, hyps):
             texts = tokenizer.decode_tgt([h.tokens for h in nbest])

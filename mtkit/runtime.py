@@ -23,6 +23,11 @@ class Precision:
         return self.dtype is torch.float16
 
 
+def autocast(device_type: str, dtype: torch.dtype | None):
+    """The one mixed-precision context: autocast to dtype, or nothing for fp32 (dtype None)."""
+    return torch.autocast(device_type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
 def resolve_precision(name: str, device: torch.device) -> Precision:
     if name == "auto":
         if device.type != "cuda":

@@ -35,6 +35,7 @@ from mtkit.runtime import (
     Dist,
     Precision,
     all_reduce,
+    autocast,
     barrier,
     init_distributed,
     ranks_in_sync,
@@ -131,8 +132,7 @@ class Trainer:
 
     # ------------------------------------------------------------- one step
     def _forward_loss(self, batch: Batch, scale: float) -> tuple[float, float]:
-        with torch.autocast(self.device.type, dtype=self.precision.dtype or torch.float32,
-                            enabled=self.precision.dtype is not None):
+        with autocast(self.device.type, self.precision.dtype):
             logits = self.step_model(batch.src, batch.tgt_in)  # (batch, tgt_len, vocab)
         loss, nll = label_smoothed_nll(logits, batch.tgt_out, self.cfg.train.label_smoothing, PAD_ID)
         self.scaler.scale(loss * scale).backward()

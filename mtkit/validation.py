@@ -15,7 +15,7 @@ from mtkit.data import EncodedCorpus
 from mtkit.decode import translate
 from mtkit.loss import label_smoothed_nll
 from mtkit.model import Transformer
-from mtkit.runtime import Precision
+from mtkit.runtime import Precision, autocast
 from mtkit.textio import write_text_atomic
 from mtkit.tokenizer import PAD_ID, Tokenizer
 
@@ -30,7 +30,7 @@ def validate(
     loss = nll = tokens = 0.0
     for indices in make_batches(corpus.src_lens, corpus.tgt_lens, cfg.data.max_tokens, 0, 0)[0]:
         batch = collate(corpus, indices).to(device)
-        with torch.autocast(device.type, dtype=precision.dtype or torch.float32, enabled=precision.dtype is not None):
+        with autocast(device.type, precision.dtype):
             logits = model(batch.src, batch.tgt_in)
         b_loss, b_nll = label_smoothed_nll(logits, batch.tgt_out, cfg.train.label_smoothing, PAD_ID)
         loss, nll, tokens = loss + b_loss.item(), nll + b_nll.item(), tokens + batch.n_tgt_tokens
