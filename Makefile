@@ -5,6 +5,7 @@
 PYTHON     ?= python3
 VENV       ?= .venv
 TORCH_SPEC ?= torch==2.13.0
+BENCH_ARGS ?=   # e.g. --model-dir runs/demo-en-de/model: decode that model instead of training one
 PY          = $(VENV)/bin/python
 STAMP       = $(VENV)/.installed
 
@@ -33,7 +34,7 @@ demo: $(STAMP)
 	PATH="$(abspath $(VENV))/bin:$$PATH" DEMO=1 bash recipes/multi30k.sh
 
 bench: $(STAMP)
-	$(PY) recipes/benchmarks/run_all.py
+	$(PY) recipes/benchmarks/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -291,7 +291,7 @@ def translate(
     output_file: Path | None = typer.Option(None, "-o", "--output", help="Output file (default: stdout)."),
     beam: int = typer.Option(5, "--beam", help="Beam size."),
     greedy: bool = typer.Option(False, "--greedy", help="Greedy search (same as --beam 1)."),
-    length_penalty: float = typer.Option(1.0, "--length-penalty", help="GNMT alpha; 0 = raw log-probability."),
+    length_penalty: float = typer.Option(1.0, "--length-penalty", help="Alpha: score = log p / length**alpha (fairseq --lenpen); 0 = raw log-probability."),
     max_len_a: float = typer.Option(1.2, "--max-len-a"),
     max_len_b: int = typer.Option(10, "--max-len-b", help="Longest output: a * source length + b tokens."),
     nbest: int = typer.Option(1, "--nbest", help="Hypotheses per sentence (jsonl output lists them)."),

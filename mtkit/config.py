@@ -125,7 +125,7 @@ class DecodeConfig:
     """Search settings for translate and validation."""
 
     beam: int = 5  # 1 is greedy search
-    length_penalty: float = 1.0  # GNMT alpha: scores are log p / ((5 + len) / 6) ** alpha
+    length_penalty: float = 1.0  # alpha: scores are log p / len ** alpha (fairseq --lenpen, Marian --normalize)
     max_len_a: float = 1.2  # longest output: a * source length + b tokens
     max_len_b: int = 10
     nbest: int = 1

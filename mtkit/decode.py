@@ -1,7 +1,8 @@
 """Greedy and batched beam search with the decoder's KV cache, and `translate(lines)`.
 
-Scores. A hypothesis y (its tokens followed by eos) scores  log p(y | x) / lp(|y|)  where |y|
-counts the eos and lp(n) = ((5 + n) / 6) ** alpha (GNMT; alpha = 0 gives the plain log-probability).
+Scores. A hypothesis y (its tokens followed by eos) scores  log p(y | x) / |y| ** alpha  where |y|
+counts the eos: fairseq's `--lenpen` and Marian's `--normalize` (alpha 1, the default, is the mean
+log-probability per token; alpha 0 the plain log-probability).
 The log-probabilities are the model's own (log-softmax over the whole vocabulary): pad and bos
 are only excluded from the search, so a full forward pass over y rescores it to the same number.
 
@@ -30,7 +31,7 @@ from mtkit.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 
 
 def length_penalty(n: int, alpha: float) -> float:
-    return ((5 + n) / 6) ** alpha
+    return n**alpha
 
 
 @dataclass
@@ -284,7 +285,7 @@ class FullRecompute:
     def decode_step(self, tokens: Tensor, state: _Prefix) -> Tensor:
         step = tokens[:, None]
         state.tokens = step if state.tokens is None else torch.cat([state.tokens, step], 1)
-        return self.model.decode(state.tokens, state.memory, state.src_pad_mask)[:, -1]
+        return self.model.output(self.model.decode(state.tokens, state.memory, state.src_pad_mask)[:, -1])
 
 
 @dataclass

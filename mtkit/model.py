@@ -261,15 +261,21 @@ class Transformer(nn.Module):
     def decode(
         self, tgt_in: Tensor, memory: Tensor, src_pad_mask: Tensor, sink: list[Tensor] | None = None
     ) -> Tensor:
-        """Logits (batch, tgt_len, tgt_vocab) of every target position, teacher-forced."""
+        """Final decoder states (batch, tgt_len, d_model) of every target position, teacher-forced:
+        the input of the output projection."""
         mask = self.attention_mask(src_pad_mask)
         x = self.tgt_embed(tgt_in)  # (batch, tgt_len, d_model)
         for layer in self._decoder_layers():
             x = layer(x, layer.cross_attn.project_kv(memory), mask, sink=sink)
-        return self.output(self.dec_norm(x))
+        return self.dec_norm(x)
+
+    def features(self, src: Tensor, tgt_in: Tensor) -> Tensor:
+        """(batch, src_len), (batch, tgt_len) -> final decoder states (batch, tgt_len, d_model)."""
+        return self.decode(tgt_in, self.encode(src), src.eq(PAD_ID))
 
     def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:
-        return self.decode(tgt_in, self.encode(src), src.eq(PAD_ID))
+        """Logits (batch, tgt_len, tgt_vocab) of every target position, teacher-forced."""
+        return self.output(self.features(src, tgt_in))
 
     # -------------------------------------------------------------- incremental decoding
     def start_state(self, memory: Tensor, src_pad_mask: Tensor, record_attention: bool = False) -> DecoderState:

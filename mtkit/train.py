@@ -27,7 +27,7 @@ from mtkit import config as C
 from mtkit.batching import Batch, BatchIterator
 from mtkit.data import EncodedCorpus, prepare_corpus, source_from_paths
 from mtkit.errors import UserError
-from mtkit.loss import label_smoothed_nll
+from mtkit.loss import LabelSmoothedObjective
 from mtkit.metrics_log import MetricsLog
 from mtkit.model import Transformer, count_parameters
 from mtkit.rundir import TrainJob, check_inputs, prepare_model_dir, write_manifest
@@ -80,7 +80,7 @@ class Progress:
 class Trainer:
     job: TrainJob
     model: Transformer  # the plain module: what checkpoints save
-    step_model: nn.Module  # what the steps run (compiled and/or DDP-wrapped)
+    step_model: nn.Module  # the model's training objective, as the steps run it (compiled and/or DDP-wrapped)
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     batches: BatchIterator
@@ -133,8 +133,7 @@ class Trainer:
     # ------------------------------------------------------------- one step
     def _forward_loss(self, batch: Batch, scale: float) -> tuple[float, float]:
         with autocast(self.device.type, self.precision.dtype):
-            logits = self.step_model(batch.src, batch.tgt_in)  # (batch, tgt_len, vocab)
-        loss, nll = label_smoothed_nll(logits, batch.tgt_out, self.cfg.train.label_smoothing, PAD_ID)
+            loss, nll = self.step_model(batch.src, batch.tgt_in, batch.tgt_out)
         self.scaler.scale(loss * scale).backward()
         return loss.item(), nll.item()
 
@@ -350,7 +349,8 @@ def build(job: TrainJob, d: Dist, device: torch.device, on_event: Events) -> Tra
                                    {"params": no_decay, "weight_decay": 0.0}], lr=t.lr, betas=t.betas, fused=True)
     precision = resolve_precision(t.precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.scaled)
-    step_model: Any = torch.compile(model) if t.compile else model
+    objective = LabelSmoothedObjective(model, t.label_smoothing, PAD_ID)
+    step_model: Any = torch.compile(objective) if t.compile else objective
     if d.world > 1:
         from torch.nn.parallel import DistributedDataParallel
 

@@ -13,7 +13,7 @@ from mtkit.batching import collate, make_batches
 from mtkit.bleu import corpus_bleu
 from mtkit.data import EncodedCorpus
 from mtkit.decode import translate
-from mtkit.loss import label_smoothed_nll
+from mtkit.loss import LabelSmoothedObjective
 from mtkit.model import Transformer
 from mtkit.runtime import Precision, autocast
 from mtkit.textio import write_text_atomic
@@ -27,12 +27,12 @@ def validate(
 ) -> dict:
     """Loss, perplexity and BLEU on the validation set; leaves the model in training mode."""
     model.eval()
+    objective = LabelSmoothedObjective(model, cfg.train.label_smoothing, PAD_ID)
     loss = nll = tokens = 0.0
     for indices in make_batches(corpus.src_lens, corpus.tgt_lens, cfg.data.max_tokens, 0, 0)[0]:
         batch = collate(corpus, indices).to(device)
         with autocast(device.type, precision.dtype):
-            logits = model(batch.src, batch.tgt_in)
-        b_loss, b_nll = label_smoothed_nll(logits, batch.tgt_out, cfg.train.label_smoothing, PAD_ID)
+            b_loss, b_nll = objective(batch.src, batch.tgt_in, batch.tgt_out)
         loss, nll, tokens = loss + b_loss.item(), nll + b_nll.item(), tokens + batch.n_tgt_tokens
     limit = cfg.train.valid_max_sentences or len(src_lines)
     hyps = [t.text for t in translate(model, tokenizer, src_lines[:limit], cfg.decode,

@@ -50,6 +50,7 @@ def test_scores_equal_full_forward_rescoring_and_nbest_is_sorted(loaded, sources
         assert scores == sorted(scores, reverse=True)
         for h in nbest:
             assert rescore(model, src_ids, h.tokens, alpha) == pytest.approx(h.score, abs=1e-4)
+            assert h.score == pytest.approx(h.logprob / (len(h.tokens) + 1) ** alpha)  # eos counts in the length
 
 
 @pytest.mark.parametrize("beam", [1, 5])

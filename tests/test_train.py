@@ -159,19 +159,19 @@ def test_autocast_precisions_on_cpu(tmp_path, reverse_data, precision):
 
 def _poison_loss(monkeypatch, bad_steps):
     """Make the training loss infinite on the given (1-based) calls of the loss."""
-    import mtkit.train as T
+    import mtkit.loss as L
 
-    real, calls = T.label_smoothed_nll, {"n": 0}
+    real, calls = L.projected_label_smoothed_nll, {"n": 0}
 
-    def poisoned(logits, *args):
-        loss, nll = real(logits, *args)
+    def poisoned(*args):
+        loss, nll = real(*args)
         if torch.is_grad_enabled():
             calls["n"] += 1
             if calls["n"] in bad_steps:
                 return loss * float("inf"), nll
         return loss, nll
 
-    monkeypatch.setattr(T, "label_smoothed_nll", poisoned)
+    monkeypatch.setattr(L, "projected_label_smoothed_nll", poisoned)
 
 
 def test_overflowing_fp16_steps_are_skipped_and_counted(tmp_path, reverse_data, monkeypatch):

@@ -5,7 +5,7 @@ pipeline, joint 8k SentencePiece), with AdamW, label smoothing 0.1 and the prese
 mtkit is measured through its real `train()` (data, AMP, clipping, optimiser, logging); its
 rate is the median of its logged windows after the first. Model-FLOPs utilisation (MFU) counts
 the matmul FLOPs of the real (unpadded) tokens, x3 for forward+backward, against this machine's
-matmul peak measured here.
+matmul peak measured here. Peak RSS is each loop's own (the process's peak is reset before it).
 Usage: python recipes/benchmarks/bench_train.py [--presets small multi30k] [--precisions fp32 bf16] [--steps 30]
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from bench_model import TorchTransformer
-from common import MULTI30K
+from common import MULTI30K, peak_rss_since_reset_mb, reset_peak_rss
 
 from mtkit import config as C
 from mtkit.batching import BatchIterator
@@ -109,17 +109,23 @@ def main() -> None:
         corpus = prepare_corpus(TextPair(MULTI30K / "train.en.gz", MULTI30K / "train.de.gz"), tok, C.DataConfig(), work / "cache")
         src_tok, tgt_tok = corpus.src_lens.sum() + len(corpus), corpus.tgt_lens.sum() + len(corpus)
         src_len, tgt_len = src_tok / len(corpus), tgt_tok / len(corpus)
-        print(f"{'preset':9s}{'precision':10s}{'mtkit tgt tok/s (min/med/max)':>32s}{'nn.Transformer':>28s}{'ratio':>7s}{'MFU':>7s}")
+        print(f"{'preset':9s}{'precision':10s}{'mtkit tgt tok/s (min/med/max)':>32s}{'nn.Transformer':>28s}{'ratio':>7s}{'MFU':>7s}"
+              f"{'peak RSS mtkit / nn.T':>22s}")
         for preset in args.presets:
             cfg = C.preset(preset, src_vocab_size=tok.src_vocab_size, tgt_vocab_size=tok.tgt_vocab_size)
             for precision in args.precisions:
+                reset_peak_rss()
                 ours = bench_mtkit(work / "tok", preset, precision, args.steps, work)
+                ours_rss = peak_rss_since_reset_mb()
+                reset_peak_rss()
                 theirs = bench_torch(corpus, cfg, precision, args.steps)
+                theirs_rss = peak_rss_since_reset_mb()
                 med = statistics.median(ours)
                 flops = flops_per_step(cfg, src_tok, tgt_tok, src_len, tgt_len) / tgt_tok * med
                 print(f"{preset:9s}{precision:10s}{min(ours):10.0f} /{med:7.0f} /{max(ours):7.0f}"
                       f"{min(theirs):10.0f} /{statistics.median(theirs):7.0f} /{max(theirs):7.0f}"
-                      f"{med / statistics.median(theirs):7.2f}{flops / peaks[precision]:7.1%}", flush=True)
+                      f"{med / statistics.median(theirs):7.2f}{flops / peaks[precision]:7.1%}"
+                      f"{ours_rss:8.0f} MB{theirs_rss:8.0f} MB", flush=True)
 
 
 if __name__ == "__main__":
