@@ -157,6 +157,14 @@ def test_autocast_precisions_on_cpu(tmp_path, reverse_data, precision):
     assert start["precision"] == precision
 
 
+@pytest.mark.parametrize("env, expected", [({}, "16"), ({"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "256"}, "256")])
+def test_onednn_primitive_cache_is_bounded_unless_the_user_says_otherwise(env, expected):
+    environ = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
+    out = subprocess.run([sys.executable, "-c", "import os, mtkit; print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])"],
+                         env={**environ, **env}, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == expected
+
+
 def _poison_loss(monkeypatch, bad_steps):
     """Make the training loss infinite on the given (1-based) calls of the loss."""
     import mtkit.loss as L
