@@ -277,13 +277,6 @@ def train(
 
 
 # ----------------------------------------------------------------------------- translate
-def _autocast_dtype(precision: str, device):
-
-    from mtkit.runtime import resolve_precision
-
-    return resolve_precision(precision, device).dtype
-
-
 @app.command()
 def translate(
     model_dir: Path = typer.Option(..., "-m", "--model", help="Model directory written by mtkit train."),
@@ -310,7 +303,7 @@ def translate(
     from mtkit.config import DecodeConfig
     from mtkit.decode import TranslateStats
     from mtkit.decode import translate as run_translate
-    from mtkit.runtime import resolve_device
+    from mtkit.runtime import resolve_device, resolve_precision
     from mtkit.textio import iter_lines
 
     if fmt not in ("text", "jsonl"):
@@ -324,7 +317,7 @@ def translate(
     stats = TranslateStats()
     try:
         for t in run_translate(model, tok, lines, cfg, stats, chunk_size=1 if interactive else 2000,
-                               device=dev, autocast_dtype=_autocast_dtype(precision, dev)):
+                               device=dev, autocast_dtype=resolve_precision(precision, dev).dtype):
             if fmt == "text":
                 out.write(t.text + "\n")
             else:
