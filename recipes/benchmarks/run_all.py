@@ -53,7 +53,7 @@ def main() -> None:
     section("model forward+backward, bf16", "bench_model.py", "small", "base", "--precision", "bf16")
     section("training", "bench_train.py")
     with tempfile.TemporaryDirectory() as tmp:
-        # the sections run in this directory: a relative --model-dir is the caller's
+        # the sections run in recipes/benchmarks: a relative --model-dir means the caller's directory
         model = args.model_dir.resolve() if args.model_dir else train_small(Path(tmp), args.train_seconds)
         section("decoding", "bench_decode.py", str(model))
 
