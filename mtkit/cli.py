@@ -210,19 +210,6 @@ def _load_tokenizer(model_dir: Path):
 
 
 # ----------------------------------------------------------------------------- train
-def _run_config(config_file: Path | None, options: dict, overrides: list[str]):
-    """The --config file (or the defaults), then the named options given, then each --set."""
-    from mtkit import config as C
-
-    cfg = C.load_toml(config_file) if config_file else C.RunConfig()
-    for key, value in options.items():
-        if value is not None:
-            C.apply_override(cfg, f"{key}={value}")
-    for assignment in overrides:
-        C.apply_override(cfg, assignment)
-    return cfg
-
-
 @app.command()
 def train(
     output: Path = typer.Option(..., "-o", "--output", help="Model directory (created, or resumed)."),
@@ -259,6 +246,7 @@ def train(
 ) -> None:
     """Train (or resume) a Transformer; the model directory is all `mtkit translate` needs."""
     from mtkit import progress
+    from mtkit.config import assemble
     from mtkit.rundir import TrainJob
     from mtkit.tokenizer import TokenizerOptions
     from mtkit.train import train as run_training
@@ -271,7 +259,7 @@ def train(
         "train.save_every": save_every, "train.keep_last": keep_last, "train.patience": patience,
         "train.precision": precision, "train.device": device, "train.seed": seed, "train.compile": compile_model,
     }
-    cfg = _run_config(config_file, explicit, overrides)
+    cfg = assemble(config_file, explicit, overrides)
     if src is None:
         raise UserError("--src is required (with --tgt, or alone for a TSV/JSONL corpus)")
     job = TrainJob(output, cfg, src, tgt, valid_src, valid_tgt, tokenizer,

@@ -258,6 +258,18 @@ def load_toml(path: str | Path) -> RunConfig:
     return from_dict(data, str(path))
 
 
+def assemble(config_file: str | Path | None, options: dict[str, Any], overrides: list[str]) -> RunConfig:
+    """`mtkit train`'s settings in order of precedence: the config file (or the defaults), then the
+    named options that were given (`section.key` -> value, None meaning not given), then each --set."""
+    cfg = load_toml(config_file) if config_file else RunConfig()
+    for key, value in options.items():
+        if value is not None:
+            apply_override(cfg, f"{key}={value}")
+    for assignment in overrides:
+        apply_override(cfg, assignment)
+    return cfg
+
+
 def to_dict(cfg: RunConfig) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 

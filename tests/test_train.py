@@ -28,6 +28,18 @@ def test_lr_schedule():
     assert lr_at(9, 1e-3, 0) == pytest.approx(1e-3 / 3)
 
 
+def test_settings_precedence_file_then_options_then_set(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('preset = "tiny"\n[train]\nlr = 0.1\nwarmup = 7\n[data]\nmax_tokens = 999\n', encoding="utf-8")
+    cfg = C.assemble(path, {"train.lr": 0.2, "train.warmup": None, "data.max_tokens": 500},
+                     ["data.max_tokens=300"])
+    assert cfg.preset == "tiny" and cfg.model == C.preset("tiny")
+    assert cfg.train.lr == 0.2  # an option given beats the file
+    assert cfg.train.warmup == 7  # an option not given (None) leaves the file's value
+    assert cfg.data.max_tokens == 300  # --set comes last
+    assert C.assemble(None, {}, []) == C.RunConfig()
+
+
 def test_reverse_task_is_learnt_to_exact_match(reverse_model, reverse_data, mtkit_cli):
     out = mtkit_cli("translate", "-m", str(reverse_model), "-i", str(reverse_data["valid_src"]), "--greedy")
     hyps, refs = out.stdout.splitlines(), read_lines(reverse_data["valid_tgt"])
