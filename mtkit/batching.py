@@ -71,9 +71,12 @@ class Batch:
         return int(self.tgt_out.ne(PAD_ID).sum())
 
     def to(self, device: torch.device | str) -> Batch:
-        nb = torch.device(device).type == "cuda"
-        return Batch(self.src.to(device, non_blocking=nb), self.tgt_in.to(device, non_blocking=nb),
-                     self.tgt_out.to(device, non_blocking=nb), self.indices)
+        """The batch on `device`; to a GPU through pinned memory, so the copy does not wait for it."""
+        device = torch.device(device)
+        if device.type != "cuda":
+            return Batch(self.src.to(device), self.tgt_in.to(device), self.tgt_out.to(device), self.indices)
+        src, tgt_in, tgt_out = (t.pin_memory().to(device, non_blocking=True) for t in (self.src, self.tgt_in, self.tgt_out))
+        return Batch(src, tgt_in, tgt_out, self.indices)
 
 
 def pad_sequences(seqs: Sequence[Sequence[int] | np.ndarray], prefix: int | None = None, suffix: int | None = None) -> torch.Tensor:
@@ -90,11 +93,26 @@ def pad_sequences(seqs: Sequence[Sequence[int] | np.ndarray], prefix: int | None
     return torch.from_numpy(out)
 
 
-def collate(corpus: EncodedCorpus, indices: np.ndarray) -> Batch:
-    src = [corpus.src(i) for i in indices]
-    tgt = [corpus.tgt(i) for i in indices]
-    return Batch(pad_sequences(src, suffix=EOS_ID), pad_sequences(tgt, prefix=BOS_ID),
-                 pad_sequences(tgt, suffix=EOS_ID), np.asarray(indices))
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def collate(corpus: EncodedCorpus, indices: np.ndarray, multiple: int = 1) -> Batch:
+    """The batch of corpus pairs `indices`, each side padded to its longest sequence (rounded up to
+    a multiple of `multiple`, which bounds the number of distinct shapes)."""
+    indices = np.asarray(indices)
+    rows = np.arange(len(indices))
+    src_len, tgt_len = corpus.src_lens[indices].astype(np.int64), corpus.tgt_lens[indices].astype(np.int64)
+    src = np.full((len(indices), _round_up(int(src_len.max()) + 1, multiple)), PAD_ID, dtype=np.int64)
+    corpus.src_ids.fill(src, indices, 0)
+    src[rows, src_len] = EOS_ID
+    tgt_in = np.full((len(indices), _round_up(int(tgt_len.max()) + 1, multiple)), PAD_ID, dtype=np.int64)
+    tgt_in[:, 0] = BOS_ID
+    corpus.tgt_ids.fill(tgt_in, indices, 1)
+    tgt_out = np.full_like(tgt_in, PAD_ID)
+    tgt_out[:, :-1] = tgt_in[:, 1:]
+    tgt_out[rows, tgt_len] = EOS_ID
+    return Batch(torch.from_numpy(src), torch.from_numpy(tgt_in), torch.from_numpy(tgt_out), indices)
 
 
 @dataclass
@@ -113,6 +131,7 @@ class BatchIterator:
     rank: int = 0
     world_size: int = 1
     oversized: int = 0
+    pad_multiple: int = 1  # lengths padded up to a multiple of this (fewer distinct shapes)
 
     def epoch_batches(self, epoch: int) -> list[np.ndarray]:
         batches, oversized = make_batches(self.corpus.src_lens, self.corpus.tgt_lens, self.max_tokens, self.seed, epoch)
@@ -127,10 +146,13 @@ class BatchIterator:
             batches = self.epoch_batches(self.epoch)
             if not batches:
                 raise UserError(f"no batch fits --max-tokens {self.max_tokens}: every pair is longer")
+            if self.index >= len(batches):  # a saved position past this epoch's end: the epoch is over
+                self.epoch, self.index = self.epoch + 1, 0
+                continue
             for i in range(self.index, len(batches)):
                 last = i == len(batches) - 1
                 self.epoch, self.index = (self.epoch + 1, 0) if last else (self.epoch, i + 1)
-                yield collate(self.corpus, batches[i])
+                yield collate(self.corpus, batches[i], self.pad_multiple)
 
     def state(self) -> dict:
         return {"epoch": self.epoch, "index": self.index}

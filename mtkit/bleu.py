@@ -24,6 +24,7 @@ from mtkit.errors import UserError
 
 SMOOTH_DEFAULTS: dict[str, float | None] = {"none": None, "floor": 0.1, "add-k": 1.0, "exp": None}
 LOG_ZERO = -9999999999.0  # log(0) as mteval and sacrebleu floor it
+MAX_NGRAM_ORDER = 10  # BLEU-N beyond this measures nothing useful, and costs time in N
 
 
 # ----------------------------------------------------------------------------- options
@@ -43,8 +44,10 @@ class BLEUOptions:
             raise UserError(
                 f"--smooth-method: unknown method {self.smooth_method!r} (choose from {', '.join(SMOOTH_DEFAULTS)})"
             )
-        if self.max_ngram_order < 1:
-            raise UserError(f"--max-ngram-order must be at least 1, got {self.max_ngram_order}")
+        if not 1 <= self.max_ngram_order <= MAX_NGRAM_ORDER:
+            raise UserError(f"--max-ngram-order must be between 1 and {MAX_NGRAM_ORDER}, got {self.max_ngram_order}")
+        if self.smooth_value is not None and not (math.isfinite(self.smooth_value) and self.smooth_value >= 0):
+            raise UserError(f"--smooth-value must be a number >= 0, got {self.smooth_value}")
 
     def preprocess(self, line: str) -> list[str]:
         """Lowercase, strip trailing white space, tokenize and split: the tokens BLEU counts."""

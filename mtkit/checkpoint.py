@@ -6,24 +6,24 @@ A model directory is self-contained:
     tokenizer/         spm.model (or src.model + tgt.model) and tokenizer.json
     checkpoints/       last.pt (full training state), best.pt, step_00001000.pt ... (weights)
     metrics.jsonl      one JSON object per training/validation event
-    manifest.json      versions, command line, data and tokenizer hashes, BLEU signature
+    manifest.json      versions, command line, data and tokenizer hashes
 
-Checkpoints hold plain tensors and plain data (loadable with weights_only=True), the config they
-were trained with and a format version, and are written to a temporary file, then renamed.
+Checkpoints hold plain CPU tensors and plain data (loadable with weights_only=True on any
+machine), the config they were trained with and a format version, and are written durably
+(temporary file, fsync, rename: see mtkit.files).
 """
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from mtkit import config as C
-from mtkit.errors import UserError
+from mtkit.errors import UserError, describe
+from mtkit.files import atomic_write
 
 FORMAT = "mtkit-checkpoint"
 FORMAT_VERSION = 1
@@ -34,17 +34,27 @@ def checkpoint_dir(model_dir: Path) -> Path:
     return Path(model_dir) / "checkpoints"
 
 
+def to_cpu(obj: Any) -> Any:
+    """The same nested dicts/lists/tuples with every tensor copied to the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(to_cpu(v) for v in obj)
+    return obj
+
+
 def save(path: Path, payload: dict[str, Any]) -> None:
-    """Atomically write {format, version, **payload} to path."""
+    """Atomically and durably write {format, version, **payload}, every tensor on the CPU."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
     try:
-        torch.save({"format": FORMAT, "version": FORMAT_VERSION, **payload}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_write(path) as f:
+            torch.save({"format": FORMAT, "version": FORMAT_VERSION, **to_cpu(payload)}, f)
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a directory") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot write ({e.strerror or e})") from None
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -53,13 +63,25 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
         raise UserError(f"{path}: no such checkpoint")
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # truncated files, pickles with foreign objects, non-torch files
-        raise UserError(f"{path}: not a readable mtkit checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    except Exception as e:  # empty or truncated files, pickles with foreign objects, non-torch files
+        raise UserError(f"{path}: not a readable mtkit checkpoint ({describe(e)})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise UserError(f"{path}: not an mtkit checkpoint (foreign file)")
     if data.get("version") != FORMAT_VERSION:
         raise UserError(f"{path}: checkpoint format version {data.get('version')} is not supported (expected {FORMAT_VERSION})")
+    if not isinstance(data.get("model"), dict) or not isinstance(data.get("config"), dict):
+        raise UserError(f"{path}: damaged mtkit checkpoint (no model weights or config)")
     return data
+
+
+def load_weights(module: torch.nn.Module, weights: dict[str, torch.Tensor], path: Path) -> None:
+    """module.load_state_dict with a one-line error when the checkpoint is of another model."""
+    try:
+        module.load_state_dict(weights)
+    except RuntimeError as e:
+        problem = next((line.strip() for line in str(e).splitlines() if "size mismatch" in line or "key" in line),
+                       describe(e))
+        raise UserError(f"{path}: the weights do not fit this model ({problem[:240]})") from None
 
 
 def step_checkpoints(model_dir: Path) -> list[Path]:
@@ -80,7 +102,11 @@ def average(paths: list[Path]) -> dict[str, torch.Tensor]:
     total: dict[str, torch.Tensor] = {}
     dtypes: dict[str, torch.dtype] = {}
     for path in paths:
-        for name, tensor in load(path)["model"].items():
+        weights = load(path)["model"]
+        if total and (set(weights) != set(total) or any(weights[k].shape != total[k].shape for k in total)):
+            raise UserError(f"{path}: a checkpoint of another model than {paths[0].name} (names or shapes differ); "
+                            "only checkpoints of one run can be averaged")
+        for name, tensor in weights.items():
             acc = total.get(name)
             total[name] = tensor.double() if acc is None else acc + tensor.double()
             dtypes[name] = tensor.dtype
@@ -90,11 +116,17 @@ def average(paths: list[Path]) -> dict[str, torch.Tensor]:
 def average_last(model_dir: Path, last: int, out: Path | None = None) -> Path:
     """Write the average of the last N step checkpoints to checkpoints/averaged.pt (or out)."""
     model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise UserError(f"{model_dir}: no such model directory")
     paths = step_checkpoints(model_dir)[-last:]
+    if not paths:
+        raise UserError(f"{checkpoint_dir(model_dir)}: no step checkpoints to average (is {model_dir} a model directory?)")
     if len(paths) < last:
         raise UserError(f"{checkpoint_dir(model_dir)}: asked to average {last} checkpoints but only {len(paths)} exist")
-    meta = load(paths[-1])
     out = out or checkpoint_dir(model_dir) / "averaged.pt"
+    if out.is_dir():
+        raise UserError(f"{out}: is a directory; -o takes a file name")
+    meta = load(paths[-1])
     save(out, {"config": meta["config"], "step": meta["step"], "model": average(paths),
                "averaged": [p.name for p in paths]})
     return out
@@ -124,6 +156,10 @@ def load_for_inference(model_dir: str | Path, which: str = "best", device: str |
     path = resolve(model_dir, which)
     data = load(path, map_location="cpu")
     cfg = C.from_dict(data["config"], str(path))
+    tok = Tokenizer.load(model_dir / "tokenizer")
+    if (cfg.model.src_vocab_size, cfg.model.tgt_vocab_size) != (tok.src_vocab_size, tok.tgt_vocab_size):
+        raise UserError(f"{path}: trained with vocabularies of {cfg.model.src_vocab_size}/{cfg.model.tgt_vocab_size} "
+                        f"entries but {model_dir / 'tokenizer'} has {tok.src_vocab_size}/{tok.tgt_vocab_size}")
     model = Transformer(cfg.model)
-    model.load_state_dict(data["model"])
-    return model.to(device).eval(), Tokenizer.load(model_dir / "tokenizer"), cfg
+    load_weights(model, data["model"], path)
+    return model.to(device).eval(), tok, cfg

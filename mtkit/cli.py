@@ -3,13 +3,20 @@ the result; heavy libraries (torch, datasets) are imported inside the commands t
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import os
 import sys
 from pathlib import Path
 
-import click
 import typer
 
 from mtkit.errors import CheckFailed, UserError
+
+try:  # typer >= 0.2x carries its own click, whose errors derive from TyperException
+    from typer import TyperException as _CommandLineError
+except ImportError:  # pragma: no cover - older typer uses the click package
+    from click import ClickException as _CommandLineError  # type: ignore[assignment]
 
 app = typer.Typer(
     name="mtkit",
@@ -55,12 +62,40 @@ def _split_inputs(args: list[str]) -> tuple[list[str], list[str]]:
     return refs, hyps
 
 
+def _stdin():
+    if sys.stdin is None:
+        raise UserError("standard input is closed: give the input with -i FILE (or pipe it in)")
+    return sys.stdin
+
+
+def _stdout():
+    if sys.stdout is None:
+        raise UserError("standard output is closed: nowhere to write the result (redirect it, or use -o FILE)")
+    return sys.stdout
+
+
 def _stream_stdin():
     """Lines of stdin, decoded as UTF-8 with errors naming <stdin> and the line."""
     from mtkit.textio import decode_line
 
-    for i, raw in enumerate(sys.stdin.buffer, start=1):
+    for i, raw in enumerate(_stdin().buffer, start=1):
         yield decode_line(raw, "<stdin>", i)
+
+
+class _PipeClosed(Exception):
+    """The reader of our output went away (`mtkit ... | head -1`): a normal end, exit status 0."""
+
+
+def _closed_pipe_is_normal(command):
+    """Wrap a command so that a closed output pipe reaches main() as _PipeClosed (click would
+    turn it into exit status 1)."""
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except BrokenPipeError:
+            raise _PipeClosed from None
+    return wrapper
 
 
 @app.command(
@@ -92,8 +127,13 @@ def bleu(
 
     if fmt not in ("text", "json"):
         raise UserError(f"--format: expected text or json, got {fmt!r}")
+    if not 0 <= width <= 20:
+        raise UserError(f"--width must be between 0 and 20 decimals, got {width}")
+    if paired_bs and paired_bs_n < 1:
+        raise UserError(f"--paired-bs-n must be at least 1, got {paired_bs_n}")
     ref_files, hyp_files = _split_inputs(files)
     opts = B.BLEUOptions(tokenize, lowercase, smooth_method, smooth_value, max_ngram_order)
+    _stdout()
     references = [read_lines(f) for f in ref_files]
     systems = [read_lines(f) for f in hyp_files] if hyp_files else [list(_stream_stdin())]
     names = hyp_files or ["<stdin>"]
@@ -121,20 +161,25 @@ def main() -> None:
 
     try:
         rv = app(standalone_mode=False)
+        if sys.stdout is not None:
+            sys.stdout.flush()  # here, where a reader that went away (`| head`) is handled below
     except UserError as e:
         print_error(str(e))
         sys.exit(2)
     except CheckFailed as e:
         print_error(str(e))
         sys.exit(1)
-    except click.exceptions.Abort:
+    except typer.Abort:
         sys.exit(130)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
+    except _CommandLineError as e:  # a missing option, a value of the wrong type: one line too
+        print_error(e.format_message().rstrip(".") + " (see --help)")  # type: ignore[attr-defined]
+        sys.exit(e.exit_code)  # type: ignore[attr-defined]
     except KeyboardInterrupt:
         sys.exit(130)
-    except BrokenPipeError:
+    except (_PipeClosed, BrokenPipeError):
+        # nothing more can be written: point stdout at /dev/null so the exit flush cannot fail
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)
     sys.exit(rv if isinstance(rv, int) else 0)
 
@@ -174,12 +219,12 @@ def tokenizer_encode(
     ids: bool = typer.Option(False, "--ids", help="Print ids instead of pieces."),
 ) -> None:
     """Encode stdin line by line to pieces (or ids) on stdout."""
-    tok = _load_tokenizer(model_dir)
-    proc = tok.src if side == "src" else tok.tgt
+    proc = _side(_load_tokenizer(model_dir), side)
+    out = _stdout()
     for line in _stream_stdin():
-        out = proc.encode(line, out_type=int if ids else str)
-        sys.stdout.write(" ".join(map(str, out)) + "\n")
-        sys.stdout.flush()
+        pieces = proc.encode(line, out_type=int if ids else str)
+        out.write(" ".join(map(str, pieces)) + "\n")
+        out.flush()
 
 
 @tokenizer_app.command("decode")
@@ -188,24 +233,34 @@ def tokenizer_decode(
     side: str = typer.Option("tgt", "--side", help="src or tgt model (same when joint)."),
 ) -> None:
     """Decode pieces or ids (one sentence per line) from stdin back to plain text."""
-    tok = _load_tokenizer(model_dir)
-    proc = tok.src if side == "src" else tok.tgt
+    import re
+
+    proc = _side(_load_tokenizer(model_dir), side)
+    out = _stdout()
     for lineno, line in enumerate(_stream_stdin(), start=1):
         parts = line.split()
-        if parts and all(p.lstrip("-").isdigit() for p in parts):
+        if parts and all(re.fullmatch(r"-?[0-9]+", p) for p in parts):
             values = [int(p) for p in parts]
             bad = [v for v in values if not 0 <= v < proc.vocab_size()]
             if bad:
                 raise UserError(f"<stdin>:{lineno}: id {bad[0]} is outside the vocabulary (0..{proc.vocab_size() - 1})")
-            sys.stdout.write(proc.decode(values) + "\n")
+            out.write(proc.decode(values) + "\n")
         else:
-            sys.stdout.write(proc.decode_pieces(parts) + "\n")
-        sys.stdout.flush()
+            out.write(proc.decode_pieces(parts) + "\n")
+        out.flush()
+
+
+def _side(tok, side: str):
+    if side not in ("src", "tgt"):
+        raise UserError(f"--side: expected src or tgt, got {side!r}")
+    return tok.src if side == "src" else tok.tgt
 
 
 def _load_tokenizer(model_dir: Path):
     from mtkit.tokenizer import Tokenizer
 
+    if not model_dir.is_dir():
+        raise UserError(f"{model_dir}: no such tokenizer or model directory")
     return Tokenizer.load(model_dir / "tokenizer" if (model_dir / "tokenizer").is_dir() else model_dir)
 
 
@@ -242,6 +297,7 @@ def train(
     seed: int | None = typer.Option(None, "--seed"),
     compile_model: bool | None = typer.Option(None, "--compile/--no-compile"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a model directory holding another run."),
+    reset_data: bool = typer.Option(False, "--reset-data", help="Resume on another corpus, from its first batch."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the summary."),
 ) -> None:
     """Train (or resume) a Transformer; the model directory is all `mtkit translate` needs."""
@@ -263,7 +319,7 @@ def train(
     if src is None:
         raise UserError("--src is required (with --tgt, or alone for a TSV/JSONL corpus)")
     job = TrainJob(output, cfg, src, tgt, valid_src, valid_tgt, tokenizer,
-                   TokenizerOptions(vocab_size=vocab_size, seed=cfg.train.seed), overwrite)
+                   TokenizerOptions(vocab_size=vocab_size, seed=cfg.train.seed), overwrite, reset_data=reset_data)
     renderer = progress.TrainRenderer(quiet=quiet)
     with renderer:
         summary = run_training(job, renderer)
@@ -283,7 +339,7 @@ def translate(
     max_len_a: float = typer.Option(1.2, "--max-len-a"),
     max_len_b: int = typer.Option(10, "--max-len-b", help="Longest output: a * source length + b tokens."),
     nbest: int = typer.Option(1, "--nbest", help="Hypotheses per sentence (jsonl output lists them)."),
-    max_tokens: int = typer.Option(8000, "--max-tokens", help="Batch budget: source tokens x beam."),
+    max_tokens: int = typer.Option(0, "--max-tokens", help="Batch budget: source tokens x beam (0: 8,000 on a CPU, 65,536 on a GPU)."),
     checkpoint: str = typer.Option("best", "--checkpoint", help="best, last, averaged or a path."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
     precision: str = typer.Option("auto", "--precision", help="auto, fp32, bf16 or fp16."),
@@ -295,7 +351,7 @@ def translate(
 
     from mtkit import progress
     from mtkit.checkpoint import load_for_inference
-    from mtkit.config import DecodeConfig
+    from mtkit.config import DecodeConfig, validate_labelled
     from mtkit.decode import TranslateStats
     from mtkit.decode import translate as run_translate
     from mtkit.runtime import resolve_device, resolve_precision
@@ -304,15 +360,17 @@ def translate(
     if fmt not in ("text", "jsonl"):
         raise UserError(f"--format: expected text or jsonl, got {fmt!r}")
     cfg = DecodeConfig(1 if greedy else beam, length_penalty, max_len_a, max_len_b, nbest, max_tokens)
-    cfg.validate()
+    validate_labelled(cfg, {f"decode.{k}": f"--{k.replace('_', '-')}" for k in vars(cfg)})
     dev = resolve_device(device, 0)
+    autocast_dtype = resolve_precision(precision, dev).dtype
+    if input_file is not None and not input_file.is_file():
+        raise UserError(f"{input_file}: no such file")
     model, tok, _ = load_for_inference(model_dir, checkpoint, dev)
     lines = iter_lines(input_file) if input_file else _stream_stdin()
-    out = open(output_file, "w", encoding="utf-8") if output_file else sys.stdout  # noqa: SIM115
     stats = TranslateStats()
-    try:
+    with _output(output_file, input_file) as out:
         for t in run_translate(model, tok, lines, cfg, stats, chunk_size=1 if interactive else 2000,
-                               device=dev, autocast_dtype=resolve_precision(precision, dev).dtype):
+                               device=dev, autocast_dtype=autocast_dtype):
             if fmt == "text":
                 out.write(t.text + "\n")
             else:
@@ -321,12 +379,36 @@ def translate(
                                       ensure_ascii=False) + "\n")
             if interactive:
                 out.flush()
-    finally:
-        if output_file:
-            out.close()
     if stats.truncated:
         progress.print_warning(f"{stats.truncated} input line(s) were longer than the model's maximum "
                                f"({model.cfg.max_positions - 1} tokens) and were truncated")
+
+
+@contextlib.contextmanager
+def _output(path: Path | None, input_path: Path | None):
+    """Where a command writes its result: stdout, or a file that appears whole once the command
+    has succeeded (a temporary file renamed; an old file stays as it was on failure). A device or
+    a pipe (`-o /dev/stdout`) is written as the output comes."""
+    from mtkit.files import atomic_write
+
+    if path is None:
+        yield _stdout()
+        return
+    if input_path is not None and path.exists() and os.path.samefile(path, input_path):
+        raise UserError(f"-o {path} is the input file: write the output elsewhere (the input would be lost)")
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory; -o takes a file name")
+    if not path.parent.is_dir():
+        raise UserError(f"{path}: no such directory {path.parent}")
+    try:
+        if path.exists() and not path.is_file():
+            with open(path, "w", encoding="utf-8") as f:
+                yield f
+        else:
+            with atomic_write(path, "w", encoding="utf-8") as f:
+                yield f
+    except OSError as e:
+        raise UserError(f"{path}: cannot write ({e.strerror or e})") from None
 
 
 @app.command()
@@ -387,3 +469,7 @@ def export(
     with progress.status(f"exporting {hub} {config or ''} {split}"):
         n = export_pairs(source, src_out, tgt_out)
     progress.print_info(f"wrote {n:,} pairs to {src_out} and {tgt_out}")
+
+
+for _info in [*app.registered_commands, *tokenizer_app.registered_commands]:
+    _info.callback = _closed_pipe_is_normal(_info.callback)

@@ -6,6 +6,8 @@ Defaults live here and nowhere else. Standard library only.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import sys
 import types
 import typing
@@ -14,6 +16,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mtkit.errors import UserError
+
+
+class ConfigError(UserError):
+    """An invalid setting. `key` is its config name (`train.lr`); the CLI shows the name the user
+    typed instead (`--lr`, `--set train.lr`, the config file's line) with `relabel`."""
+
+    def __init__(self, key: str, problem: str):
+        super().__init__(f"{key} {problem}")
+        self.key, self.problem = key, problem
+
+    def relabel(self, labels: dict[str, str]) -> UserError:
+        return UserError(f"{labels.get(self.key, self.key)} {self.problem}")
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -43,11 +57,15 @@ class ModelConfig:
     tie_output: bool = True  # output projection shares the target embedding matrix
 
     def validate(self) -> None:
+        _check_finite(self)
+        _check_positive(self, "d_model", "n_heads", "d_ff", "n_enc_layers", "n_dec_layers", "src_vocab_size",
+                        "tgt_vocab_size")
         if self.d_model % self.n_heads:
-            raise UserError(f"model.d_model ({self.d_model}) must be divisible by model.n_heads ({self.n_heads})")
+            raise ConfigError("model.d_model", f"({self.d_model}) must be divisible by model.n_heads ({self.n_heads})")
         if self.share_embeddings and self.src_vocab_size != self.tgt_vocab_size:
-            raise UserError("model.share_embeddings needs one joint vocabulary (source and target sizes differ)")
-        _check_positive(self, "d_model", "n_heads", "d_ff", "n_enc_layers", "n_dec_layers", "max_positions")
+            raise ConfigError("model.share_embeddings", "needs one joint vocabulary (source and target sizes differ)")
+        if self.max_positions < 2:
+            raise ConfigError("model.max_positions", f"must be at least 2 (bos or eos and one token), got {self.max_positions}")
         _check_range(self, "dropout", 0.0, 1.0)
         _check_range(self, "attn_dropout", 0.0, 1.0)
         _check_range(self, "activation_dropout", 0.0, 1.0)
@@ -64,7 +82,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def preset(name: str, **overrides: Any) -> ModelConfig:
     if name not in PRESETS:
-        raise UserError(f"--preset: unknown preset {name!r} (choose from {', '.join(PRESETS)})")
+        raise ConfigError("preset", f"{name!r} is unknown (choose from {', '.join(PRESETS)})")
     return ModelConfig(**{**PRESETS[name], **overrides})
 
 
@@ -80,9 +98,9 @@ class DataConfig:
     seed: int = 1  # batch order is shuffled per epoch from this seed
 
     def validate(self) -> None:
+        _check_finite(self)
         _check_positive(self, "max_tokens", "max_len", "num_proc")
-        if self.max_ratio < 0:
-            raise UserError(f"data.max_ratio must be >= 0, got {self.max_ratio}")
+        _check_non_negative(self, "max_ratio")
 
 
 @dataclass
@@ -113,11 +131,15 @@ class TrainConfig:
     threads: int = 0  # torch CPU threads (0: torch's default)
 
     def validate(self) -> None:
-        _check_positive(self, "lr", "update_freq", "keep_last", "max_nonfinite")
+        _check_finite(self)
+        _check_positive(self, "lr", "update_freq", "keep_last", "max_nonfinite", "log_every")
         _check_range(self, "label_smoothing", 0.0, 1.0)
-        for name in ("warmup", "max_steps", "max_epochs", "max_time", "valid_every", "save_every", "patience"):
-            if getattr(self, name) < 0:
-                raise UserError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        _check_non_negative(self, "warmup", "max_steps", "max_epochs", "max_time", "valid_every", "save_every",
+                            "patience", "clip_norm", "weight_decay", "threads", "valid_max_sentences")
+        if not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError("train.betas", f"must both be in [0, 1), got {self.betas}")
+        if not DEVICE_RE.fullmatch(self.device):
+            raise ConfigError("train.device", f"{self.device!r} is not a device (auto, cpu, cuda or cuda:N)")
 
 
 @dataclass
@@ -129,12 +151,18 @@ class DecodeConfig:
     max_len_a: float = 1.2  # longest output: a * source length + b tokens
     max_len_b: int = 10
     nbest: int = 1
-    max_tokens: int = 8000  # batch budget (source tokens x beam)
+    max_tokens: int = 0  # batch budget (source tokens x beam); 0: by device (mtkit.decode.AUTO_MAX_TOKENS)
 
     def validate(self) -> None:
-        _check_positive(self, "beam", "nbest", "max_tokens")
+        _check_finite(self)
+        _check_positive(self, "beam", "nbest", "max_len_b")
+        _check_non_negative(self, "max_len_a", "max_tokens")
+        if abs(self.length_penalty) > 10:
+            raise ConfigError("decode.length_penalty", f"must be in [-10, 10] (useful values are 0 to 2), got {self.length_penalty}")
+        if self.beam > MAX_BEAM:
+            raise ConfigError("decode.beam", f"must be at most {MAX_BEAM} (larger beams do not translate better), got {self.beam}")
         if self.nbest > self.beam:
-            raise UserError(f"--nbest ({self.nbest}) cannot exceed --beam ({self.beam})")
+            raise ConfigError("decode.nbest", f"({self.nbest}) cannot exceed the beam size ({self.beam})")
 
 
 @dataclass
@@ -150,21 +178,48 @@ class RunConfig:
     def validate(self) -> None:
         for section in (self.model, self.data, self.train, self.decode):
             section.validate()
+        if self.data.max_len + 1 > self.model.max_positions:
+            raise ConfigError("data.max_len", f"({self.data.max_len}) + 1 for bos/eos exceeds model.max_positions "
+                                              f"({self.model.max_positions})")
 
 
 SECTIONS = ("model", "data", "train", "decode")
+MAX_BEAM = 256
+DEVICE_RE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def validate_labelled(cfg: Any, labels: dict[str, str]) -> None:
+    """cfg.validate(), naming each setting as the user wrote it (labels: config key -> name)."""
+    try:
+        cfg.validate()
+    except ConfigError as e:
+        raise e.relabel(labels) from None
 
 
 def _check_positive(obj: Any, *names: str) -> None:
     for name in names:
         if getattr(obj, name) <= 0:
-            raise UserError(f"{_section(obj)}.{name} must be positive, got {getattr(obj, name)}")
+            raise ConfigError(f"{_section(obj)}.{name}", f"must be positive, got {getattr(obj, name)}")
+
+
+def _check_non_negative(obj: Any, *names: str) -> None:
+    for name in names:
+        if getattr(obj, name) < 0:
+            raise ConfigError(f"{_section(obj)}.{name}", f"must be >= 0, got {getattr(obj, name)}")
 
 
 def _check_range(obj: Any, name: str, low: float, high: float) -> None:
     value = getattr(obj, name)
     if not low <= value < high:
-        raise UserError(f"{_section(obj)}.{name} must be in [{low}, {high}), got {value}")
+        raise ConfigError(f"{_section(obj)}.{name}", f"must be in [{low}, {high}), got {value}")
+
+
+def _check_finite(obj: Any) -> None:
+    for f in fields(obj):
+        values = getattr(obj, f.name)
+        for value in values if isinstance(values, tuple) else (values,):
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{_section(obj)}.{f.name}", f"must be a finite number, got {value}")
 
 
 def _section(obj: Any) -> str:
@@ -212,38 +267,66 @@ def _apply(section: Any, key: str, value: Any, where: str) -> None:
     setattr(section, key, coerce(value, _field_type(type(section), key), where))
 
 
-def apply_override(cfg: RunConfig, assignment: str) -> None:
-    """Apply `section.key=value` (or `key=value` when the key is unique across sections).
-    `preset=NAME` replaces the whole model section with the preset's."""
-    if "=" not in assignment:
-        raise UserError(f"--set {assignment!r}: expected key=value, e.g. train.lr=0.001")
-    key, value = (s.strip() for s in assignment.split("=", 1))
-    if key == "preset":  # the model section becomes the preset's; later settings apply on top
-        cfg.preset, cfg.model = value, preset(value)
-        return
+def _resolve_key(cfg: RunConfig, key: str, where: str) -> str:
+    """`section.key` for a key given with or without its section (when it is unique)."""
+    if key == "preset":
+        return key
     if "." in key:
-        section_name, name = key.split(".", 1)
+        section_name = key.split(".", 1)[0]
         if section_name not in SECTIONS:
-            raise UserError(f"--set {assignment!r}: unknown section {section_name!r} (one of {', '.join(SECTIONS)})")
-        _apply(getattr(cfg, section_name), name, value, f"--set {key}")
-        return
+            raise UserError(f"{where}: unknown section {section_name!r} (one of {', '.join(SECTIONS)})")
+        return key
     owners = [s for s in SECTIONS if key in {f.name for f in fields(getattr(cfg, s))}]
     if len(owners) != 1:
         hint = f"ambiguous, write one of {', '.join(f'{s}.{key}' for s in owners)}" if owners else "unknown setting"
-        raise UserError(f"--set {key}: {hint}")
-    _apply(getattr(cfg, owners[0]), key, value, f"--set {key}")
+        raise UserError(f"{where}: {hint}")
+    return f"{owners[0]}.{key}"
+
+
+def set_value(cfg: RunConfig, key: str, value: Any, where: str) -> None:
+    """Set `section.key` (or `preset`, which replaces the whole model section) from a string or
+    TOML value; errors name the setting as `where`."""
+    try:
+        if key == "preset":
+            cfg.preset, cfg.model = str(value), preset(str(value))
+            return
+        section_name, name = key.split(".", 1)
+        _apply(getattr(cfg, section_name), name, value, where)
+    except ConfigError as e:
+        raise e.relabel({e.key: where}) from None
+
+
+def apply_override(cfg: RunConfig, assignment: str) -> str:
+    """Apply `section.key=value` (or `key=value` when the key is unique across sections);
+    returns the setting's full key. `preset=NAME` replaces the whole model section."""
+    if "=" not in assignment:
+        raise UserError(f"--set {assignment!r}: expected key=value, e.g. train.lr=0.001")
+    key, value = (s.strip() for s in assignment.split("=", 1))
+    key = _resolve_key(cfg, key, f"--set {key}")
+    set_value(cfg, key, value, f"--set {key}")
+    return key
+
+
+def option_name(key: str) -> str:
+    """The `mtkit train` option of a setting that has one: data.max_tokens -> --max-tokens."""
+    return "--" + key.rsplit(".", 1)[-1].replace("_", "-")
 
 
 def from_dict(data: dict[str, Any], where: str) -> RunConfig:
     """A RunConfig from a dict shaped like config.toml: preset first, then the sections."""
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: not a config (expected a table of sections)")
     unknown = set(data) - {"preset", *SECTIONS}
     if unknown:
         raise UserError(f"{where}: unknown section(s) {', '.join(sorted(unknown))}")
-    name = data.get("preset", "small")
-    cfg = RunConfig(preset=name, model=preset(name))
+    cfg = RunConfig()
+    set_value(cfg, "preset", data.get("preset", "small"), f"{where} preset")
     for section in SECTIONS:
-        for key, value in data.get(section, {}).items():
-            _apply(getattr(cfg, section), key, value, f"{where} [{section}] {key}")
+        table = data.get(section, {})
+        if not isinstance(table, dict):
+            raise UserError(f"{where} [{section}]: expected a table of settings")
+        for key, value in table.items():
+            set_value(cfg, f"{section}.{key}", value, f"{where} [{section}] {key}")
     return cfg
 
 
@@ -253,6 +336,10 @@ def load_toml(path: str | Path) -> RunConfig:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"{path}: no such config file") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a directory, expected a TOML config file") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror or e})") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{path}: invalid TOML ({e})") from None
     return from_dict(data, str(path))
@@ -260,13 +347,20 @@ def load_toml(path: str | Path) -> RunConfig:
 
 def assemble(config_file: str | Path | None, options: dict[str, Any], overrides: list[str]) -> RunConfig:
     """`mtkit train`'s settings in order of precedence: the config file (or the defaults), then the
-    named options that were given (`section.key` -> value, None meaning not given), then each --set."""
+    named options that were given (`section.key` -> value, None meaning not given), then each --set.
+    The result is validated; an invalid setting is named as the user gave it."""
     cfg = load_toml(config_file) if config_file else RunConfig()
+    labels: dict[str, str] = {}
+    if config_file:
+        labels = {f"{s}.{f.name}": f"{config_file} [{s}] {f.name}" for s in SECTIONS for f in fields(getattr(cfg, s))}
     for key, value in options.items():
         if value is not None:
-            apply_override(cfg, f"{key}={value}")
+            labels[key] = option_name(key)
+            set_value(cfg, key, value, labels[key])
     for assignment in overrides:
-        apply_override(cfg, assignment)
+        key = apply_override(cfg, assignment)
+        labels[key] = f"--set {key}"
+    validate_labelled(cfg, labels)
     return cfg
 
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from mtkit.config import DataConfig
 from mtkit.errors import UserError
-from mtkit.textio import count_lines, iter_lines
+from mtkit.textio import check_text, iter_lines
 from mtkit.tokenizer import Tokenizer, file_sha256
 
 CACHE_VERSION = 1
@@ -38,7 +38,7 @@ class TextPair:
     tgt: Path
 
     def check(self) -> int:
-        n_src, n_tgt = count_lines(self.src), count_lines(self.tgt)
+        n_src, n_tgt = check_text(self.src), check_text(self.tgt)
         if n_src != n_tgt:
             raise UserError(f"{self.src} has {n_src} lines but {self.tgt} has {n_tgt}: the files are not parallel")
         return n_src
@@ -59,7 +59,7 @@ class TableFile:
     tgt_key: str = "tgt"
 
     def check(self) -> int:
-        return count_lines(self.path)
+        return check_text(self.path)
 
     def identity(self) -> dict:
         return {"table": file_sha256(self.path), "keys": [self.src_key, self.tgt_key]}
@@ -217,6 +217,18 @@ class RaggedColumn:
             for j in range(len(off) - 1):
                 yield val[off[j]:off[j + 1]]
 
+    def fill(self, out: np.ndarray, rows: np.ndarray, first_column: int) -> None:
+        """Write row rows[k] into out[k, first_column:] for every k, vectorised per chunk (a batch
+        costs a few numpy calls, not a Python step per sentence); out must be wide enough."""
+        chunk = np.searchsorted(self.starts, rows, side="right") - 1
+        for c in np.unique(chunk):
+            where = np.flatnonzero(chunk == c)  # positions in the batch of this chunk's rows
+            local = rows[where] - self.starts[c]
+            begin, end = self.offsets[c][local], self.offsets[c][local + 1]
+            lengths = (end - begin).astype(np.int64)
+            within = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)  # 0..len-1 per row
+            out[np.repeat(where, lengths), first_column + within] = self.values[c][np.repeat(begin, lengths) + within]
+
 
 def _mark_duplicates(ds, alive: np.ndarray, report: CleaningReport) -> None:
     seen: set[bytes] = set()
@@ -276,7 +288,7 @@ def prepare_corpus(source: Source, tokenizer: Tokenizer, cfg: DataConfig, cache_
     final = cache_root / cache_key(source, tokenizer, cfg)
     if not (final / "report.json").is_file():
         cache_root.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(dir=cache_root, prefix=".build-"))
+        work = Path(tempfile.mkdtemp(dir=cache_root, prefix=f".{final.name}.", suffix=".tmp"))
         try:
             _build(source, tokenizer, cfg, work)
             shutil.rmtree(final, ignore_errors=True)

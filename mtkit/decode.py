@@ -16,15 +16,18 @@ search exactly. Finished sentences leave the batch, so the batch shrinks as deco
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from mtkit.batching import pad_sequences
 from mtkit.config import DecodeConfig
+from mtkit.errors import UserError
 from mtkit.model import Transformer
 from mtkit.runtime import autocast
 from mtkit.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
@@ -95,70 +98,99 @@ def greedy(model: Transformer, src: Tensor, cfg: DecodeConfig) -> list[list[Hypo
 
 @torch.inference_mode()
 def beam_search(model: Transformer, src: Tensor, cfg: DecodeConfig) -> list[list[Hypothesis]]:
-    """Up to cfg.nbest hypotheses per sentence, best first."""
+    """Up to cfg.nbest hypotheses per sentence, best first.
+
+    The device scores and ranks the candidates; the host keeps the hypotheses' tokens and decides
+    when a sentence is done, from one small transfer per step (so a GPU waits once per step)."""
     batch, k, device = src.size(0), cfg.beam, src.device
-    limit = max_lengths(src, cfg, model)
+    limit = max_lengths(src, cfg, model)  # (batch,) on the device
+    limit_host = limit.tolist()
     memory = model.encode(src).repeat_interleave(k, dim=0)  # (batch*k, src_len, d_model)
     state = model.start_state(memory, src.eq(PAD_ID).repeat_interleave(k, dim=0))
     active = torch.arange(batch, device=device)  # sentences still searching
+    active_host = list(range(batch))
     scores = torch.full((batch, k), float("-inf"), device=device)
     scores[:, 0] = 0.0  # all beams start equal: expand only the first
-    prefixes = torch.full((batch * k, 1), BOS_ID, dtype=torch.long, device=device)
+    last = torch.full((batch * k,), BOS_ID, dtype=torch.long, device=device)  # each live hypothesis's last token
+    prefixes = np.zeros((batch * k, 0), dtype=np.int64)  # host: each live hypothesis's tokens (no bos)
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
-    for t in range(int(limit.max())):
-        n = active.numel()
-        lim = limit[active]
-        forced = lim.eq(t + 1).repeat_interleave(k)
-        logprobs, search = _next_logprobs(model, prefixes[:, -1], state, forced)
+    for t in range(max(limit_host)):
+        n = len(active_host)
+        forced = limit[active].eq(t + 1).repeat_interleave(k)
+        logprobs, search = _next_logprobs(model, last, state, forced)
         vocab = logprobs.size(1)
         cand = (scores.view(-1, 1) + search).view(n, k * vocab)  # (n, k*V) log-probabilities
         top, idx = cand.topk(2 * k, dim=1)  # (n, 2k)
         beam_of, token = idx // vocab, idx % vocab
         is_eos = token.eq(EOS_ID) & torch.isfinite(top)
-        _collect_finished(finished, active, top, beam_of, prefixes, is_eos, k, t, cfg)
         # the k best candidates that do not end: stable sort puts non-eos first, keeping score order
         order = torch.sort(is_eos.int(), dim=1, stable=True).indices[:, :k]  # (n, k)
         rows = (torch.arange(n, device=device)[:, None] * k + beam_of.gather(1, order)).view(-1)
-        scores = top.gather(1, order)
-        prefixes = torch.cat([prefixes[rows], token.gather(1, order).view(-1, 1)], 1)
+        scores, last = top.gather(1, order), token.gather(1, order).view(-1)
         state.reorder(rows)
-        keep = ~_sentence_done(finished, active, scores, lim, t, cfg)
+        step = _StepOnHost.read(top[:, :k], beam_of[:, :k], is_eos[:, :k], rows.view(n, k), last.view(n, k), scores)
+        _collect_finished(finished, active_host, prefixes, step, k, t, cfg)
+        prefixes = np.concatenate([prefixes[step.rows], step.last[:, None]], axis=1)
+        keep = ~_sentences_done(finished, active_host, step.best_live, limit_host, t, cfg)
         if not keep.any():
             break
         if not keep.all():
-            rows = (keep.nonzero().squeeze(1)[:, None] * k + torch.arange(k, device=device)).view(-1)
-            active, scores, prefixes = active[keep], scores[keep], prefixes[rows]
-            state.reorder(rows)
+            kept = np.flatnonzero(keep)
+            kept_rows = (kept[:, None] * k + np.arange(k)).reshape(-1)
+            kept_dev, kept_rows_dev = (torch.from_numpy(x).to(device, non_blocking=True) for x in (kept, kept_rows))
+            active, scores, last = active[kept_dev], scores[kept_dev], last[kept_rows_dev]
+            state.reorder(kept_rows_dev)
+            active_host, prefixes = [active_host[i] for i in kept], prefixes[kept_rows]
     return [sorted(hyps, key=lambda h: -h.score)[: cfg.nbest] for hyps in finished]
 
 
-def _collect_finished(finished, active, top, beam_of, prefixes, is_eos, k: int, t: int, cfg: DecodeConfig) -> None:
+@dataclass
+class _StepOnHost:
+    """What the host needs of one beam-search step, fetched in one transfer."""
+
+    top: np.ndarray  # (n, k) log-probabilities of the k best candidates
+    beam_of: np.ndarray  # (n, k) the beam each extends
+    is_eos: np.ndarray  # (n, k) bool: the candidate ends the hypothesis
+    rows: np.ndarray  # (n*k,) the live hypotheses' previous rows
+    last: np.ndarray  # (n*k,) their new last tokens
+    best_live: np.ndarray  # (n,) each sentence's best live log-probability
+
+    @classmethod
+    def read(cls, top: Tensor, beam_of: Tensor, is_eos: Tensor, rows: Tensor, last: Tensor, scores: Tensor) -> _StepOnHost:
+        packed = torch.cat([top, beam_of.float(), is_eos.float(), rows.float(), last.float(),
+                            scores.max(dim=1, keepdim=True).values], dim=1).cpu().numpy()  # ids < 2**24: exact
+        k = top.size(1)
+        cols = [packed[:, i * k:(i + 1) * k] for i in range(5)]
+        return cls(cols[0], cols[1].astype(np.int64), cols[2] > 0, cols[3].reshape(-1).astype(np.int64),
+                   cols[4].reshape(-1).astype(np.int64), packed[:, 5 * k])
+
+
+def _collect_finished(finished: list[list[Hypothesis]], active_host: list[int], prefixes: np.ndarray,
+                      step: _StepOnHost, k: int, t: int, cfg: DecodeConfig) -> None:
     """Candidates ending in eos among a sentence's top k become finished hypotheses."""
-    hits = (is_eos[:, :k]).nonzero().tolist()
-    for row, col in hits:
-        sentence = int(active[row])
-        if len(finished[sentence]) >= k:
+    for row, col in zip(*np.nonzero(step.is_eos)):
+        hyps = finished[active_host[row]]
+        if len(hyps) >= k:
             continue
-        tokens = prefixes[row * k + int(beam_of[row, col]), 1:].tolist()
-        logprob = float(top[row, col])
-        finished[sentence].append(Hypothesis(tokens, logprob, logprob / length_penalty(t + 1, cfg.length_penalty)))
+        tokens = prefixes[row * k + step.beam_of[row, col]].tolist()
+        logprob = float(step.top[row, col])
+        hyps.append(Hypothesis(tokens, logprob, logprob / length_penalty(t + 1, cfg.length_penalty)))
 
 
-def _sentence_done(finished, active, scores: Tensor, lim: Tensor, t: int, cfg: DecodeConfig) -> Tensor:
-    """(n,) True where a sentence has k finished hypotheses or no live one can beat its nbest-th."""
-    done = []
-    for row, sentence in enumerate(active.tolist()):
-        hyps = finished[sentence]
-        if len(hyps) >= cfg.beam or t + 1 >= int(lim[row]):  # k ended, or the length limit was reached
-            done.append(True)
-            continue
-        if len(hyps) < cfg.nbest:
-            done.append(False)
-            continue
-        nth = sorted((h.score for h in hyps), reverse=True)[cfg.nbest - 1]
-        best_lp = max(length_penalty(t + 2, cfg.length_penalty), length_penalty(int(lim[row]), cfg.length_penalty))
-        done.append(nth >= float(scores[row].max()) / best_lp)
-    return torch.tensor(done, device=scores.device)
+def _sentences_done(finished: list[list[Hypothesis]], active_host: list[int], best_live: np.ndarray,
+                    limit: list[int], t: int, cfg: DecodeConfig) -> np.ndarray:
+    """(n,) True where a sentence has k finished hypotheses, reached its length limit, or has an
+    nbest-th finished score that no live hypothesis can still beat."""
+    done = np.zeros(len(active_host), dtype=bool)
+    for row, sentence in enumerate(active_host):
+        hyps, lim = finished[sentence], limit[sentence]
+        if len(hyps) >= cfg.beam or t + 1 >= lim:
+            done[row] = True
+        elif len(hyps) >= cfg.nbest:
+            nth = sorted((h.score for h in hyps), reverse=True)[cfg.nbest - 1]
+            best_lp = max(length_penalty(t + 2, cfg.length_penalty), length_penalty(lim, cfg.length_penalty))
+            done[row] = nth >= float(best_live[row]) / best_lp
+    return done
 
 
 def search(model: Transformer, src: Tensor, cfg: DecodeConfig) -> list[list[Hypothesis]]:
@@ -166,6 +198,12 @@ def search(model: Transformer, src: Tensor, cfg: DecodeConfig) -> list[list[Hypo
 
 
 # ----------------------------------------------------------------------------- translate
+# Batch budget (source tokens x beam) when DecodeConfig.max_tokens is 0: on a GPU a few large
+# batches keep it busy (1,000 Multi30k sentences at beam 5 are two batches); on a CPU smaller
+# batches waste less work on finished sentences.
+AUTO_MAX_TOKENS = {"cpu": 8000, "cuda": 65536}
+
+
 @dataclass
 class TranslateStats:
     sentences: int = 0
@@ -199,10 +237,11 @@ def translate_chunk(
     results: list[Translation | None] = [Translation("", [], 0.0) if not seq else None for seq in ids]
     todo = [i for i, seq in enumerate(ids) if seq]
     device_type = torch.device(device).type
-    for batch in _batches([len(ids[i]) for i in todo], cfg.max_tokens, cfg.beam):
+    budget = cfg.max_tokens or AUTO_MAX_TOKENS.get(device_type, AUTO_MAX_TOKENS["cpu"])
+    for batch in _batches([len(ids[i]) for i in todo], budget, cfg.beam):
         rows = [todo[j] for j in batch]
         src = pad_sequences([ids[i] for i in rows], suffix=EOS_ID).to(device)
-        with autocast(device_type, autocast_dtype):
+        with autocast(device_type, autocast_dtype), _out_of_memory_explained(src, cfg):
             hyps = search(model, src, cfg)
         for i, nbest in zip(rows, hyps):
             texts = tokenizer.decode_tgt([h.tokens for h in nbest])
@@ -211,6 +250,17 @@ def translate_chunk(
             stats.tgt_tokens += len(nbest[0].tokens) + 1
     stats.sentences += len(lines)
     return results  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def _out_of_memory_explained(src: Tensor, cfg: DecodeConfig):
+    try:
+        yield
+    except (torch.OutOfMemoryError, RuntimeError) as e:
+        if not isinstance(e, torch.OutOfMemoryError) and "allocate" not in str(e):
+            raise
+        raise UserError(f"out of memory translating {src.size(0)} sentences of up to {src.size(1)} tokens with "
+                        f"beam {cfg.beam}: lower --max-tokens (now {cfg.max_tokens}) or --beam") from None
 
 
 def translate(

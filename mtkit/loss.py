@@ -27,30 +27,43 @@ CHUNK_ELEMENTS = {"cpu": 1 << 22}
 CHUNK_ELEMENTS_DEFAULT = 1 << 26
 
 
+def _scored_rows(target: Tensor, ignore_index: int) -> Tensor | None:
+    """Indices of the real (non-padding) target positions on a CPU, where skipping padding saves
+    compute; None elsewhere: every row is scored and padding masked, since counting the real rows
+    would make the host wait for the GPU at every step."""
+    return target.ne(ignore_index).nonzero().squeeze(1) if target.device.type == "cpu" else None
+
+
 class _ProjectedLabelSmoothedCE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden: Tensor, weight: Tensor, target: Tensor, eps: float, ignore_index: int,
                 dtype: torch.dtype, with_grad: bool):  # hidden (N, d), weight (V, d), target (N,)
         vocab = weight.size(0)
-        rows = target.ne(ignore_index).nonzero().squeeze(1)  # only real target positions are scored
+        rows = _scored_rows(target, ignore_index)
         w = weight.to(dtype)
         loss = hidden.new_zeros((), dtype=torch.float32)
         nll = hidden.new_zeros((), dtype=torch.float32)
         grad_hidden = torch.zeros_like(hidden, dtype=torch.float32) if with_grad else None
         grad_weight = torch.zeros_like(weight, dtype=torch.float32) if with_grad else None
         step = max(1, CHUNK_ELEMENTS.get(hidden.device.type, CHUNK_ELEMENTS_DEFAULT) // vocab)
-        for start in range(0, rows.numel(), step):
-            idx = rows[start:start + step]
+        for start in range(0, target.numel() if rows is None else rows.numel(), step):
+            idx = slice(start, start + step) if rows is None else rows[start:start + step]
             h, t = hidden[idx].to(dtype), target[idx, None]
+            real = None if rows is not None else t.ne(ignore_index).float()  # (n, 1): 0 at padding
             log_probs = torch.log_softmax(h @ w.T, dim=-1, dtype=torch.float32)  # (n, V)
-            chunk_nll = -log_probs.gather(1, t).sum()
-            loss += (1 - eps) * chunk_nll - eps * log_probs.mean(dim=-1).sum()
-            nll += chunk_nll
+            token_nll = -log_probs.gather(1, t)  # (n, 1)
+            uniform = -log_probs.mean(dim=-1, keepdim=True)  # (n, 1) cross-entropy with the uniform target
+            if real is not None:
+                token_nll, uniform = token_nll * real, uniform * real
+            loss += (1 - eps) * token_nll.sum() + eps * uniform.sum()
+            nll += token_nll.sum()
             if with_grad:
                 assert grad_hidden is not None and grad_weight is not None
                 # d loss / d logits = softmax - (1 - eps) onehot - eps / V, in the log-softmax's buffer
                 grad = log_probs.exp_().sub_(eps / vocab)
                 grad.scatter_add_(1, t, grad.new_full(t.shape, eps - 1.0))
+                if real is not None:
+                    grad.mul_(real)
                 grad_logits = grad.to(dtype)
                 grad_hidden[idx] = (grad_logits @ w).float()
                 grad_weight += grad_logits.T @ h
@@ -83,12 +96,15 @@ def projected_label_smoothed_nll(
 
 class LabelSmoothedObjective(nn.Module):
     """The training forward of a Transformer: (summed label-smoothed loss, summed nll) of a batch.
-    A module so that DistributedDataParallel and torch.compile wrap the loss with the model."""
+    A module so that DistributedDataParallel wraps the loss with the model. With compile=True the
+    encoder-decoder (`features`) is compiled with dynamic shapes (one graph for every batch shape);
+    the chunked loss, a Python loop over chunks, stays eager."""
 
-    def __init__(self, model: Transformer, label_smoothing: float, ignore_index: int):
+    def __init__(self, model: Transformer, label_smoothing: float, ignore_index: int, compile: bool = False):
         super().__init__()
         self.model, self.label_smoothing, self.ignore_index = model, label_smoothing, ignore_index
+        self.features = torch.compile(model.features, dynamic=True) if compile else model.features
 
     def forward(self, src: Tensor, tgt_in: Tensor, tgt_out: Tensor) -> tuple[Tensor, Tensor]:
-        return projected_label_smoothed_nll(self.model.features(src, tgt_in), self.model.output.weight, tgt_out,
+        return projected_label_smoothed_nll(self.features(src, tgt_in), self.model.output.weight, tgt_out,
                                             self.label_smoothing, self.ignore_index)

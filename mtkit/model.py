@@ -63,59 +63,86 @@ class Embedding(nn.Module):
 
 
 class Attention(nn.Module):
-    """Multi-head attention with separate query/key/value projections and an output projection."""
+    """Multi-head attention. The query, key and value projections are one (3 d_model, d_model)
+    matrix, as nn.MultiheadAttention's in_proj_weight: self-attention projects with a single matmul,
+    cross-attention uses its first third for queries and the rest for the memory's keys/values."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.n_heads, self.d_head = cfg.n_heads, cfg.d_model // cfg.n_heads
-        self.q_proj = nn.Linear(cfg.d_model, cfg.d_model)
-        self.k_proj = nn.Linear(cfg.d_model, cfg.d_model)
-        self.v_proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.n_heads, self.d_head, self.d_model = cfg.n_heads, cfg.d_model // cfg.n_heads, cfg.d_model
+        self.in_proj = nn.Linear(cfg.d_model, 3 * cfg.d_model)
         self.out_proj = nn.Linear(cfg.d_model, cfg.d_model)
         self.attn_dropout = cfg.attn_dropout
 
     def split_heads(self, x: Tensor) -> Tensor:  # (batch, len, d_model) -> (batch, heads, len, d_head)
         return x.view(x.size(0), x.size(1), self.n_heads, self.d_head).transpose(1, 2)
 
+    def project_qkv(self, x: Tensor) -> tuple[Tensor, KV]:
+        """Queries, keys and values of x (self-attention), each (batch, heads, len, d_head)."""
+        q, k, v = self.in_proj(x).split(self.d_model, dim=-1)  # (batch, len, d_model) each
+        return self.split_heads(q), (self.split_heads(k), self.split_heads(v))
+
+    def project_q(self, x: Tensor) -> Tensor:
+        d = self.d_model
+        return self.split_heads(F.linear(x, self.in_proj.weight[:d], self.in_proj.bias[:d]))
+
     def project_kv(self, x: Tensor) -> KV:
-        return self.split_heads(self.k_proj(x)), self.split_heads(self.v_proj(x))
+        """Keys and values of x (cross-attention memory)."""
+        d = self.d_model
+        k, v = F.linear(x, self.in_proj.weight[d:], self.in_proj.bias[d:]).split(d, dim=-1)
+        return self.split_heads(k), self.split_heads(v)
 
     def forward(
         self,
-        query: Tensor,  # (batch, q_len, d_model)
+        q: Tensor,  # queries (batch, heads, q_len, d_head)
         kv: KV,  # keys/values (batch, heads, k_len, d_head)
         mask: Tensor | None = None,  # (batch, 1, q_len or 1, k_len), True = may attend
         causal: bool = False,
         sink: list[Tensor] | None = None,
     ) -> Tensor:
-        q = self.split_heads(self.q_proj(query))  # (batch, heads, q_len, d_head)
         k, v = kv
         if sink is None:
             p = self.attn_dropout if self.training else 0.0
-            with _cpu_kernel_choice(q):
+            with _kernel_choice(q):
                 out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal)
         else:
-            out = self._explicit(q, k, v, mask, causal, sink)
-        out = out.transpose(1, 2).reshape(query.size(0), query.size(1), -1)  # (batch, q_len, d_model)
+            out = self._explicit(q, k, v, mask, sink)
+        out = out.transpose(1, 2).reshape(q.size(0), q.size(2), -1)  # (batch, q_len, d_model)
         return self.out_proj(out)
 
     @staticmethod
-    def _explicit(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool, sink: list[Tensor]) -> Tensor:
-        """The same attention computed step by step, recording the probabilities into sink."""
+    def _explicit(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, sink: list[Tensor]) -> Tensor:
+        """The same attention computed step by step (cross-attention only), recording the
+        probabilities into sink."""
         scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (batch, heads, q_len, k_len)
-        if causal:
-            mask = torch.ones(q.size(2), k.size(2), dtype=torch.bool, device=q.device).tril(k.size(2) - q.size(2))
         if mask is not None:
             scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
         probs = scores.softmax(-1)
         sink.append(probs.detach())
         return probs @ v
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+        """Checkpoints written before the fused projection hold q_proj/k_proj/v_proj: fuse them."""
+        parts = [f"{prefix}{name}_proj." for name in "qkv"]
+        for kind in ("weight", "bias"):
+            if all(p + kind in state_dict for p in parts):
+                state_dict[f"{prefix}in_proj.{kind}"] = torch.cat([state_dict.pop(p + kind) for p in parts])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-def _cpu_kernel_choice(q: Tensor):
-    """On CPU in bf16/fp16 the math kernel is several times faster than the flash one (whose
-    backward is slow there); everywhere else torch's own choice stands."""
-    if q.device.type == "cpu" and q.dtype != torch.float32:
+
+# On CUDA the backends are chosen, not left to torch: flash attention where no mask is needed (the
+# decoder's causal self-attention), memory-efficient attention where a padding mask is, never
+# cuDNN's, which builds a new execution plan (~15 ms) for every new (batch, length) shape, and
+# token-budget batches bring a new shape at nearly every step. The math kernel is the fallback.
+CUDA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+
+
+def _kernel_choice(q: Tensor):
+    """CUDA: CUDA_BACKENDS. CPU in bf16/fp16: the math kernel, several times faster there than the
+    flash one (whose backward is slow on CPUs). CPU fp32: torch's own choice."""
+    if q.device.type == "cuda":
+        return sdpa_kernel(CUDA_BACKENDS)
+    if q.dtype != torch.float32:
         return sdpa_kernel(SDPBackend.MATH)
     return contextlib.nullcontext()
 
@@ -151,7 +178,7 @@ class EncoderLayer(nn.Module):
         self.attn_res, self.ff_res = Residual(cfg), Residual(cfg)
 
     def forward(self, x: Tensor, src_mask: Tensor) -> Tensor:  # x (batch, src_len, d_model)
-        x = self.attn_res(x, lambda h: self.self_attn(h, self.self_attn.project_kv(h), src_mask))
+        x = self.attn_res(x, lambda h: self.self_attn(*self.self_attn.project_qkv(h), src_mask))
         return self.ff_res(x, self.ff)
 
 
@@ -170,13 +197,13 @@ class DecoderLayer(nn.Module):
         sink: list[Tensor] | None = None,
     ) -> Tensor:
         def self_attention(h: Tensor) -> Tensor:
-            kv = self.self_attn.project_kv(h)
+            q, kv = self.self_attn.project_qkv(h)
             if cache is None:  # whole sequence: causal mask
-                return self.self_attn(h, kv, causal=True)
-            return self.self_attn(h, cache.append(kv))  # one new position sees all cached ones
+                return self.self_attn(q, kv, causal=True)
+            return self.self_attn(q, cache.append(kv))  # one new position sees all cached ones
 
         x = self.self_res(x, self_attention)
-        x = self.cross_res(x, lambda h: self.cross_attn(h, memory_kv, src_mask, sink=sink))
+        x = self.cross_res(x, lambda h: self.cross_attn(self.cross_attn.project_q(h), memory_kv, src_mask, sink=sink))
         return self.ff_res(x, self.ff)
 
 
@@ -233,9 +260,13 @@ class Transformer(nn.Module):
             self.output.weight = tgt_tokens.weight
 
     def _init_weights(self) -> None:
+        """Xavier-uniform linear layers (each of q, k and v as its own d_model x d_model matrix),
+        N(0, 1/d_model) embeddings with a zero padding row."""
+        fused = {id(m.in_proj) for m in self.modules() if isinstance(m, Attention)}
         for module in self.modules():
             if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
+                for block in module.weight.split(self.cfg.d_model) if id(module) in fused else [module.weight]:
+                    nn.init.xavier_uniform_(block)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
             elif isinstance(module, nn.Embedding):

@@ -22,8 +22,13 @@ def stderr_console() -> Console:
     return Console(stderr=True, highlight=False)
 
 
+def _printable(message: str) -> str:
+    """One printable line: control characters (which may come from user input) are escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+
+
 def print_error(message: str) -> None:
-    stderr_console().print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    stderr_console().print(f"[bold red]error:[/] {escape(_printable(message))}", soft_wrap=True)
 
 
 def print_warning(message: str) -> None:

@@ -1,7 +1,17 @@
-"""Setting up a model directory for training: tokenizer, config check, manifest.
+"""The model directory of a training run: checked before any work, then held for the run.
 
-A fresh directory is only left behind once setup has succeeded; a directory that already holds
-a run is resumed only if it was trained with the same settings (else --overwrite is needed).
+    check_inputs(job)         everything that can be checked before work: settings, files, the
+                              corpus (line counts, UTF-8), the tokenizer, the directory's state
+    with ModelDirClaim(job):  rank 0 holds the directory: a lock (`.lock`, taken over from a dead
+                              process), leftovers of a killed run removed, with --overwrite the
+                              old run moved aside -- restored if setup fails, deleted by commit()
+        prepare_model_dir()   tokenizer (copied or trained) and config.toml for a fresh run; the
+                              stored config checked against the wanted one for a resumed run
+        ...
+        claim.commit()        setup succeeded: the replaced run is deleted
+
+Only mtkit model directories (with a config.toml) are ever resumed, replaced or deleted; a
+directory that mtkit created is removed again if setup fails.
 """
 
 from __future__ import annotations
@@ -10,6 +20,7 @@ import json
 import platform
 import shutil
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,13 +28,14 @@ from pathlib import Path
 from mtkit import __version__
 from mtkit import config as C
 from mtkit.errors import UserError
-from mtkit.textio import write_text_atomic
+from mtkit.files import LOCK_NAME, TEMP_GLOB, DirLock, remove_leftovers, write_text_atomic
 from mtkit.tokenizer import Tokenizer, TokenizerOptions, train_tokenizer
 
-# Settings that may change when a run is resumed: when to stop, log and save, and where to run.
+# Settings that may change when a run is resumed: when to stop, log and save, and where and in
+# which precision to run.
 RESUMABLE = {
     "train": {"max_steps", "max_epochs", "max_time", "valid_every", "save_every", "keep_last", "patience",
-              "device", "compile", "log_every", "valid_max_sentences", "threads", "max_nonfinite"},
+              "device", "compile", "log_every", "valid_max_sentences", "threads", "max_nonfinite", "precision"},
     "decode": {"beam", "length_penalty", "max_len_a", "max_len_b", "nbest", "max_tokens"},
     "data": {"num_proc"},
 }
@@ -43,11 +55,16 @@ class TrainJob:
     tokenizer_options: TokenizerOptions = field(default_factory=TokenizerOptions)
     overwrite: bool = False
     cache_dir: Path | None = None
+    reset_data: bool = False  # resume on a corpus other than the run's, from its first batch
     command_line: list[str] = field(default_factory=lambda: list(sys.argv))
 
 
-def check_inputs(job: TrainJob) -> None:
-    """Everything that can be checked before any work is done."""
+# ----------------------------------------------------------------------------- before any work
+def check_inputs(job: TrainJob, check_model_dir: bool = True) -> None:
+    """Everything that can be checked before any work is done (and before anything is deleted):
+    settings, input files, the corpora (readable, UTF-8, parallel), the tokenizer, the directory."""
+    from mtkit.data import source_from_paths
+
     job.cfg.validate()
     for path in (job.train_src, job.train_tgt, job.valid_src, job.valid_tgt):
         if path is not None and not Path(path).is_file():
@@ -56,8 +73,41 @@ def check_inputs(job: TrainJob) -> None:
         raise UserError("give both --valid-src and --valid-tgt, or neither")
     if job.tokenizer_dir is not None:
         Tokenizer.load(job.tokenizer_dir)
+    else:
+        job.tokenizer_options.validate()
     if job.model_dir.exists() and not job.model_dir.is_dir():
         raise UserError(f"{job.model_dir}: exists and is not a directory")
+    if check_model_dir and _state(job) == "run" and not job.overwrite:
+        _check_same_settings(job)
+    if source_from_paths(job.train_src, job.train_tgt).check() == 0:
+        raise UserError(f"{job.train_src}: the training corpus is empty")
+    if job.valid_src is not None and job.valid_tgt is not None:
+        source_from_paths(job.valid_src, job.valid_tgt).check()
+
+
+def _state(job: TrainJob) -> str:
+    """'new' (no directory), 'fresh' (empty, or only what a killed setup left), 'run' (a model
+    directory); anything else is refused, with or without --overwrite."""
+    d = job.model_dir
+    if not d.exists():
+        return "new"
+    if (d / "config.toml").is_file():
+        return "run"
+    if any(p.name != LOCK_NAME and not p.match(TEMP_GLOB) for p in d.iterdir()):
+        raise UserError(f"{d}: exists and is not an mtkit model directory (no config.toml); nothing was changed: "
+                        "choose another -o (--overwrite only replaces model directories)")
+    return "fresh"
+
+
+def _check_same_settings(job: TrainJob) -> None:
+    wanted = C.from_dict(C.to_dict(job.cfg), "settings")
+    tokenizer = job.model_dir / "tokenizer"
+    if tokenizer.is_dir():
+        fix_vocabulary(wanted, Tokenizer.load(tokenizer))
+    diffs = _differences(C.load_toml(job.model_dir / "config.toml"), wanted)
+    if diffs:
+        raise UserError(f"{job.model_dir} holds a run with other settings ({'; '.join(diffs)}); "
+                        "use --overwrite to start over, or another -o")
 
 
 def _differences(stored: C.RunConfig, wanted: C.RunConfig) -> list[str]:
@@ -70,6 +120,85 @@ def _differences(stored: C.RunConfig, wanted: C.RunConfig) -> list[str]:
     return diffs
 
 
+def fix_vocabulary(cfg: C.RunConfig, tok: Tokenizer) -> None:
+    model = cfg.model
+    model.src_vocab_size, model.tgt_vocab_size = tok.src_vocab_size, tok.tgt_vocab_size
+    model.share_embeddings = model.share_embeddings and tok.joint
+
+
+# ----------------------------------------------------------------------------- holding the directory
+class ModelDirClaim:
+    """Rank 0's hold on the model directory for a run (see the module docstring); a no-op on
+    other ranks. Use as a context manager and call commit() once setup has succeeded."""
+
+    def __init__(self, job: TrainJob, main: bool = True):
+        self.job, self.main = job, main
+        self.lock = DirLock(job.model_dir)
+        self.created = self.committed = False
+        self.aside: Path | None = None  # the replaced run, while --overwrite is not committed
+        self.resuming = False
+
+    def __enter__(self) -> ModelDirClaim:
+        if not self.main:
+            return self
+        d = self.job.model_dir
+        self.created = not d.exists()
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            self.lock.acquire()
+        except OSError as e:
+            raise UserError(f"{d}: cannot write ({e.strerror or e})") from None
+        except BaseException:
+            if self.created:
+                shutil.rmtree(d, ignore_errors=True)
+            raise
+        for sub in (d, d / "checkpoints", self.job.cache_dir or d / "cache"):
+            remove_leftovers(sub)
+        state = _state(self.job)
+        self.resuming = state == "run" and not self.job.overwrite
+        if state == "run" and self.job.overwrite:
+            self._move_aside()
+        return self
+
+    def _move_aside(self) -> None:
+        d = self.job.model_dir
+        self.aside = Path(tempfile.mkdtemp(dir=d, prefix=".replaced.", suffix=".tmp"))
+        for entry in list(d.iterdir()):
+            if entry.name != LOCK_NAME and entry != self.aside:
+                entry.rename(self.aside / entry.name)
+
+    def commit(self) -> None:
+        """Setup succeeded: the replaced run (if any) is deleted for good."""
+        if self.main and self.aside is not None:
+            shutil.rmtree(self.aside, ignore_errors=True)
+            self.aside = None
+        self.committed = True
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if not self.main:
+            return
+        undo = exc_type is not None and not self.committed and not self.resuming
+        if undo:
+            self._remove_new_entries()
+            if self.aside is not None:
+                for entry in list(self.aside.iterdir()):
+                    entry.rename(self.job.model_dir / entry.name)
+                self.aside.rmdir()
+        self.lock.release()
+        if undo and self.created:
+            shutil.rmtree(self.job.model_dir, ignore_errors=True)
+
+    def _remove_new_entries(self) -> None:
+        for entry in list(self.job.model_dir.iterdir()):
+            if entry.name == LOCK_NAME or entry == self.aside:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------- setting up
 def _tokenizer_for(job: TrainJob, fresh: bool, on_event: Callable[[dict], None]) -> Tokenizer:
     target = job.model_dir / "tokenizer"
     if not fresh and target.is_dir():
@@ -85,42 +214,42 @@ def _tokenizer_for(job: TrainJob, fresh: bool, on_event: Callable[[dict], None])
 
 
 def prepare_model_dir(job: TrainJob, on_event: Callable[[dict], None]) -> Tokenizer:
-    """Create or check the model directory; returns the tokenizer and fixes the vocabulary sizes."""
+    """Fill a fresh model directory (tokenizer, config.toml) or check a resumed one's settings;
+    returns the tokenizer and fixes the vocabulary sizes in job.cfg."""
     config_path = job.model_dir / "config.toml"
-    if job.overwrite and job.model_dir.exists():
-        shutil.rmtree(job.model_dir)
     fresh = not config_path.is_file()
-    if fresh and job.model_dir.exists() and any(job.model_dir.iterdir()):
-        raise UserError(f"{job.model_dir}: exists and is not an mtkit model directory (use --overwrite to replace it)")
-    created = not job.model_dir.exists()
     try:
-        _fill_model_dir(job, fresh, config_path, on_event)
-    except BaseException:
-        if created:
-            shutil.rmtree(job.model_dir, ignore_errors=True)
-        raise
-    return Tokenizer.load(job.model_dir / "tokenizer")
-
-
-def _fill_model_dir(job: TrainJob, fresh: bool, config_path: Path, on_event: Callable[[dict], None]) -> None:
-    try:
-        job.model_dir.mkdir(parents=True, exist_ok=True)
         tok = _tokenizer_for(job, fresh, on_event)
     except OSError as e:
         raise UserError(f"{job.model_dir}: cannot write ({e.strerror or e})") from None
-    model = job.cfg.model
-    model.src_vocab_size, model.tgt_vocab_size = tok.src_vocab_size, tok.tgt_vocab_size
-    model.share_embeddings = model.share_embeddings and tok.joint
+    fix_vocabulary(job.cfg, tok)
     job.cfg.validate()
     if not fresh:
-        diffs = _differences(C.load_toml(config_path), job.cfg)
-        if diffs:
-            raise UserError(f"{job.model_dir} holds a run with other settings ({'; '.join(diffs)}); "
-                            "use --overwrite to start over, or another -o")
+        _check_same_settings(job)
     write_text_atomic(config_path, C.to_toml(job.cfg))
+    return tok
 
 
-def write_manifest(job: TrainJob, tok: Tokenizer, data_identity: dict, bleu_signature: str | None) -> None:
+def check_data_unchanged(job: TrainJob, identity: dict) -> bool:
+    """True if the run resumes on the corpus it was trained on (or has no checkpoint yet); a
+    changed corpus is refused unless job.reset_data, and then False is returned."""
+    manifest = job.model_dir / "manifest.json"
+    if not (job.model_dir / "checkpoints" / "last.pt").is_file() or not manifest.is_file():
+        return True
+    try:
+        trained_on = json.loads(manifest.read_text(encoding="utf-8")).get("data")
+    except (OSError, ValueError, AttributeError):
+        trained_on = None
+    if trained_on == identity:
+        return True
+    if not job.reset_data:
+        raise UserError(f"{job.model_dir} was trained on another corpus (see its manifest.json); resuming on a "
+                        "different one needs --reset-data (training continues from its first batch), "
+                        "or use another -o")
+    return False
+
+
+def write_manifest(job: TrainJob, tok: Tokenizer, data_identity: dict) -> None:
     import torch
 
     manifest = {
@@ -130,6 +259,5 @@ def write_manifest(job: TrainJob, tok: Tokenizer, data_identity: dict, bleu_sign
         "command_line": job.command_line,
         "data": data_identity,
         "tokenizer": tok.fingerprint(),
-        "bleu_signature": bleu_signature,
     }
     write_text_atomic(job.model_dir / "manifest.json", json.dumps(manifest, indent=1) + "\n")

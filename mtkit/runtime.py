@@ -28,20 +28,36 @@ def autocast(device_type: str, dtype: torch.dtype | None):
     return torch.autocast(device_type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
-def resolve_precision(name: str, device: torch.device) -> Precision:
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_precision(name: str, device: torch.device, option: str = "--precision") -> Precision:
+    """auto: bf16 on GPUs that support it, fp16 on older ones, fp32 on CPUs."""
     if name == "auto":
         if device.type != "cuda":
             name = "fp32"
         else:
             name = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return Precision(name, {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name])
+    if name not in PRECISIONS:
+        raise UserError(f"{option}: expected auto, fp32, bf16 or fp16, got {name!r}")
+    return Precision(name, PRECISIONS[name])
 
 
-def resolve_device(name: str, local_rank: int) -> torch.device:
+def resolve_device(name: str, local_rank: int, option: str = "--device") -> torch.device:
+    """auto (this rank's GPU if there is one, else the CPU), cpu, cuda or cuda:N."""
+    from mtkit.config import DEVICE_RE
+
+    if not DEVICE_RE.fullmatch(name):
+        raise UserError(f"{option}: expected auto, cpu, cuda or cuda:N, got {name!r}")
     if name == "auto":
         return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available on this machine")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(f"{option} {name}: CUDA is not available on this machine")
+        index = int(name.split(":")[1]) if ":" in name else local_rank
+        if index >= torch.cuda.device_count():
+            raise UserError(f"{option} {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        return torch.device("cuda", index)
     return torch.device(name)
 
 
@@ -80,6 +96,17 @@ def all_reduce(value: float, d: Dist, device: torch.device, op: str = "sum") -> 
     return float(t.item())
 
 
+def gather_objects(obj: object, d: Dist) -> list:
+    """[obj of rank 0, obj of rank 1, ...] on every rank ([obj] for one process)."""
+    if d.world == 1:
+        return [obj]
+    import torch.distributed as dist
+
+    everyone: list = [None] * d.world
+    dist.all_gather_object(everyone, obj)
+    return everyone
+
+
 def rng_state() -> dict:
     state = {"torch": torch.get_rng_state(), "python": random.getstate()}
     if torch.cuda.is_available():
@@ -116,18 +143,28 @@ def ranks_in_sync(model: torch.nn.Module, d: Dist) -> bool:
     return True
 
 
+@dataclass
+class StopFlag:
+    """What SIGTERM/SIGINT ask of a training run. Before `armed` (during setup) a signal interrupts
+    at once; once armed, the first sets `signal` (the loop saves a checkpoint after its current
+    step and stops) and a second one interrupts at once, so a signal always stops the process."""
+
+    armed: bool = False
+    signal: int = 0
+
+
 @contextlib.contextmanager
-def stop_on_signals(tr_box: list):
-    """SIGTERM/SIGINT set `stop_signal` on the object in tr_box (the trainer, which then saves and
-    stops after its current step); before there is one, they interrupt as usual."""
+def stop_on_signals():
+    flag = StopFlag()
+
     def handler(signum, frame):
-        if tr_box and not tr_box[0].stop_signal:
-            tr_box[0].stop_signal = signum
-        elif not tr_box:
+        if not flag.armed or flag.signal:
             raise KeyboardInterrupt
+        flag.signal = signum
+
     previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        yield
+        yield flag
     finally:
         for s, h in previous.items():
             signal.signal(s, h)

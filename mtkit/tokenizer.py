@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -18,7 +20,8 @@ from typing import Any
 
 import sentencepiece as spm
 
-from mtkit.errors import UserError
+from mtkit.errors import UserError, describe
+from mtkit.files import TEMP_GLOB, atomic_write, default_dir_mode, fsync_dir
 from mtkit.textio import iter_lines
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
@@ -90,47 +93,123 @@ def _train_one(paths: Sequence[Path], prefix: Path, opts: TokenizerOptions) -> N
             minloglevel=2,
         )
     except RuntimeError as e:
-        msg = str(e).splitlines()[-1] if str(e) else repr(e)
-        if "Vocabulary size too high" in msg or "vocab_size" in msg:
-            raise UserError(f"--vocab-size {opts.vocab_size} is too large for this corpus ({msg}); try a smaller one") from None
-        raise UserError(f"SentencePiece training failed: {msg}") from None
+        raise UserError(_explain_training_error(str(e), opts)) from None
+
+
+def _explain_training_error(error: str, opts: TokenizerOptions) -> str:
+    """SentencePiece's message turned into advice about the option to change."""
+    if m := re.search(r"smaller than required_chars\. (\d+) vs (\d+)", error):
+        return (f"--vocab-size {opts.vocab_size} is too small: this corpus needs at least {m.group(2)} entries "
+                "for its characters and the special tokens (or lower --character-coverage)")
+    if m := re.search(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)", error):
+        return f"--vocab-size {opts.vocab_size} is too large for this corpus: at most {m.group(2)} pieces can be learnt from it"
+    return f"SentencePiece training failed: {error.splitlines()[-1] if error else 'unknown error'}"
+
+
+MODEL_FILES = ("spm.model", "src.model", "tgt.model")
+
+
+def is_tokenizer_dir(directory: Path) -> bool:
+    """True if `directory` holds an mtkit tokenizer (its tokenizer.json names its model files)."""
+    return (directory / INFO_FILE).is_file()
+
+
+def _check_output_dir(out_dir: Path) -> None:
+    """Refuse to write into a directory holding anything but an mtkit tokenizer."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"{out_dir}: exists and is not a directory")
+    if out_dir.is_dir() and not is_tokenizer_dir(out_dir) and any(
+            not p.match(TEMP_GLOB) for p in out_dir.iterdir()):
+        raise UserError(f"{out_dir}: exists, is not empty and is not an mtkit tokenizer directory; "
+                        "choose a new or empty directory (nothing was written)")
 
 
 def train_tokenizer(
     src_files: Sequence[str | Path], tgt_files: Sequence[str | Path], out_dir: str | Path, opts: TokenizerOptions
 ) -> dict:
-    """Train into out_dir (written whole or not at all) and return the description it saved."""
+    """Train into out_dir and return the description it saved.
+
+    out_dir must be new, empty, or an mtkit tokenizer directory; in the last case only mtkit's
+    own files are replaced (each atomically, tokenizer.json last), so a failure or a kill leaves
+    the previous tokenizer whole, and nothing else in the directory is touched."""
     opts.validate()
     src, tgt = [Path(p) for p in src_files], [Path(p) for p in tgt_files]
     for p in (*src, *tgt):
         if not p.is_file():
             raise UserError(f"{p}: no such file")
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp"))
-    work.chmod(0o755)
+    out_dir = Path(out_dir).resolve()
+    _check_output_dir(out_dir)
     try:
-        if opts.joint:
-            _train_one([*src, *tgt], work / "spm", opts)
-        else:
-            _train_one(src, work / "src", opts)
-            _train_one(tgt, work / "tgt", opts)
-        info: dict[str, Any] = {
-            "options": {**asdict(opts), "byte_fallback": opts.byte_fallback},
-            "models": ["spm.model"] if opts.joint else ["src.model", "tgt.model"],
-            "corpus": {str(p): file_sha256(p) for p in (*src, *tgt)},
-        }
-        tok = Tokenizer.load(work, info=info)
-        info["src_vocab_size"], info["tgt_vocab_size"] = tok.src_vocab_size, tok.tgt_vocab_size
-        (work / INFO_FILE).write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
-        for vocab in work.glob("*.vocab"):
-            vocab.unlink()
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        work.rename(out_dir)
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".tmp"))
+    except OSError as e:
+        raise UserError(f"{out_dir}: cannot write ({e.strerror or e})") from None
+    work.chmod(default_dir_mode())
+    try:
+        info = _train_into(work, src, tgt, opts)
+        _install(work, out_dir, info["models"])
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return info
+
+
+def _train_into(work: Path, src: list[Path], tgt: list[Path], opts: TokenizerOptions) -> dict:
+    if opts.joint:
+        _train_one([*src, *tgt], work / "spm", opts)
+    else:
+        _train_one(src, work / "src", opts)
+        _train_one(tgt, work / "tgt", opts)
+    info: dict[str, Any] = {
+        "options": {**asdict(opts), "byte_fallback": opts.byte_fallback},
+        "models": ["spm.model"] if opts.joint else ["src.model", "tgt.model"],
+        "corpus": {str(p): file_sha256(p) for p in (*src, *tgt)},
+    }
+    tok = Tokenizer.load(work, info=info)
+    info["src_vocab_size"], info["tgt_vocab_size"] = tok.src_vocab_size, tok.tgt_vocab_size
+    (work / INFO_FILE).write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
+    for name in info["models"]:
+        (work / name).chmod(0o666 & default_dir_mode())
+    return info
+
+
+def _install(work: Path, out_dir: Path, models: list[str]) -> None:
+    """Move a trained tokenizer from work into out_dir: one rename for a new directory, else file
+    by file with tokenizer.json (which names the models) last."""
+    if not out_dir.exists():
+        for vocab in work.glob("*.vocab"):
+            vocab.unlink()
+        work.rename(out_dir)
+        fsync_dir(out_dir.parent)
+        return
+    for name in models:
+        os.replace(work / name, out_dir / name)
+    with atomic_write(out_dir / INFO_FILE) as f:
+        f.write((work / INFO_FILE).read_bytes())
+    for name in set(MODEL_FILES) - set(models):  # e.g. spm.model after retraining with --separate
+        (out_dir / name).unlink(missing_ok=True)
+
+
+def _read_info(directory: Path) -> dict:
+    info_path = directory / INFO_FILE
+    if not info_path.is_file():
+        raise UserError(f"{directory}: not a tokenizer directory ({INFO_FILE} is missing)")
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{info_path}: unreadable ({e})") from None
+    models = info.get("models") if isinstance(info, dict) else None
+    if not (isinstance(models, list) and models and set(models) <= set(MODEL_FILES) and len(models) <= 2):
+        raise UserError(f"{info_path}: damaged (expected \"models\": [\"spm.model\"] or [\"src.model\", \"tgt.model\"])")
+    return info
+
+
+def _load_model(path: Path) -> spm.SentencePieceProcessor:
+    if not path.is_file():
+        raise UserError(f"{path}: tokenizer model is missing")
+    try:
+        return spm.SentencePieceProcessor(model_file=str(path))
+    except (RuntimeError, OSError) as e:
+        raise UserError(f"{path}: not a readable SentencePiece model ({describe(e)})") from None
 
 
 class Tokenizer:
@@ -147,15 +226,8 @@ class Tokenizer:
     def load(cls, directory: str | Path, info: dict | None = None) -> Tokenizer:
         directory = Path(directory)
         if info is None:
-            info_path = directory / INFO_FILE
-            if not info_path.is_file():
-                raise UserError(f"{directory}: not a tokenizer directory ({INFO_FILE} is missing)")
-            info = json.loads(info_path.read_text(encoding="utf-8"))
-        models = [directory / m for m in info["models"]]
-        for m in models:
-            if not m.is_file():
-                raise UserError(f"{m}: tokenizer model is missing")
-        procs = [spm.SentencePieceProcessor(model_file=str(m)) for m in models]
+            info = _read_info(directory)
+        procs = [_load_model(directory / name) for name in info["models"]]
         return cls(procs[0], procs[-1], directory)
 
     @property

@@ -13,10 +13,10 @@ from mtkit.batching import collate, make_batches
 from mtkit.bleu import corpus_bleu
 from mtkit.data import EncodedCorpus
 from mtkit.decode import translate
+from mtkit.files import write_text_atomic
 from mtkit.loss import LabelSmoothedObjective
 from mtkit.model import Transformer
 from mtkit.runtime import Precision, autocast
-from mtkit.textio import write_text_atomic
 from mtkit.tokenizer import PAD_ID, Tokenizer
 
 

@@ -35,3 +35,36 @@ REVERSE_SETTINGS = [
     "--set", "model.n_enc_layers=2", "--set", "model.n_dec_layers=2", "--warmup", "50", "--lr", "0.005",
     "--label-smoothing", "0", "--max-tokens", "1024", "--vocab-size", "43",
 ]
+
+
+def run_in_process(*args: str, stdin: str | bytes | None = "") -> tuple[int, str, str]:
+    """mtkit's real entry point, run in this process (no interpreter start-up): (exit status,
+    stdout, stderr). stdin=None runs with standard input closed, as `mtkit ... <&-` does."""
+    import contextlib
+    import io
+    import sys
+
+    from mtkit.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    raw = stdin.encode() if isinstance(stdin, str) else stdin
+    fake_stdin = None if raw is None else io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8")
+    old_argv, old_stdin = sys.argv, sys.stdin
+    sys.argv, sys.stdin = ["mtkit", *args], fake_stdin
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        sys.argv, sys.stdin = old_argv, old_stdin
+    return code, out.getvalue(), err.getvalue()
+
+
+def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
+    """What every expected mistake gives: exit status 2 and one line on stderr naming the problem."""
+    assert code == 2, (code, err)
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    for fragment in fragments:
+        assert fragment in err, (fragment, err)

@@ -209,3 +209,31 @@ def test_fused_loss_under_bf16_autocast_and_without_gradients():
     with torch.no_grad():
         plain, _ = L.projected_label_smoothed_nll(hidden, weight, target, 0.1, PAD_ID)
     torch.testing.assert_close(plain, _reference_loss(hidden.detach(), weight.detach(), target, 0.1)[0])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_cuda_attention_backends_are_chosen_and_agree(dtype, monkeypatch):
+    """Flash attention for the causal self-attention, memory-efficient attention where there is
+    a padding mask, never cuDNN's; and the results equal the math kernel's and a float64 CPU
+    reference within the precision's tolerance."""
+    from torch.nn.attention import SDPBackend
+
+    import mtkit.model as M
+
+    model = tiny().cuda()
+    src, tgt = rand_ids(3, 11).cuda(), rand_ids(3, 7).cuda()
+    src[1, 6:] = PAD_ID
+    ref = tiny().double()(src.cpu(), tgt.cpu())
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        with torch.autocast("cuda", dtype=dtype):
+            chosen = model(src, tgt).float()
+    ops = {e.name for e in prof.events()}
+    assert "aten::_flash_attention_forward" in ops and "aten::_efficient_attention_forward" in ops, ops
+    assert not any("cudnn_attention" in op for op in ops)
+    monkeypatch.setattr(M, "CUDA_BACKENDS", [SDPBackend.MATH])
+    with torch.autocast("cuda", dtype=dtype):
+        math_only = model(src, tgt).float()
+    torch.testing.assert_close(chosen, math_only, rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(chosen.double().cpu(), ref, rtol=5e-2, atol=5e-2)

@@ -17,7 +17,9 @@ from mtkit import config as C
 from mtkit.metrics_log import read as read_metrics
 from mtkit.rundir import TrainJob
 from mtkit.textio import read_lines
-from mtkit.train import TrainingDiverged, lr_at, train
+from mtkit.tokenizer import PAD_ID
+from mtkit.train import TrainingDiverged, train
+from mtkit.update import lr_at
 
 
 def test_lr_schedule():
@@ -261,3 +263,140 @@ def test_compile_trains_and_saves_the_plain_module(tmp_path, reverse_with_tokeni
     assert res.returncode == 0, res.stderr[-2000:]
     state = _params(tmp_path / "m" / "checkpoints" / "last.pt")
     assert state["step"] == 3 and not any(k.startswith("_orig_mod") for k in state["model"])
+
+
+# ----------------------------------------------------------------------------- the loop's policy
+def test_plan_of_the_loop():
+    from mtkit.train import plan
+
+    t = C.TrainConfig(log_every=10, valid_every=100, save_every=50)
+    assert plan(7, t, None) == plan(7, t, None) and not plan(7, t, None).reads
+    assert plan(10, t, None).log and not plan(10, t, None).save
+    assert plan(50, t, None).save and not plan(50, t, None).validate
+    p = plan(100, t, None)
+    assert p.validate and p.save and p.log
+    p = plan(123, t, "max_steps")  # stopping validates once more and saves
+    assert p.validate and p.save and not p.log
+    p = plan(123, t, "signal")  # a signal asks to stop quickly: save, no validation
+    assert p.save and not p.validate
+    assert not plan(100, C.TrainConfig(valid_every=0, save_every=0), None).save
+
+
+def test_stop_conditions(tmp_path, reverse_data):
+    summary = train(_job(tmp_path / "a", reverse_data, max_epochs=1), lambda e: None)
+    assert summary["reason"] == "max_epochs" and summary["epoch"] == 2
+    start = time.monotonic()
+    summary = train(_job(tmp_path / "b", reverse_data, max_time=2), lambda e: None)
+    assert summary["reason"] == "max_time" and 2 <= summary["elapsed"] < 2 + 30 and time.monotonic() - start < 120
+
+
+def test_masked_loss_path_equals_the_compacted_one(monkeypatch):
+    """On a GPU every row is scored and padding masked (no host sync); on a CPU only real rows."""
+    import mtkit.loss as L
+
+    torch.manual_seed(0)
+    hidden = torch.randn(4, 9, 16, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(30, 16, dtype=torch.float64, requires_grad=True)
+    target = torch.randint(4, 30, (4, 9))
+    target[1, 3:] = PAD_ID
+    monkeypatch.setitem(L.CHUNK_ELEMENTS, "cpu", 5 * 30)
+    results = []
+    for scored_rows in (L._scored_rows, lambda target, ignore_index: None):
+        monkeypatch.setattr(L, "_scored_rows", scored_rows)
+        hidden.grad = weight.grad = None
+        loss, nll = L.projected_label_smoothed_nll(hidden, weight, target, 0.1, PAD_ID)
+        loss.backward()
+        results.append((loss, nll, hidden.grad.clone(), weight.grad.clone()))
+    for a, b in zip(*results, strict=True):  # float32 gradient buffers, chunked differently
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_resume_in_another_precision(tmp_path, reverse_data):
+    """A loss scale saved by fp16 is dropped by bf16/fp32; a run without one resumed in fp16 starts
+    a new scale: both continue, with a message instead of a traceback."""
+    events: list = []
+    train(_job(tmp_path, reverse_data, max_steps=3, precision="fp16", device="cpu", save_every=3), events.append)
+    assert train(_job(tmp_path, reverse_data, max_steps=5, precision="bf16", device="cpu"), events.append)["step"] == 5
+    assert train(_job(tmp_path, reverse_data, max_steps=7, precision="fp16", device="cpu"), events.append)["step"] == 7
+    assert any("new one" in e.get("message", "") for e in events)
+
+
+def test_ddp_ranks_keep_their_own_rng_streams(tmp_path, reverse_with_tokenizer):
+    d = reverse_with_tokenizer
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "mtkit", *_cli_train(tmp_path / "ddp", d, "--max-steps", "3", "--device", "cpu")[3:]],
+                         capture_output=True, text=True, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rng = _params(tmp_path / "ddp" / "checkpoints" / "last.pt")["rng"]
+    assert isinstance(rng, list) and len(rng) == 2 and not torch.equal(rng[0]["torch"], rng[1]["torch"])
+
+
+# ----------------------------------------------------------------------------- on a GPU
+def _cuda_updater(precision: str, compile: bool = False):
+    from mtkit.loss import LabelSmoothedObjective
+    from mtkit.model import Transformer
+    from mtkit.runtime import Dist, resolve_precision
+    from mtkit.update import Updater
+
+    torch.manual_seed(0)
+    model = Transformer(C.preset("tiny", src_vocab_size=100, tgt_vocab_size=100, d_model=64, n_heads=4)).cuda()
+    prec = resolve_precision(precision, torch.device("cuda"))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+    scaler = torch.amp.GradScaler("cuda", enabled=prec.scaled)
+    objective = LabelSmoothedObjective(model, 0.1, PAD_ID, compile=compile)
+    return Updater(model, objective, optimizer, scaler, prec, torch.device("cuda"), Dist(), C.TrainConfig(warmup=10))
+
+
+def _random_batches(n: int, seed: int = 0):
+    from mtkit.batching import Batch
+
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        bsz, s, t = (int(x) for x in torch.randint(2, 9, (3,), generator=g))
+        src, tgt = torch.randint(4, 100, (bsz, s), generator=g), torch.randint(4, 100, (bsz, t + 1), generator=g)
+        src[0, -2:] = PAD_ID
+        tgt[0, -2:] = PAD_ID
+        out.append(Batch(src, tgt[:, :-1], tgt[:, 1:], None))
+    return out
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("precision", ["bf16", "fp16", "fp32"])
+def test_cuda_update_never_waits_for_the_device(precision):
+    update = _cuda_updater(precision)
+    batches = _random_batches(6)
+    update([batches[0]], 1)  # first use: kernels load, pinned memory is allocated
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for i, b in enumerate(batches[1:], start=2):
+            update([b], i)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    totals = update.totals.read(update.dist)
+    assert totals["skipped"] == 0 and math.isfinite(totals["loss"]) and totals["tokens"] > 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_compiled_step_equals_eager_over_many_shapes():
+    eager, compiled = _cuda_updater("bf16"), _cuda_updater("bf16", compile=True)
+    for i, b in enumerate(_random_batches(8), start=1):
+        eager([b], i)
+        compiled([b], i)
+    a, b = eager.totals.read(eager.dist), compiled.totals.read(compiled.dist)
+    assert a["loss"] == pytest.approx(b["loss"], rel=2e-2)
+    for p, q in zip(eager.model.parameters(), compiled.model.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=5e-2, atol=5e-3)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_cuda_run_resumes_on_the_cpu(tmp_path, reverse_data):
+    train(_job(tmp_path, reverse_data, max_steps=4, device="cuda", save_every=4), lambda e: None)
+    summary = train(_job(tmp_path, reverse_data, max_steps=6, device="cpu"), lambda e: None)
+    assert summary["step"] == 6
+    assert _params(tmp_path / "model" / "checkpoints" / "last.pt")["model"]["output.weight"].device.type == "cpu"
