@@ -4,7 +4,9 @@ Each configuration runs the real command line in a fresh process (python start-u
 tokenisation, search, output), `repeats` times; we report sentences/s and target tokens/s over
 the whole process wall time, and its peak RSS. Then, in this process, the cached search is
 checked against FullRecompute (no KV cache): greedy on all 1,000 sentences, beam 5 on 200.
-Usage: python recipes/benchmarks/bench_decode.py MODEL_DIR [--repeats 3] [--threads 2]
+With --device cuda (or cpu) it instead times translate() in this process, start-up excluded:
+beam 5 and greedy, fp32 and bf16 autocast, each output scored against the references.
+Usage: python recipes/benchmarks/bench_decode.py MODEL_DIR [--repeats 3] [--threads 2] [--device cuda]
 """
 
 from __future__ import annotations
@@ -55,12 +57,42 @@ def check_against_uncached(model_dir: Path, lines: list[str]) -> None:
         print(f"  beam {beam}: cached output identical to uncached on {same}/{n} sentences")
 
 
+def in_process(model_dir: Path, device: str, repeats: int) -> None:
+    """Sentences/s of translate() in this process (model loaded, start-up excluded), and BLEU."""
+    from mtkit.bleu import corpus_bleu
+    from mtkit.decode import translate
+
+    lines, refs = corpus_lines("test_2016_flickr", "en"), corpus_lines("test_2016_flickr", "de")
+    model, tok, _ = load_for_inference(model_dir, "averaged", device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    print(f"translate() in process on {device}, {len(lines)} sentences, {repeats} runs (min / median / max)")
+    for name, beam in (("beam 5", 5), ("greedy", 1)):
+        for precision, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
+            cfg = DecodeConfig(beam=beam)
+            hyps = [t.text for t in translate(model, tok, lines[:64], cfg, device=device, autocast_dtype=dtype)]  # warm-up
+            walls = []
+            for _ in range(repeats):
+                sync()
+                start = time.perf_counter()
+                hyps = [t.text for t in translate(model, tok, lines, cfg, device=device, autocast_dtype=dtype)]
+                sync()
+                walls.append(time.perf_counter() - start)
+            sps = [len(lines) / w for w in walls]
+            bleu = corpus_bleu(hyps, [refs])
+            print(f"{name:7s} {precision:5s} sentences/s {summary(sps)}; BLEU {bleu.score:.2f} "
+                  f"(lowercased {corpus_bleu(hyps, [refs], lowercase=True).score:.2f})", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("model_dir", type=Path)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", help="time translate() in this process on this device instead")
     args = ap.parse_args()
+    if args.device:
+        in_process(args.model_dir, args.device, args.repeats)
+        return
     lines = corpus_lines("test_2016_flickr", "en")
     with tempfile.TemporaryDirectory() as tmp:
         src, out = Path(tmp) / "test.en", Path(tmp) / "out.de"
