@@ -7,13 +7,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from mtkit.data import EncodedCorpus
 from mtkit.errors import UserError
 from mtkit.tokenizer import BOS_ID, EOS_ID, PAD_ID
+
+if TYPE_CHECKING:  # decoding imports this module and needs no corpus machinery
+    from mtkit.data import EncodedCorpus
 
 
 def padded_len(n_tokens: np.ndarray) -> np.ndarray:

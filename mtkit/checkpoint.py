@@ -160,6 +160,6 @@ def load_for_inference(model_dir: str | Path, which: str = "best", device: str |
     if (cfg.model.src_vocab_size, cfg.model.tgt_vocab_size) != (tok.src_vocab_size, tok.tgt_vocab_size):
         raise UserError(f"{path}: trained with vocabularies of {cfg.model.src_vocab_size}/{cfg.model.tgt_vocab_size} "
                         f"entries but {model_dir / 'tokenizer'} has {tok.src_vocab_size}/{tok.tgt_vocab_size}")
-    model = Transformer(cfg.model)
+    model = Transformer(cfg.model, init_weights=False)
     load_weights(model, data["model"], path)
     return model.to(device).eval(), tok, cfg

@@ -157,22 +157,20 @@ def bleu(
 
 def main() -> None:
     """Entry point: expected mistakes become one line on stderr and exit status 2."""
-    from mtkit.progress import print_error
-
     try:
         rv = app(standalone_mode=False)
         if sys.stdout is not None:
             sys.stdout.flush()  # here, where a reader that went away (`| head`) is handled below
     except UserError as e:
-        print_error(str(e))
+        _print_error(str(e))
         sys.exit(2)
     except CheckFailed as e:
-        print_error(str(e))
+        _print_error(str(e))
         sys.exit(1)
     except typer.Abort:
         sys.exit(130)
     except _CommandLineError as e:  # a missing option, a value of the wrong type: one line too
-        print_error(e.format_message().rstrip(".") + " (see --help)")  # type: ignore[attr-defined]
+        _print_error(e.format_message().rstrip(".") + " (see --help)")  # type: ignore[attr-defined]
         sys.exit(e.exit_code)  # type: ignore[attr-defined]
     except KeyboardInterrupt:
         sys.exit(130)
@@ -182,6 +180,12 @@ def main() -> None:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)
     sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _print_error(message: str) -> None:
+    from mtkit.progress import print_error  # rich is imported only when there is something to show
+
+    print_error(message)
 
 
 # ----------------------------------------------------------------------------- tokenizer
@@ -342,35 +346,35 @@ def translate(
     max_tokens: int = typer.Option(0, "--max-tokens", help="Batch budget: source tokens x beam (0: 8,000 on a CPU, 65,536 on a GPU)."),
     checkpoint: str = typer.Option("best", "--checkpoint", help="best, last, averaged or a path."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
-    precision: str = typer.Option("auto", "--precision", help="auto, fp32, bf16 or fp16."),
+    precision: str = typer.Option("auto", "--precision", help="auto, fp32, bf16, fp16, or int8 (CPU: int8 linear layers)."),
     fmt: str = typer.Option("text", "--format", "-f", help="text or jsonl."),
     interactive: bool = typer.Option(False, "--interactive", help="Answer each line as it arrives."),
 ) -> None:
-    """Translate lines (stdin to stdout by default), one output line per input line, in order."""
+    """Translate lines (stdin to stdout by default), one output line per input line, in order.
+
+    MODEL is a model directory, or a CTranslate2 model written by mtkit convert (its checkpoint
+    was chosen at conversion)."""
     import json as _json
 
-    from mtkit import progress
-    from mtkit.checkpoint import load_for_inference
-    from mtkit.config import DecodeConfig, validate_labelled
-    from mtkit.decode import TranslateStats
-    from mtkit.decode import translate as run_translate
-    from mtkit.runtime import resolve_device, resolve_precision
+    from mtkit.config import DEVICE_RE, DecodeConfig, validate_labelled
     from mtkit.textio import iter_lines
+    from mtkit.translation import TranslateStats, open_engine
 
     if fmt not in ("text", "jsonl"):
         raise UserError(f"--format: expected text or jsonl, got {fmt!r}")
+    if precision not in ("auto", "fp32", "bf16", "fp16", "int8"):
+        raise UserError(f"--precision: expected auto, fp32, bf16, fp16 or int8, got {precision!r}")
+    if not DEVICE_RE.fullmatch(device):
+        raise UserError(f"--device: expected auto, cpu, cuda or cuda:N, got {device!r}")
     cfg = DecodeConfig(1 if greedy else beam, length_penalty, max_len_a, max_len_b, nbest, max_tokens)
     validate_labelled(cfg, {f"decode.{k}": f"--{k.replace('_', '-')}" for k in vars(cfg)})
-    dev = resolve_device(device, 0)
-    autocast_dtype = resolve_precision(precision, dev).dtype
     if input_file is not None and not input_file.is_file():
         raise UserError(f"{input_file}: no such file")
-    model, tok, _ = load_for_inference(model_dir, checkpoint, dev)
+    engine = open_engine(model_dir, checkpoint, device, precision)
     lines = iter_lines(input_file) if input_file else _stream_stdin()
     stats = TranslateStats()
     with _output(output_file, input_file) as out:
-        for t in run_translate(model, tok, lines, cfg, stats, chunk_size=1 if interactive else 2000,
-                               device=dev, autocast_dtype=autocast_dtype):
+        for t in engine.translate(lines, cfg, stats, 1 if interactive else 2000):
             if fmt == "text":
                 out.write(t.text + "\n")
             else:
@@ -380,8 +384,28 @@ def translate(
             if interactive:
                 out.flush()
     if stats.truncated:
+        from mtkit import progress
+
         progress.print_warning(f"{stats.truncated} input line(s) were longer than the model's maximum "
-                               f"({model.cfg.max_positions - 1} tokens) and were truncated")
+                               f"({engine.max_positions - 1} tokens) and were truncated")
+
+
+@app.command()
+def convert(
+    model_dir: Path = typer.Option(..., "-m", "--model", help="Model directory written by mtkit train."),
+    to: str = typer.Option("ctranslate2", "--to", help="Target format: ctranslate2."),
+    output: Path = typer.Option(..., "-o", "--output", help="Directory to write (new or empty)."),
+    quantization: str = typer.Option("int8", "--quantization",
+                                     help="int8, int8_float32, int8_float16, int8_bfloat16, float16, bfloat16 or float32."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best, last, averaged or a path."),
+) -> None:
+    """Convert a model for CTranslate2 (needs pip install 'mtkit[ct2]'); mtkit translate -m OUT uses it."""
+    from mtkit import ct2, progress
+
+    if to != "ctranslate2":
+        raise UserError(f"--to: the only format is ctranslate2, got {to!r}")
+    out = ct2.convert(model_dir, output, quantization, checkpoint)
+    progress.print_info(f"wrote {out} (CTranslate2, {quantization}); translate with: mtkit translate -m {out}")
 
 
 @contextlib.contextmanager

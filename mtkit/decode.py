@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -31,6 +31,7 @@ from mtkit.errors import UserError
 from mtkit.model import Transformer
 from mtkit.runtime import autocast
 from mtkit.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
+from mtkit.translation import AUTO_MAX_TOKENS, TranslateStats, Translation, chunks
 
 
 def length_penalty(n: int, alpha: float) -> float:
@@ -44,24 +45,19 @@ class Hypothesis:
     score: float  # logprob / length_penalty(len(tokens) + 1)
 
 
-@dataclass
-class Translation:
-    text: str
-    tokens: list[int]
-    score: float
-    nbest: list[tuple[str, float]] = field(default_factory=list)  # (text, score), best first
-
-
-def _next_logprobs(model: Transformer, tokens: Tensor, state, forced_eos: Tensor) -> tuple[Tensor, Tensor]:
-    """(rows, V) log-probabilities of the next token, and the same with the tokens the search may
-    not pick set to -inf (pad, bos; for rows in forced_eos everything but eos)."""
+def _next_logprobs(model: Transformer, tokens: Tensor, state, forced_eos: list[int]) -> Tensor:
+    """(rows, V) log-probabilities of the next token, with the tokens the search may not pick set
+    to -inf (pad, bos; for the rows listed in forced_eos, which reached their length limit,
+    everything but eos); every other token keeps its model log-probability. Masked in place; the
+    rows to force come from the host, so nothing waits for a GPU."""
     logprobs = F.log_softmax(model.decode_step(tokens, state).float(), dim=-1)  # (rows, V)
-    search = logprobs.clone()
-    search[:, PAD_ID] = search[:, BOS_ID] = float("-inf")
-    search[forced_eos] = torch.where(
-        torch.arange(search.size(1), device=search.device) == EOS_ID, search[forced_eos], float("-inf")
-    )
-    return logprobs, search
+    logprobs[:, PAD_ID] = logprobs[:, BOS_ID] = float("-inf")
+    if forced_eos:
+        rows = torch.as_tensor(forced_eos).to(logprobs.device, non_blocking=True)
+        eos = logprobs[rows, EOS_ID]
+        logprobs[rows] = float("-inf")
+        logprobs[rows, EOS_ID] = eos
+    return logprobs
 
 
 def max_lengths(src: Tensor, cfg: DecodeConfig, model: Transformer) -> Tensor:
@@ -75,15 +71,15 @@ def max_lengths(src: Tensor, cfg: DecodeConfig, model: Transformer) -> Tensor:
 def greedy(model: Transformer, src: Tensor, cfg: DecodeConfig) -> list[list[Hypothesis]]:
     """Most probable next token at each step, until eos (or the length limit)."""
     batch, device = src.size(0), src.device
-    limit = max_lengths(src, cfg, model)
+    limit_host = max_lengths(src, cfg, model).tolist()
     state = model.start_state(model.encode(src), src.eq(PAD_ID))
     tokens = torch.full((batch,), BOS_ID, dtype=torch.long, device=device)
     logprob = torch.zeros(batch, device=device)
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     out = torch.zeros(batch, 0, dtype=torch.long, device=device)
-    for t in range(int(limit.max())):
-        logprobs, search = _next_logprobs(model, tokens, state, limit.eq(t + 1))
-        tokens = search.argmax(-1).masked_fill(done, PAD_ID)
+    for t in range(max(limit_host)):
+        logprobs = _next_logprobs(model, tokens, state, [i for i, lim in enumerate(limit_host) if lim == t + 1])
+        tokens = logprobs.argmax(-1).masked_fill(done, PAD_ID)
         logprob += logprobs.gather(1, tokens.clamp(min=0)[:, None]).squeeze(1).masked_fill(done, 0.0)
         out = torch.cat([out, tokens[:, None]], 1)
         done |= tokens.eq(EOS_ID)
@@ -103,12 +99,10 @@ def beam_search(model: Transformer, src: Tensor, cfg: DecodeConfig) -> list[list
     The device scores and ranks the candidates; the host keeps the hypotheses' tokens and decides
     when a sentence is done, from one small transfer per step (so a GPU waits once per step)."""
     batch, k, device = src.size(0), cfg.beam, src.device
-    limit = max_lengths(src, cfg, model)  # (batch,) on the device
-    limit_host = limit.tolist()
+    limit_host = max_lengths(src, cfg, model).tolist()  # (batch,) most output tokens
     memory = model.encode(src).repeat_interleave(k, dim=0)  # (batch*k, src_len, d_model)
     state = model.start_state(memory, src.eq(PAD_ID).repeat_interleave(k, dim=0))
-    active = torch.arange(batch, device=device)  # sentences still searching
-    active_host = list(range(batch))
+    active_host = list(range(batch))  # sentences still searching
     scores = torch.full((batch, k), float("-inf"), device=device)
     scores[:, 0] = 0.0  # all beams start equal: expand only the first
     last = torch.full((batch * k,), BOS_ID, dtype=torch.long, device=device)  # each live hypothesis's last token
@@ -116,18 +110,21 @@ def beam_search(model: Transformer, src: Tensor, cfg: DecodeConfig) -> list[list
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
     for t in range(max(limit_host)):
         n = len(active_host)
-        forced = limit[active].eq(t + 1).repeat_interleave(k)
-        logprobs, search = _next_logprobs(model, last, state, forced)
-        vocab = logprobs.size(1)
-        cand = (scores.view(-1, 1) + search).view(n, k * vocab)  # (n, k*V) log-probabilities
+        forced = [row * k + b for row, s in enumerate(active_host) if limit_host[s] == t + 1 for b in range(k)]
+        search = _next_logprobs(model, last, state, forced)
+        # the 2k best candidates of each sentence are among the 2k best continuations of each beam:
+        # two small top-k's instead of one over k x vocabulary (1.7x faster on a CPU)
+        per_beam = min(2 * k, search.size(1))
+        best, best_token = search.topk(per_beam, dim=1)  # (n*k, per_beam)
+        cand = (scores.view(-1, 1) + best).view(n, k * per_beam)  # log-probabilities
         top, idx = cand.topk(2 * k, dim=1)  # (n, 2k)
-        beam_of, token = idx // vocab, idx % vocab
+        beam_of, token = idx // per_beam, best_token.view(n, k * per_beam).gather(1, idx)
         is_eos = token.eq(EOS_ID) & torch.isfinite(top)
         # the k best candidates that do not end: stable sort puts non-eos first, keeping score order
         order = torch.sort(is_eos.int(), dim=1, stable=True).indices[:, :k]  # (n, k)
         rows = (torch.arange(n, device=device)[:, None] * k + beam_of.gather(1, order)).view(-1)
         scores, last = top.gather(1, order), token.gather(1, order).view(-1)
-        state.reorder(rows)
+        state.reorder(rows, same_sources=True)
         step = _StepOnHost.read(top[:, :k], beam_of[:, :k], is_eos[:, :k], rows.view(n, k), last.view(n, k), scores)
         _collect_finished(finished, active_host, prefixes, step, k, t, cfg)
         prefixes = np.concatenate([prefixes[step.rows], step.last[:, None]], axis=1)
@@ -138,7 +135,7 @@ def beam_search(model: Transformer, src: Tensor, cfg: DecodeConfig) -> list[list
             kept = np.flatnonzero(keep)
             kept_rows = (kept[:, None] * k + np.arange(k)).reshape(-1)
             kept_dev, kept_rows_dev = (torch.from_numpy(x).to(device, non_blocking=True) for x in (kept, kept_rows))
-            active, scores, last = active[kept_dev], scores[kept_dev], last[kept_rows_dev]
+            scores, last = scores[kept_dev], last[kept_rows_dev]
             state.reorder(kept_rows_dev)
             active_host, prefixes = [active_host[i] for i in kept], prefixes[kept_rows]
     return [sorted(hyps, key=lambda h: -h.score)[: cfg.nbest] for hyps in finished]
@@ -198,19 +195,6 @@ def search(model: Transformer, src: Tensor, cfg: DecodeConfig) -> list[list[Hypo
 
 
 # ----------------------------------------------------------------------------- translate
-# Batch budget (source tokens x beam) when DecodeConfig.max_tokens is 0: on a GPU a few large
-# batches keep it busy (1,000 Multi30k sentences at beam 5 are two batches); on a CPU smaller
-# batches waste less work on finished sentences.
-AUTO_MAX_TOKENS = {"cpu": 8000, "cuda": 65536}
-
-
-@dataclass
-class TranslateStats:
-    sentences: int = 0
-    truncated: int = 0  # source lines cut to the model's maximum length
-    tgt_tokens: int = 0
-
-
 def _batches(lengths: list[int], max_tokens: int, beam: int) -> Iterator[list[int]]:
     """Indices sorted by length, cut into batches of at most max_tokens (source tokens x beam)."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
@@ -269,14 +253,20 @@ def translate(
 ) -> Iterator[Translation]:
     """Stream translations in input order, reading `chunk_size` lines at a time."""
     stats = stats if stats is not None else TranslateStats()
-    chunk: list[str] = []
-    for line in lines:
-        chunk.append(line)
-        if len(chunk) == chunk_size:
-            yield from translate_chunk(model, tokenizer, chunk, cfg, stats, **kw)
-            chunk = []
-    if chunk:
+    for chunk in chunks(lines, chunk_size):
         yield from translate_chunk(model, tokenizer, chunk, cfg, stats, **kw)
+
+
+def quantize_int8(model: Transformer) -> Transformer:
+    """A copy of the model with int8 linear layers (weights quantized once, activations at each
+    call: torch's dynamic quantization), for decoding on a CPU."""
+    import warnings
+
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 @torch.inference_mode()
@@ -344,7 +334,7 @@ class _Prefix:
     src_pad_mask: Tensor
     tokens: Tensor | None
 
-    def reorder(self, index: Tensor) -> None:
+    def reorder(self, index: Tensor, same_sources: bool = False) -> None:
         self.memory, self.src_pad_mask = self.memory.index_select(0, index), self.src_pad_mask.index_select(0, index)
         if self.tokens is not None:
             self.tokens = self.tokens.index_select(0, index)

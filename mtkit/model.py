@@ -63,34 +63,18 @@ class Embedding(nn.Module):
 
 
 class Attention(nn.Module):
-    """Multi-head attention. The query, key and value projections are one (3 d_model, d_model)
-    matrix, as nn.MultiheadAttention's in_proj_weight: self-attention projects with a single matmul,
-    cross-attention uses its first third for queries and the rest for the memory's keys/values."""
+    """Multi-head scaled dot-product attention of projected queries, keys and values, then the
+    output projection. SelfAttention and CrossAttention add the input projections."""
+
+    out_proj: nn.Linear
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.n_heads, self.d_head, self.d_model = cfg.n_heads, cfg.d_model // cfg.n_heads, cfg.d_model
-        self.in_proj = nn.Linear(cfg.d_model, 3 * cfg.d_model)
-        self.out_proj = nn.Linear(cfg.d_model, cfg.d_model)
         self.attn_dropout = cfg.attn_dropout
 
     def split_heads(self, x: Tensor) -> Tensor:  # (batch, len, d_model) -> (batch, heads, len, d_head)
         return x.view(x.size(0), x.size(1), self.n_heads, self.d_head).transpose(1, 2)
-
-    def project_qkv(self, x: Tensor) -> tuple[Tensor, KV]:
-        """Queries, keys and values of x (self-attention), each (batch, heads, len, d_head)."""
-        q, k, v = self.in_proj(x).split(self.d_model, dim=-1)  # (batch, len, d_model) each
-        return self.split_heads(q), (self.split_heads(k), self.split_heads(v))
-
-    def project_q(self, x: Tensor) -> Tensor:
-        d = self.d_model
-        return self.split_heads(F.linear(x, self.in_proj.weight[:d], self.in_proj.bias[:d]))
-
-    def project_kv(self, x: Tensor) -> KV:
-        """Keys and values of x (cross-attention memory)."""
-        d = self.d_model
-        k, v = F.linear(x, self.in_proj.weight[d:], self.in_proj.bias[d:]).split(d, dim=-1)
-        return self.split_heads(k), self.split_heads(v)
 
     def forward(
         self,
@@ -101,33 +85,83 @@ class Attention(nn.Module):
         sink: list[Tensor] | None = None,
     ) -> Tensor:
         k, v = kv
-        if sink is None:
+        one_query_on_cpu = q.size(2) == 1 and q.device.type == "cpu" and not self.training  # a decoding step
+        if sink is not None or one_query_on_cpu:  # there two small matmuls beat torch's CPU flash kernel (1.8x)
+            out = self._explicit(q, k, v, mask, sink)
+        else:
             p = self.attn_dropout if self.training else 0.0
             with _kernel_choice(q):
                 out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal)
-        else:
-            out = self._explicit(q, k, v, mask, sink)
         out = out.transpose(1, 2).reshape(q.size(0), q.size(2), -1)  # (batch, q_len, d_model)
         return self.out_proj(out)
 
     @staticmethod
-    def _explicit(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, sink: list[Tensor]) -> Tensor:
-        """The same attention computed step by step (cross-attention only), recording the
-        probabilities into sink."""
-        scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (batch, heads, q_len, k_len)
+    def _explicit(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, sink: list[Tensor] | None) -> Tensor:
+        """The same attention (without causal masking or dropout) computed step by step; the
+        probabilities are recorded into sink when one is given."""
+        scores = q @ k.transpose(-2, -1) * (1 / math.sqrt(q.size(-1)))  # (batch, heads, q_len, k_len)
         if mask is not None:
             scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
         probs = scores.softmax(-1)
-        sink.append(probs.detach())
+        if sink is not None:
+            sink.append(probs.detach())
         return probs @ v
 
+
+class SelfAttention(Attention):
+    """Queries, keys and values from one (3 d_model, d_model) projection, one matmul (the layout of
+    nn.MultiheadAttention's in_proj_weight)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg)
+        self.in_proj = nn.Linear(cfg.d_model, 3 * cfg.d_model)
+        self.out_proj = nn.Linear(cfg.d_model, cfg.d_model)
+
+    def project(self, x: Tensor) -> tuple[Tensor, KV]:
+        """Queries and (keys, values) of x, each (batch, heads, len, d_head)."""
+        q, k, v = self.in_proj(x).split(self.d_model, dim=-1)  # (batch, len, d_model) each
+        return self.split_heads(q), (self.split_heads(k), self.split_heads(v))
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
-        """Checkpoints written before the fused projection hold q_proj/k_proj/v_proj: fuse them."""
-        parts = [f"{prefix}{name}_proj." for name in "qkv"]
-        for kind in ("weight", "bias"):
-            if all(p + kind in state_dict for p in parts):
-                state_dict[f"{prefix}in_proj.{kind}"] = torch.cat([state_dict.pop(p + kind) for p in parts])
+        _fuse_old_projections(state_dict, prefix, {"in_proj": "qkv"})
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+class CrossAttention(Attention):
+    """Queries from the decoder (q_proj); keys and values from the encoder's memory, computed once
+    per sentence (kv_proj, (2 d_model, d_model))."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__(cfg)
+        self.q_proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.kv_proj = nn.Linear(cfg.d_model, 2 * cfg.d_model)
+        self.out_proj = nn.Linear(cfg.d_model, cfg.d_model)
+
+    def project_q(self, x: Tensor) -> Tensor:
+        return self.split_heads(self.q_proj(x))
+
+    def project_kv(self, memory: Tensor) -> KV:
+        k, v = self.kv_proj(memory).split(self.d_model, dim=-1)
+        return self.split_heads(k), self.split_heads(v)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+        for kind in ("weight", "bias"):  # a fused in_proj, as written by mtkit for a while: split it
+            fused = state_dict.pop(f"{prefix}in_proj.{kind}", None)
+            if fused is not None:
+                q, kv = fused.split([self.d_model, 2 * self.d_model])
+                state_dict[f"{prefix}q_proj.{kind}"], state_dict[f"{prefix}kv_proj.{kind}"] = q, kv
+        _fuse_old_projections(state_dict, prefix, {"kv_proj": "kv"})
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def _fuse_old_projections(state_dict: dict, prefix: str, targets: dict[str, str]) -> None:
+    """Checkpoints written before the fused projections hold q_proj/k_proj/v_proj: concatenate
+    the named ones (e.g. {"in_proj": "qkv"}) into the fused parameter."""
+    for target, names in targets.items():
+        for kind in ("weight", "bias"):
+            parts = [f"{prefix}{n}_proj.{kind}" for n in names]
+            if all(p in state_dict for p in parts):
+                state_dict[f"{prefix}{target}.{kind}"] = torch.cat([state_dict.pop(p) for p in parts])
 
 
 # On CUDA the backends are chosen, not left to torch: flash attention where no mask is needed (the
@@ -174,18 +208,18 @@ class Residual(nn.Module):
 class EncoderLayer(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.self_attn, self.ff = Attention(cfg), FeedForward(cfg)
+        self.self_attn, self.ff = SelfAttention(cfg), FeedForward(cfg)
         self.attn_res, self.ff_res = Residual(cfg), Residual(cfg)
 
     def forward(self, x: Tensor, src_mask: Tensor) -> Tensor:  # x (batch, src_len, d_model)
-        x = self.attn_res(x, lambda h: self.self_attn(*self.self_attn.project_qkv(h), src_mask))
+        x = self.attn_res(x, lambda h: self.self_attn(*self.self_attn.project(h), src_mask))
         return self.ff_res(x, self.ff)
 
 
 class DecoderLayer(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.self_attn, self.cross_attn, self.ff = Attention(cfg), Attention(cfg), FeedForward(cfg)
+        self.self_attn, self.cross_attn, self.ff = SelfAttention(cfg), CrossAttention(cfg), FeedForward(cfg)
         self.self_res, self.cross_res, self.ff_res = Residual(cfg), Residual(cfg), Residual(cfg)
 
     def forward(
@@ -197,7 +231,7 @@ class DecoderLayer(nn.Module):
         sink: list[Tensor] | None = None,
     ) -> Tensor:
         def self_attention(h: Tensor) -> Tensor:
-            q, kv = self.self_attn.project_qkv(h)
+            q, kv = self.self_attn.project(h)
             if cache is None:  # whole sequence: causal mask
                 return self.self_attn(q, kv, causal=True)
             return self.self_attn(q, cache.append(kv))  # one new position sees all cached ones
@@ -230,10 +264,13 @@ class DecoderState:
     step: int = 0
     attention: list[Tensor] | None = field(default=None)  # cross-attention probabilities, when recorded
 
-    def reorder(self, index: Tensor) -> None:
-        """Keep rows `index` (batch,) of every tensor, e.g. the surviving beams."""
-        self.memory_kv = [(k.index_select(0, index), v.index_select(0, index)) for k, v in self.memory_kv]
-        self.src_mask = self.src_mask.index_select(0, index)
+    def reorder(self, index: Tensor, same_sources: bool = False) -> None:
+        """Keep rows `index` (batch,) of every tensor, e.g. the surviving beams. same_sources: each
+        row keeps a row of the same sentence (beams of one source), so the encoder's keys/values,
+        identical for those rows, stay as they are."""
+        if not same_sources:
+            self.memory_kv = [(k.index_select(0, index), v.index_select(0, index)) for k, v in self.memory_kv]
+            self.src_mask = self.src_mask.index_select(0, index)
         if self.attention is not None:
             self.attention = [a.index_select(0, index) for a in self.attention]
         for cache in self.caches:
@@ -242,7 +279,7 @@ class DecoderState:
 
 
 class Transformer(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, init_weights: bool = True):  # False: weights come from a checkpoint
         super().__init__()
         cfg.validate()
         self.cfg = cfg
@@ -255,14 +292,16 @@ class Transformer(nn.Module):
         self.enc_norm = nn.LayerNorm(cfg.d_model) if pre else nn.Identity()
         self.dec_norm = nn.LayerNorm(cfg.d_model) if pre else nn.Identity()
         self.output = nn.Linear(cfg.d_model, cfg.tgt_vocab_size, bias=False)
-        self._init_weights()
+        if init_weights:
+            self._init_weights()
         if cfg.tie_output:
             self.output.weight = tgt_tokens.weight
 
     def _init_weights(self) -> None:
         """Xavier-uniform linear layers (each of q, k and v as its own d_model x d_model matrix),
         N(0, 1/d_model) embeddings with a zero padding row."""
-        fused = {id(m.in_proj) for m in self.modules() if isinstance(m, Attention)}
+        fused = {id(m.in_proj) for m in self.modules() if isinstance(m, SelfAttention)}
+        fused |= {id(m.kv_proj) for m in self.modules() if isinstance(m, CrossAttention)}
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 for block in module.weight.split(self.cfg.d_model) if id(module) in fused else [module.weight]:
@@ -310,7 +349,9 @@ class Transformer(nn.Module):
 
     # -------------------------------------------------------------- incremental decoding
     def start_state(self, memory: Tensor, src_pad_mask: Tensor, record_attention: bool = False) -> DecoderState:
-        memory_kv = [layer.cross_attn.project_kv(memory) for layer in self._decoder_layers()]
+        # contiguous once here, not copied again by every decoding step (they are views into kv_proj's output)
+        memory_kv = [(k.contiguous(), v.contiguous()) for k, v in
+                     (layer.cross_attn.project_kv(memory) for layer in self._decoder_layers())]
         caches = [DecoderCache() for _ in self.decoder]
         return DecoderState(memory_kv, self.attention_mask(src_pad_mask), caches,
                             attention=[] if record_attention else None)

@@ -1,17 +1,22 @@
-"""Decoding speed: `mtkit translate` on Multi30k test_2016_flickr (1,000 sentences), whole process.
+"""Decoding speed on Multi30k test_2016_flickr (1,000 sentences): mtkit fp32, mtkit int8 and
+CTranslate2 int8 on the same weights, in one run.
 
-Each configuration runs the real command line in a fresh process (python start-up, model load,
-tokenisation, search, output), `repeats` times; we report sentences/s and target tokens/s over
-the whole process wall time, and its peak RSS. Then, in this process, the cached search is
-checked against FullRecompute (no KV cache): greedy on all 1,000 sentences, beam 5 on 200.
-With --device cuda (or cpu) it instead times translate() in this process, start-up excluded:
-beam 5 and greedy, fp32 and bf16 autocast, each output scored against the references.
-Usage: python recipes/benchmarks/bench_decode.py MODEL_DIR [--repeats 3] [--threads 2] [--device cuda]
+  in process     translate() of the loaded engine (start-up excluded), sentences/s and BLEU
+  whole process  `mtkit translate -i test.en -o out.de`, wall time and peak RSS
+  start-up       `mtkit translate` of one sentence, whole process, against `python -c 'import torch'`
+
+The CTranslate2 model is written here by `mtkit convert --quantization int8` (skipped when
+ctranslate2 is not installed). With --device cuda: mtkit fp32 and bf16 on the GPU, in process.
+Then, in this process, the cached search is checked against FullRecompute (no KV cache): greedy
+on all 1,000 sentences, beam 5 on 200.
+Usage: python recipes/benchmarks/bench_decode.py MODEL_DIR [--checkpoint averaged] [--repeats 3]
+       [--threads 2] [--device cpu|cuda]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import statistics
 import subprocess
@@ -24,27 +29,76 @@ import torch
 from common import MULTI30K, corpus_lines, summary
 
 from mtkit.batching import pad_sequences
+from mtkit.bleu import corpus_bleu
 from mtkit.checkpoint import load_for_inference
 from mtkit.config import DecodeConfig
 from mtkit.decode import FullRecompute, beam_search, greedy
 from mtkit.tokenizer import EOS_ID
+from mtkit.translation import TranslateStats, open_engine
+
+SEARCHES = (("beam 5", 5), ("greedy", 1))
 
 
-def run_translate(model_dir: Path, src: Path, out: Path, extra: list[str], threads: int) -> tuple[float, float]:
-    """(wall seconds, peak RSS MB) of one `mtkit translate` process."""
+def in_process(engines: list[tuple[str, Path, str]], device: str, checkpoint: str, repeats: int) -> None:
+    lines, refs = corpus_lines("test_2016_flickr", "en"), corpus_lines("test_2016_flickr", "de")
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    print(f"in process on {device}: sentences/s over {repeats} runs (min / median / max), BLEU cased")
+    for name, model, precision in engines:
+        engine = open_engine(model, checkpoint, device, precision)
+        for search, beam in SEARCHES:
+            cfg = DecodeConfig(beam=beam)
+            list(engine.translate(lines[:64], cfg, TranslateStats(), 2000))  # warm-up
+            walls, hyps = [], []
+            for _ in range(repeats):
+                sync()
+                start = time.perf_counter()
+                hyps = [t.text for t in engine.translate(lines, cfg, TranslateStats(), 2000)]
+                sync()
+                walls.append(time.perf_counter() - start)
+            print(f"  {name:17s} {search:7s} {summary([len(lines) / w for w in walls])}; "
+                  f"BLEU {corpus_bleu(hyps, [refs]).score:.2f}", flush=True)
+
+
+def run_process(args: list[str], threads: int, stdin: str | None = None) -> tuple[float, float]:
+    """(wall seconds, peak RSS MB) of one process. The RSS is read by /usr/bin/time: a child of this
+    (large) process would report this process's pages copied at fork."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "mtkit", "translate", "-m", str(model_dir), "-i", str(src),
-                             "-o", str(out), "--checkpoint", "averaged", *extra], env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    if status != 0:
-        raise SystemExit(f"mtkit translate failed ({status})")
-    return wall, usage.ru_maxrss / 1024
+    with tempfile.NamedTemporaryFile("r") as rss:
+        timer = ["/usr/bin/time", "-f", "%M", "-o", rss.name] if Path("/usr/bin/time").exists() else []
+        start = time.perf_counter()
+        done = subprocess.run([*timer, *args], env=env, input=stdin or "", stdout=subprocess.DEVNULL, text=True)
+        wall = time.perf_counter() - start
+        if done.returncode != 0:
+            raise SystemExit(f"failed ({done.returncode}): {' '.join(args)}")
+        kb = rss.read().strip().splitlines()
+    return wall, (int(kb[-1]) / 1024 if timer and kb else float("nan"))
 
 
-def check_against_uncached(model_dir: Path, lines: list[str]) -> None:
-    model, tok, _ = load_for_inference(model_dir, "averaged")
+def whole_process(engines: list[tuple[str, Path, str]], checkpoint: str, repeats: int, threads: int) -> None:
+    lines = corpus_lines("test_2016_flickr", "en")
+    with tempfile.TemporaryDirectory() as tmp:
+        src, out = Path(tmp) / "test.en", Path(tmp) / "out.de"
+        src.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        print(f"whole process, {threads} threads: `mtkit translate` of {len(lines)} sentences (wall s, "
+              f"min / median / max), and of one sentence (start-up)")
+        for name, model, precision in engines:
+            base = [sys.executable, "-m", "mtkit", "translate", "-m", str(model), "--checkpoint", checkpoint,
+                    "--precision", precision]
+            for search, beam in SEARCHES:
+                runs = [run_process([*base, "--beam", str(beam), "-i", str(src), "-o", str(out)], threads)
+                        for _ in range(repeats)]
+                walls = [w for w, _ in runs]
+                print(f"  {name:17s} {search:7s} wall {summary(walls)} ({len(lines) / statistics.median(walls):.0f} "
+                      f"sentences/s); peak RSS {statistics.median(r for _, r in runs):.0f} MB", flush=True)
+            one = [run_process(base, threads, "A man in an orange hat starring at something.\n")[0]
+                   for _ in range(repeats + 2)]
+            print(f"  {name:17s} one sentence: {summary(one)} s", flush=True)
+        torch_import = [run_process([sys.executable, "-c", "import torch"], threads)[0] for _ in range(repeats + 2)]
+        print(f"  python -c 'import torch': {summary(torch_import)} s", flush=True)
+
+
+def check_against_uncached(model_dir: Path, checkpoint: str, lines: list[str]) -> None:
+    model, tok, _ = load_for_inference(model_dir, checkpoint)
     for beam, n in ((1, len(lines)), (5, 200)):
         cfg = DecodeConfig(beam=beam)
         search = greedy if beam == 1 else beam_search
@@ -57,64 +111,31 @@ def check_against_uncached(model_dir: Path, lines: list[str]) -> None:
         print(f"  beam {beam}: cached output identical to uncached on {same}/{n} sentences")
 
 
-def in_process(model_dir: Path, device: str, repeats: int) -> None:
-    """Sentences/s of translate() in this process (model loaded, start-up excluded), and BLEU."""
-    from mtkit.bleu import corpus_bleu
-    from mtkit.decode import translate
-
-    lines, refs = corpus_lines("test_2016_flickr", "en"), corpus_lines("test_2016_flickr", "de")
-    model, tok, _ = load_for_inference(model_dir, "averaged", device)
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    print(f"translate() in process on {device}, {len(lines)} sentences, {repeats} runs (min / median / max)")
-    for name, beam in (("beam 5", 5), ("greedy", 1)):
-        for precision, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
-            cfg = DecodeConfig(beam=beam)
-            hyps = [t.text for t in translate(model, tok, lines[:64], cfg, device=device, autocast_dtype=dtype)]  # warm-up
-            walls = []
-            for _ in range(repeats):
-                sync()
-                start = time.perf_counter()
-                hyps = [t.text for t in translate(model, tok, lines, cfg, device=device, autocast_dtype=dtype)]
-                sync()
-                walls.append(time.perf_counter() - start)
-            sps = [len(lines) / w for w in walls]
-            bleu = corpus_bleu(hyps, [refs])
-            print(f"{name:7s} {precision:5s} sentences/s {summary(sps)}; BLEU {bleu.score:.2f} "
-                  f"(lowercased {corpus_bleu(hyps, [refs], lowercase=True).score:.2f})", flush=True)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("model_dir", type=Path)
+    ap.add_argument("--checkpoint", default="averaged")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--device", help="time translate() in this process on this device instead")
+    ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
-    if args.device:
-        in_process(args.model_dir, args.device, args.repeats)
-        return
-    lines = corpus_lines("test_2016_flickr", "en")
-    with tempfile.TemporaryDirectory() as tmp:
-        src, out = Path(tmp) / "test.en", Path(tmp) / "out.de"
-        src.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-        print(f"mtkit translate, {len(lines)} sentences of {MULTI30K.name} test_2016_flickr, {args.threads} threads, "
-              f"whole process, {args.repeats} runs (min / median / max)")
-        model, tok, _ = load_for_inference(args.model_dir, "averaged")
-        for name, extra in (("beam 5", ["--beam", "5"]), ("greedy", ["--greedy"])):
-            walls, rss = [], []
-            for _ in range(args.repeats):
-                wall, peak = run_translate(args.model_dir, src, out, extra, args.threads)
-                walls.append(wall)
-                rss.append(peak)
-            hyps = out.read_text(encoding="utf-8").splitlines()
-            tokens = sum(len(x) + 1 for x in tok.encode_tgt(hyps))
-            sps = [len(lines) / w for w in walls]
-            tps = [tokens / w for w in walls]
-            print(f"{name:7s} sentences/s {summary(sps)}; target tokens/s {summary(tps)}; "
-                  f"wall s {summary(walls)}; peak RSS {statistics.median(rss):.0f} MB")
-    print("cached vs uncached (FullRecompute) search:")
     torch.set_num_threads(args.threads)
-    check_against_uncached(args.model_dir, lines)
+    print(f"{MULTI30K.name} test_2016_flickr, model {args.model_dir} ({args.checkpoint})")
+    if args.device.startswith("cuda"):
+        engines = [("mtkit fp32", args.model_dir, "fp32"), ("mtkit bf16", args.model_dir, "bf16")]
+        in_process(engines, args.device, args.checkpoint, args.repeats)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        engines = [("mtkit fp32", args.model_dir, "fp32"), ("mtkit int8", args.model_dir, "int8")]
+        if importlib.util.find_spec("ctranslate2"):
+            converted = Path(tmp) / "ct2"
+            subprocess.run([sys.executable, "-m", "mtkit", "convert", "-m", str(args.model_dir), "-o", str(converted),
+                            "--checkpoint", args.checkpoint, "--quantization", "int8"], check=True)
+            engines.append(("ctranslate2 int8", converted, "auto"))
+        in_process(engines, "cpu", args.checkpoint, args.repeats)
+        whole_process(engines, args.checkpoint, args.repeats, args.threads)
+    print("cached vs uncached (FullRecompute) search:")
+    check_against_uncached(args.model_dir, args.checkpoint, corpus_lines("test_2016_flickr", "en"))
 
 
 if __name__ == "__main__":

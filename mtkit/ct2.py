@@ -1,0 +1,193 @@
+"""CTranslate2: converting an mtkit model, and translating with the converted model.
+
+    convert(model_dir, out)     OUT/ holds CTranslate2's model (model.bin, config.json, vocabularies),
+                                mtkit's tokenizer (tokenizer/) and mtkit.json (what it was made from)
+    translate(out, lines, ...)  the same Translation stream as mtkit.decode.translate
+
+The mapping: pre- or post-norm layers; self-attention's fused in_proj is CTranslate2's linear[0],
+cross-attention's q_proj and kv_proj its linear[0] and linear[1]; embeddings scaled by
+sqrt(d_model) with mtkit's own position table (CTranslate2's built-in sinusoids order sines and
+cosines differently); shared or tied embeddings copied; SentencePiece pieces as vocabularies, eos
+appended to the source, bos starts the target. `ctranslate2` is an optional dependency
+(`pip install 'mtkit[ct2]'`), imported only here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from mtkit import __version__
+from mtkit.errors import UserError
+from mtkit.translation import AUTO_MAX_TOKENS, TranslateStats, Translation, chunks
+
+MARKER = "mtkit.json"
+# mtkit translate --precision -> CTranslate2's compute type ("default": the model's own quantization)
+COMPUTE_TYPES = {"auto": "default", "fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "int8": "int8"}
+QUANTIZATIONS = ("int8", "int8_float32", "int8_float16", "int8_bfloat16", "float16", "bfloat16", "float32")
+
+
+def _ctranslate2() -> Any:
+    try:
+        import ctranslate2
+    except ImportError:
+        raise UserError("CTranslate2 is not installed: pip install 'mtkit[ct2]' (or pip install ctranslate2)") from None
+    return ctranslate2
+
+
+def is_ct2_dir(path: Path) -> bool:
+    return (Path(path) / MARKER).is_file() and (Path(path) / "model.bin").is_file()
+
+
+# ----------------------------------------------------------------------------- converting
+def convert(model_dir: Path, out: Path, quantization: str = "int8", checkpoint: str = "best") -> Path:
+    """Write a CTranslate2 model of model_dir's checkpoint to `out` (new or empty, written whole)."""
+    from mtkit.checkpoint import load_for_inference, resolve
+
+    ct2 = _ctranslate2()
+    if quantization not in QUANTIZATIONS:
+        raise UserError(f"--quantization: expected one of {', '.join(QUANTIZATIONS)}, got {quantization!r}")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out}: exists and is not an empty directory; choose a new -o")
+    model, tok, _ = load_for_inference(model_dir, checkpoint, "cpu")
+    spec = _spec(ct2, model, tok)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    try:
+        _save(spec, work, quantization)
+        shutil.copytree(tok.directory, work / "tokenizer")
+        info = {"format": "ctranslate2", "mtkit": __version__, "source": str(resolve(Path(model_dir), checkpoint)),
+                "quantization": quantization, "max_positions": model.cfg.max_positions}
+        (work / MARKER).write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
+        if out.exists():
+            out.rmdir()
+        work.rename(out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def _save(spec: Any, directory: Path, quantization: str) -> None:
+    spec.validate()
+    spec.optimize(quantization=quantization)
+    spec.save(str(directory))
+
+
+def _spec(ct2: Any, model: Any, tok: Any) -> Any:
+    from ctranslate2.specs import common_spec, transformer_spec
+
+    cfg = model.cfg
+    activation = common_spec.Activation.GELU if cfg.activation == "gelu" else common_spec.Activation.RELU
+    spec = transformer_spec.TransformerSpec.from_config(
+        (cfg.n_enc_layers, cfg.n_dec_layers), cfg.n_heads, pre_norm=cfg.norm == "pre", activation=activation)
+    _embedding(spec.encoder, model.src_embed)
+    _embedding(spec.decoder, model.tgt_embed)
+    for layer_spec, layer in zip(spec.encoder.layer, model.encoder):
+        _linear(layer_spec.self_attention.linear[0], layer.self_attn.in_proj)
+        _linear(layer_spec.self_attention.linear[1], layer.self_attn.out_proj)
+        _norm(layer_spec.self_attention.layer_norm, layer.attn_res.norm)
+        _ffn(layer_spec.ffn, layer.ff, layer.ff_res.norm)
+    for layer_spec, layer in zip(spec.decoder.layer, model.decoder):
+        _linear(layer_spec.self_attention.linear[0], layer.self_attn.in_proj)
+        _linear(layer_spec.self_attention.linear[1], layer.self_attn.out_proj)
+        _norm(layer_spec.self_attention.layer_norm, layer.self_res.norm)
+        _linear(layer_spec.attention.linear[0], layer.cross_attn.q_proj)
+        _linear(layer_spec.attention.linear[1], layer.cross_attn.kv_proj)
+        _linear(layer_spec.attention.linear[2], layer.cross_attn.out_proj)
+        _norm(layer_spec.attention.layer_norm, layer.cross_res.norm)
+        _ffn(layer_spec.ffn, layer.ff, layer.ff_res.norm)
+    if cfg.norm == "pre":
+        _norm(spec.encoder.layer_norm, model.enc_norm)
+        _norm(spec.decoder.layer_norm, model.dec_norm)
+    spec.decoder.projection.weight = _numpy(model.output.weight)
+    spec.register_source_vocabulary([tok.src.id_to_piece(i) for i in range(tok.src_vocab_size)])
+    spec.register_target_vocabulary([tok.tgt.id_to_piece(i) for i in range(tok.tgt_vocab_size)])
+    spec.config.add_source_eos = True
+    spec.config.decoder_start_token = "<s>"
+    spec.config.layer_norm_epsilon = 1e-5  # nn.LayerNorm's
+    return spec
+
+
+def _numpy(tensor: Any) -> Any:
+    return tensor.detach().float().cpu().numpy()
+
+
+def _embedding(spec: Any, embed: Any) -> None:
+    table_spec = spec.embeddings[0] if isinstance(spec.embeddings, list) else spec.embeddings  # the encoder's is a list
+    table_spec.weight = _numpy(embed.tokens.weight)
+    spec.scale_embeddings = True
+    table = embed.learned.weight if embed.learned is not None else embed.table
+    spec.position_encodings.encodings = _numpy(table)
+
+
+def _linear(spec: Any, linear: Any) -> None:
+    spec.weight = _numpy(linear.weight)
+    if linear.bias is not None:
+        spec.bias = _numpy(linear.bias)
+
+
+def _norm(spec: Any, norm: Any) -> None:
+    spec.gamma, spec.beta = _numpy(norm.weight), _numpy(norm.bias)
+
+
+def _ffn(spec: Any, ff: Any, norm: Any) -> None:
+    _linear(spec.linear_0, ff.fc1)
+    _linear(spec.linear_1, ff.fc2)
+    _norm(spec.layer_norm, norm)
+
+
+# ----------------------------------------------------------------------------- translating
+class Translator:
+    """A converted model, loaded once; translates like mtkit.decode.translate."""
+
+    def __init__(self, directory: Path, device: str = "auto", compute_type: str = "default", threads: int = 0):
+        ct2 = _ctranslate2()
+        from mtkit.tokenizer import Tokenizer
+
+        self.info = json.loads((directory / MARKER).read_text(encoding="utf-8"))
+        self.tokenizer = Tokenizer.load(directory / "tokenizer")
+        if device == "auto":
+            device = "cuda" if ct2.get_cuda_device_count() > 0 else "cpu"
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if device.startswith("cuda") and index >= ct2.get_cuda_device_count():
+            raise UserError(f"--device {device}: CTranslate2 sees {ct2.get_cuda_device_count()} CUDA device(s)")
+        try:
+            self.model = ct2.Translator(str(directory), device=device.split(":")[0], device_index=index,
+                                        compute_type=compute_type, inter_threads=1, intra_threads=threads)
+        except (RuntimeError, ValueError) as e:
+            raise UserError(f"{directory}: CTranslate2 cannot load this model ({e})") from None
+        self.device = device.split(":")[0]
+
+    def translate(self, lines: Iterable[str], cfg: Any, stats: TranslateStats, chunk_size: int = 2000) -> Iterator[Translation]:
+        for chunk in chunks(lines, chunk_size):
+            yield from self._chunk(chunk, cfg, stats)
+
+    def _chunk(self, lines: list[str], cfg: Any, stats: TranslateStats) -> list[Translation]:
+        max_src = self.info["max_positions"] - 1
+        pieces = [self.tokenizer.src.encode(line, out_type=str) for line in lines]
+        for i, p in enumerate(pieces):
+            if len(p) > max_src:
+                pieces[i], stats.truncated = p[:max_src], stats.truncated + 1
+        todo = [i for i, p in enumerate(pieces) if p]
+        results = [Translation("", [], 0.0) for _ in lines]
+        # mtkit's limit (a * source length + b, eos included, at most the position table) applies per
+        # sentence; CTranslate2 takes one limit per call: that of the longest source
+        longest = max((len(pieces[i]) for i in todo), default=0)
+        limit = min(max(1, math.floor(cfg.max_len_a * (longest + 1) + cfg.max_len_b)), max_src)
+        outputs = self.model.translate_batch(
+            [pieces[i] for i in todo], beam_size=cfg.beam, num_hypotheses=cfg.nbest, return_scores=True,
+            length_penalty=cfg.length_penalty, max_batch_size=cfg.max_tokens or AUTO_MAX_TOKENS[self.device],
+            batch_type="tokens", max_decoding_length=limit,
+        ) if todo else []
+        for i, out in zip(todo, outputs):
+            ids = [[self.tokenizer.tgt.piece_to_id(p) for p in hyp] for hyp in out.hypotheses]
+            texts = self.tokenizer.decode_tgt(ids)
+            results[i] = Translation(texts[0], ids[0], out.scores[0], list(zip(texts, out.scores)))
+            stats.tgt_tokens += len(ids[0]) + 1
+        stats.sentences += len(lines)
+        return results

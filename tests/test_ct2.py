@@ -1,0 +1,87 @@
+"""mtkit convert --to ctranslate2, mtkit translate -m CONVERTED, and mtkit's own int8 decoding."""
+
+import json
+import sys
+
+import pytest
+from helpers import assert_one_line_error, run_in_process
+
+from mtkit.bleu import corpus_bleu
+from mtkit.checkpoint import load_for_inference
+from mtkit.config import DecodeConfig
+from mtkit.decode import quantize_int8, translate
+from mtkit.textio import read_lines
+
+
+@pytest.fixture(scope="module")
+def converted(reverse_model, tmp_path_factory):
+    pytest.importorskip("ctranslate2", reason="CTranslate2 is optional (pip install 'mtkit[ct2]')")
+    out = {}
+    for quantization in ("float32", "int8"):
+        path = tmp_path_factory.mktemp("ct2") / quantization
+        code, _, err = run_in_process("convert", "-m", str(reverse_model), "-o", str(path), "--quantization", quantization)
+        assert code == 0, err
+        out[quantization] = path
+    return out
+
+
+def _mtkit(reverse_model, lines, **cfg):
+    model, tok, _ = load_for_inference(reverse_model, "best")
+    return [t.text for t in translate(model, tok, lines, DecodeConfig(**cfg))]
+
+
+def test_converted_float32_greedy_equals_mtkit_greedy(converted, reverse_model, reverse_data):
+    lines = read_lines(reverse_data["valid_src"])
+    code, out, err = run_in_process("translate", "-m", str(converted["float32"]), "--greedy",
+                                    "-i", str(reverse_data["valid_src"]))
+    assert code == 0, err
+    same = sum(a == b for a, b in zip(out.splitlines(), _mtkit(reverse_model, lines, beam=1), strict=True))
+    assert same >= 0.99 * len(lines)
+
+
+def test_converted_int8_bleu_is_within_half_a_point(converted, reverse_model, reverse_data):
+    lines, refs = read_lines(reverse_data["valid_src"]), read_lines(reverse_data["valid_tgt"])
+    code, out, err = run_in_process("translate", "-m", str(converted["int8"]), "-i", str(reverse_data["valid_src"]))
+    assert code == 0, err
+    ours = corpus_bleu(_mtkit(reverse_model, lines, beam=5), [refs]).score
+    assert abs(corpus_bleu(out.splitlines(), [refs]).score - ours) <= 0.5
+
+
+def test_converted_model_keeps_translate_behaviour(converted):
+    m = str(converted["float32"])
+    code, out, err = run_in_process("translate", "-m", m, "-f", "jsonl", "--nbest", "3", stdin="alpha bravo\n\ncharlie\n")
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert len(rows) == 3 and rows[1]["translation"] == "" and len(rows[0]["nbest"]) == 3
+    assert rows[0]["translation"] == rows[0]["nbest"][0]["translation"]
+    info = json.loads((converted["float32"] / "mtkit.json").read_text())
+    assert info["format"] == "ctranslate2" and (converted["float32"] / "tokenizer" / "tokenizer.json").is_file()
+    long_line = " ".join(["alpha"] * 1500)
+    code, out, err = run_in_process("translate", "-m", m, "--greedy", stdin=f"{long_line}\n")
+    assert code == 0 and "truncated" in err
+
+
+def test_convert_refuses_what_it_cannot_do(converted, reverse_model, tmp_path):
+    code, _, err = run_in_process("convert", "-m", str(reverse_model), "-o", str(converted["int8"]))
+    assert_one_line_error(code, err, "not an empty directory")
+    code, _, err = run_in_process("convert", "-m", str(reverse_model), "-o", str(tmp_path / "x"), "--to", "onnx")
+    assert_one_line_error(code, err, "--to")
+    code, _, err = run_in_process("convert", "-m", str(reverse_model), "-o", str(tmp_path / "x"), "--quantization", "int3")
+    assert_one_line_error(code, err, "--quantization")
+    assert not (tmp_path / "x").exists()
+
+
+def test_convert_without_ctranslate2_says_how_to_install_it(reverse_model, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ctranslate2", None)  # as if not installed
+    code, _, err = run_in_process("convert", "-m", str(reverse_model), "-o", str(tmp_path / "x"))
+    assert_one_line_error(code, err, "pip install 'mtkit[ct2]'")
+
+
+def test_int8_decoding_stays_close_to_fp32(reverse_model, reverse_data):
+    lines, refs = read_lines(reverse_data["valid_src"]), read_lines(reverse_data["valid_tgt"])
+    model, tok, _ = load_for_inference(reverse_model, "best")
+    fp32 = [t.text for t in translate(model, tok, lines, DecodeConfig(beam=5))]
+    int8 = [t.text for t in translate(quantize_int8(model), tok, lines, DecodeConfig(beam=5))]
+    assert abs(corpus_bleu(int8, [refs]).score - corpus_bleu(fp32, [refs]).score) <= 1.0
+    code, out, err = run_in_process("translate", "-m", str(reverse_model), "--precision", "int8", "-i", str(reverse_data["valid_src"]))
+    assert code == 0 and out.splitlines() == int8, err
