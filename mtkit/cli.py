@@ -43,23 +43,26 @@ def _root(
     """Machine translation toolkit: SentencePiece tokenizers, Transformer training, beam search, BLEU."""
 
 
-def _split_inputs(args: list[str]) -> tuple[list[str], list[str]]:
-    """sacrebleu-style `REF [REF ...] -i HYP [HYP ...]`: everything after -i/--input is a system."""
-    refs: list[str] = []
-    hyps: list[str] = []
-    target = refs
+def _split_inputs(args: list[str], command: str) -> tuple[list[str], list[str], list[str]]:
+    """sacrebleu-style `REF [REF ...] -i HYP [HYP ...] [-m METRIC ...]`: what follows -i is a system,
+    what follows -m a metric name. Returns (references, hypotheses, metric names)."""
+    lists: dict[str, list[str]] = {"refs": [], "hyps": [], "metrics": []}
+    target = "refs"
     for arg in args:
         if arg in ("-i", "--input"):
-            target = hyps
+            target = "hyps"
+        elif arg in ("-m", "--metrics") and command == "score":
+            target = "metrics"
         elif arg.startswith("-") and arg != "-":
-            raise UserError(f"unknown option {arg!r} (see mtkit bleu --help)")
+            raise UserError(f"unknown option {arg!r} (see mtkit {command} --help)")
         else:
-            target.append(arg)
-    if not refs:
-        raise UserError("give at least one reference file: mtkit bleu REF [REF ...] -i HYP")
-    if target is hyps and not hyps:
-        raise UserError("-i/--input needs at least one hypothesis file")
-    return refs, hyps
+            lists[target].append(arg)
+    if not lists["refs"]:
+        raise UserError(f"give at least one reference file: mtkit {command} REF [REF ...] -i HYP")
+    if "-i" in args or "--input" in args:
+        if not lists["hyps"]:
+            raise UserError("-i/--input needs at least one hypothesis file")
+    return lists["refs"], lists["hyps"], lists["metrics"]
 
 
 def _stdin():
@@ -121,8 +124,71 @@ def bleu(
 
     [bold]mtkit bleu[/] ref.de -i hyp.de · [bold]mtkit bleu[/] ref1 ref2 -i base.de new.de --paired-bs
     """
-    from mtkit import bleu as B
+    from mtkit.metrics.bleu import BLEUOptions
+
+    ref_files, hyp_files, _ = _split_inputs(files, "bleu")
+    metric = BLEUOptions(tokenize, lowercase, smooth_method, smooth_value, max_ngram_order)
+    _score(ref_files, hyp_files, [metric], fmt, width, sentence_level, paired_bs, paired_bs_n, seed, check_sacrebleu)
+
+
+METRIC_NAMES = ("bleu", "chrf", "ter")
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    no_args_is_help=True,
+)
+def score(
+    files: list[str] = typer.Argument(..., metavar="REF [REF ...] [-i HYP [HYP ...]] [-m bleu chrf ter]",
+                                      show_default=False),
+    tokenize: str = typer.Option("13a", "--tokenize", help="BLEU: 13a, intl, zh, char or none."),
+    lowercase: bool = typer.Option(False, "--lowercase", "-lc", help="BLEU and chrF: lowercase before scoring."),
+    smooth_method: str = typer.Option("exp", "--smooth-method", help="BLEU: none, floor, add-k or exp."),
+    smooth_value: float | None = typer.Option(None, "--smooth-value", help="BLEU: for floor (0.1) and add-k (1)."),
+    max_ngram_order: int = typer.Option(4, "--max-ngram-order", help="BLEU-N: the longest n-gram counted."),
+    chrf_char_order: int = typer.Option(6, "--chrf-char-order", help="chrF: character n-gram order."),
+    chrf_word_order: int = typer.Option(0, "--chrf-word-order", help="chrF: word n-gram order (2: chrF++)."),
+    chrf_beta: int = typer.Option(2, "--chrf-beta", help="chrF: weight of recall against precision."),
+    chrf_whitespace: bool = typer.Option(False, "--chrf-whitespace", help="chrF: keep spaces in character n-grams."),
+    chrf_eps_smoothing: bool = typer.Option(False, "--chrf-eps-smoothing", help="chrF: chrF++.py's smoothing."),
+    ter_normalized: bool = typer.Option(False, "--ter-normalized", help="TER: Tercom's normalisation."),
+    ter_no_punct: bool = typer.Option(False, "--ter-no-punct", help="TER: remove punctuation."),
+    ter_asian_support: bool = typer.Option(False, "--ter-asian-support", help="TER: CJK characters as words."),
+    ter_case_sensitive: bool = typer.Option(False, "--ter-case-sensitive", help="TER: keep case."),
+    sentence_level: bool = typer.Option(False, "--sentence-level", help="Also score each sentence."),
+    fmt: str = typer.Option("text", "--format", "-f", help="text or json."),
+    width: int = typer.Option(1, "--width", "-w", help="Decimals of the score in text output."),
+    paired_bs: bool = typer.Option(False, "--paired-bs", help="Paired bootstrap against the first system."),
+    paired_bs_n: int = typer.Option(1000, "--paired-bs-n", help="Bootstrap samples."),
+    seed: int = typer.Option(12345, "--seed", help="Seed of the bootstrap resampling."),
+    check_sacrebleu: bool = typer.Option(False, "--sacrebleu", help="Also compute sacreBLEU's scores; fail if any differs."),
+) -> None:
+    """Several metrics (-m bleu chrf ter; default all three) of one or more systems, equal to sacreBLEU's.
+
+    [bold]mtkit score[/] ref.de -i a.de b.de -m bleu chrf · [bold]mtkit score[/] ref.de -i a.de --chrf-word-order 2 -m chrf
+    """
+    from mtkit.metrics import BLEUOptions, CHRFOptions, TEROptions
+
+    ref_files, hyp_files, names = _split_inputs(files, "score")
+    unknown = [n for n in names if n.lower() not in METRIC_NAMES]
+    if unknown:
+        raise UserError(f"-m: unknown metric {unknown[0]!r} (choose from {', '.join(METRIC_NAMES)})")
+    wanted = list(dict.fromkeys(n.lower() for n in names)) or list(METRIC_NAMES)
+    build = {
+        "bleu": lambda: BLEUOptions(tokenize, lowercase, smooth_method, smooth_value, max_ngram_order),
+        "chrf": lambda: CHRFOptions(chrf_char_order, chrf_word_order, chrf_beta, lowercase, chrf_whitespace,
+                                    chrf_eps_smoothing),
+        "ter": lambda: TEROptions(ter_normalized, ter_no_punct, ter_asian_support, ter_case_sensitive),
+    }
+    metrics = [build[name]() for name in wanted]
+    _score(ref_files, hyp_files, metrics, fmt, width, sentence_level, paired_bs, paired_bs_n, seed, check_sacrebleu)
+
+
+def _score(ref_files: list[str], hyp_files: list[str], metrics: list, fmt: str, width: int, sentence_level: bool,
+           paired_bs: bool, paired_bs_n: int, seed: int, check_sacrebleu: bool) -> None:
+    """Read, check and score: each metric's references prepared once, then every system."""
     from mtkit import progress
+    from mtkit.metrics import base
     from mtkit.textio import read_lines
 
     if fmt not in ("text", "json"):
@@ -131,8 +197,6 @@ def bleu(
         raise UserError(f"--width must be between 0 and 20 decimals, got {width}")
     if paired_bs and paired_bs_n < 1:
         raise UserError(f"--paired-bs-n must be at least 1, got {paired_bs_n}")
-    ref_files, hyp_files = _split_inputs(files)
-    opts = B.BLEUOptions(tokenize, lowercase, smooth_method, smooth_value, max_ngram_order)
     _stdout()
     references = [read_lines(f) for f in ref_files]
     systems = [read_lines(f) for f in hyp_files] if hyp_files else [list(_stream_stdin())]
@@ -143,16 +207,17 @@ def bleu(
                 raise UserError(f"{name} has {len(hyps)} lines but reference {ref_name} has {len(refs)}")
     if paired_bs and len(systems) < 2:
         raise UserError("--paired-bs needs a baseline and at least one more system: -i BASE SYS [SYS ...]")
-    report = B.evaluate(
-        systems, references, opts, sentence_level=sentence_level,
-        paired_bs_samples=paired_bs_n if paired_bs else 0, seed=seed,
-    )
-    if check_sacrebleu:
-        from mtkit.sacrebleu_check import check_equal
+    reports = []
+    for metric in metrics:
+        report = base.evaluate(systems, base.prepare(metric, references), metric, sentence_level=sentence_level,
+                               paired_bs_samples=paired_bs_n if paired_bs else 0, seed=seed)
+        if check_sacrebleu:
+            from mtkit.metrics.check import check_equal
 
-        for name, hyps, score in zip(names, systems, report.scores):
-            check_equal(score, hyps, references, opts, name)
-    progress.render_bleu_report(report, names, fmt, width)
+            for name, hyps, result in zip(names, systems, report.scores):
+                check_equal(metric, result, hyps, references, name)
+        reports.append(report)
+    progress.render_reports(reports, names, fmt, width)
 
 
 def main() -> None:

@@ -108,7 +108,8 @@ class TrainConfig:
     """The optimisation loop."""
 
     lr: float = 5e-4  # peak learning rate, reached after warmup
-    warmup: int = 4000  # linear warmup steps, then inverse square root decay
+    warmup: int = 4000  # linear warmup steps, then the schedule's decay
+    schedule: Literal["inverse_sqrt", "linear"] = "inverse_sqrt"  # linear: to 0 at the end of max_steps/max_time
     betas: tuple[float, float] = (0.9, 0.98)
     weight_decay: float = 0.0
     label_smoothing: float = 0.1
@@ -120,7 +121,8 @@ class TrainConfig:
     valid_every: int = 1000  # steps between validations (0: only at the end)
     save_every: int = 1000  # steps between checkpoints (0: only at validations and the end)
     keep_last: int = 10  # step checkpoints kept besides last/best
-    patience: int = 0  # validations without a better BLEU before stopping (0: never)
+    patience: int = 0  # validations without a better best_metric before stopping (0: never)
+    best_metric: Literal["bleu", "chrf"] = "bleu"  # validation metric that picks best.pt and drives patience
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     seed: int = 1
@@ -138,6 +140,8 @@ class TrainConfig:
                             "patience", "clip_norm", "weight_decay", "threads", "valid_max_sentences")
         if not all(0.0 <= b < 1.0 for b in self.betas):
             raise ConfigError("train.betas", f"must both be in [0, 1), got {self.betas}")
+        if self.schedule == "linear" and not (self.max_steps or self.max_time):
+            raise ConfigError("train.schedule", "linear decays to 0 at the end of a budget: give --max-steps or --max-time")
         if not DEVICE_RE.fullmatch(self.device):
             raise ConfigError("train.device", f"{self.device!r} is not a device (auto, cpu, cuda or cuda:N)")
 

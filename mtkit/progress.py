@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from mtkit.bleu import BLEUReport
+    from mtkit.metrics.base import Report
 
 
 def stderr_console() -> Console:
@@ -35,38 +35,40 @@ def print_warning(message: str) -> None:
     stderr_console().print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
 
 
-def render_bleu_report(report: BLEUReport, names: Sequence[str], fmt: str, width: int) -> None:
+def render_reports(reports: Sequence[Report], names: Sequence[str], fmt: str, width: int) -> None:
+    """Each metric's report (mtkit.metrics.base.Report) on each system, as text lines or JSON."""
     if fmt == "json":
-        _bleu_json(report, names)
+        rows = [_json_row(report, k, name) for report in reports for k, name in enumerate(names)]
+        json.dump(rows[0] if len(rows) == 1 else rows, sys.stdout, indent=1, ensure_ascii=False)
+        sys.stdout.write("\n")
         return
     out = sys.stdout
-    for k, score in enumerate(report.scores):
-        if report.sentence_scores:
-            for sent in report.sentence_scores[k]:
-                out.write(sent.format(width, signature=False) + "\n")
-        prefix = f"{names[k]}: " if len(names) > 1 else ""
-        out.write(prefix + score.format(width) + "\n")
-    if report.paired:
-        _paired_table(report, names, width)
-
-
-def _bleu_json(report: BLEUReport, names: Sequence[str]) -> None:
-    rows = []
-    for k, score in enumerate(report.scores):
-        row = {"name": "BLEU", "system": names[k], **score.to_dict()}
+    for k, name in enumerate(names):
+        for report in reports:
+            if report.sentence_scores:
+                for sent in report.sentence_scores[k]:
+                    out.write(sent.format(width, signature=False) + "\n")
+            out.write((f"{name}: " if len(names) > 1 else "") + report.scores[k].format(width) + "\n")
+    for report in reports:
         if report.paired:
-            p = report.paired[k]
-            row.update(mean=p.mean, ci_low=p.ci_low, ci_high=p.ci_high, p_value=p.p_value)
-        if report.sentence_scores:
-            row["sentences"] = [s.score for s in report.sentence_scores[k]]
-        rows.append(row)
-    json.dump(rows[0] if len(rows) == 1 else rows, sys.stdout, indent=1, ensure_ascii=False)
-    sys.stdout.write("\n")
+            _paired_table(report, names, width)
 
 
-def _paired_table(report: BLEUReport, names: Sequence[str], width: int) -> None:
-    table = Table(title="Paired bootstrap resampling (first system is the baseline)")
-    for col in ("system", "BLEU", "mean", "95% CI", "p-value"):
+def _json_row(report: Report, k: int, name: str) -> dict:
+    score = report.scores[k]
+    row = {"name": score.name, "system": name, **score.to_dict()}
+    if report.paired:
+        p = report.paired[k]
+        row.update(mean=p.mean, ci_low=p.ci_low, ci_high=p.ci_high, p_value=p.p_value)
+    if report.sentence_scores:
+        row["sentences"] = [s.score for s in report.sentence_scores[k]]
+    return row
+
+
+def _paired_table(report: Report, names: Sequence[str], width: int) -> None:
+    metric = report.scores[0].name
+    table = Table(title=f"{metric}: paired bootstrap resampling (first system is the baseline)")
+    for col in ("system", metric, "mean", "95% CI", "p-value"):
         table.add_column(col, justify="left" if col == "system" else "right")
     for name, p in zip(names, report.paired):
         p_str = "baseline" if p.p_value is None else f"{p.p_value:.4f}" + (" *" if p.p_value < 0.05 else "")
@@ -128,6 +130,9 @@ class TrainRenderer:
     def _on_other(self, event: dict) -> None:
         self._line(escape(str(event.get("message", event))))
 
+    def _on_warning(self, e: dict) -> None:  # shown even with --quiet
+        self.console.print(f"[yellow]warning:[/] {escape(e['message'])}", soft_wrap=True, highlight=False)
+
     def _on_start(self, e: dict) -> None:
         self._line(f"training {e['parameters']:,} parameters on {e['device']} ({e['precision']}, "
                    f"{e['world_size']} process(es)), {e['pairs']:,} pairs, from step {e['step']}")
@@ -154,7 +159,7 @@ class TrainRenderer:
         self.last_valid = e
         mark = " (best)" if e["improved"] else ""
         self._line(f"valid step {e['step']}: loss {e['valid_loss']:.3f} ppl {e['valid_ppl']:.2f} "
-                   f"BLEU {e['bleu']:.2f}{mark}")
+                   f"BLEU {e['bleu']:.2f} chrF2 {e['chrf']:.2f}{mark}")
 
     def _on_done(self, e: dict) -> None:
         table = Table(title="training summary")
@@ -163,8 +168,8 @@ class TrainRenderer:
         rows = [("stopped by", e["reason"]), ("steps", f"{e['step']:,}"), ("epoch", str(e["epoch"])),
                 ("wall time", _duration(e["elapsed"])), ("skipped updates", str(e["skipped_steps"])),
                 ("pairs longer than --max-tokens", str(e["oversized_pairs"]))]
-        if e.get("best_bleu") is not None:
-            rows.append(("best valid BLEU", f"{e['best_bleu']:.2f}"))
+        if e.get("best_score") is not None:
+            rows.append((f"best valid {'BLEU' if e['best_metric'] == 'bleu' else 'chrF2'}", f"{e['best_score']:.2f}"))
         for k, v in rows:
             table.add_row(k, v)
         self.console.print(table)

@@ -20,6 +20,7 @@ import torch
 
 from mtkit import checkpoint as ckpt
 from mtkit import config as C
+from mtkit.advice import vocabulary_warning, warmup_warning
 from mtkit.batching import BatchIterator
 from mtkit.data import EncodedCorpus, prepare_corpus, source_from_paths
 from mtkit.errors import UserError
@@ -51,7 +52,7 @@ from mtkit.runtime import (
 )
 from mtkit.textio import read_lines
 from mtkit.tokenizer import PAD_ID, Tokenizer
-from mtkit.update import Updater, lr_at
+from mtkit.update import Updater, learning_rate
 from mtkit.validation import validate
 
 Events = Callable[[dict], None]
@@ -67,11 +68,12 @@ class Progress:
     """Counters that a checkpoint carries (with the data position and every RNG)."""
 
     step: int = 0
-    best_bleu: float = -1.0
+    best_score: float = -1.0  # of train.best_metric
     bad_validations: int = 0
     skipped_steps: int = 0  # updates not applied: fp16 overflows and non-finite losses
     nonfinite_streak: int = 0  # consecutive non-finite losses
     elapsed: float = 0.0  # training seconds before this process
+    lr: float = 0.0  # of the last update
 
 
 # ----------------------------------------------------------------------------- state
@@ -125,7 +127,10 @@ class Trainer:
         self.update.optimizer.load_state_dict(state["optimizer"])
         self._load_scaler(state["scaler"])
         self._load_rng(state["rng"])
-        self.progress = Progress(**state["progress"])
+        saved = dict(state["progress"])
+        if "best_bleu" in saved:  # checkpoints written before train.best_metric
+            saved["best_score"] = saved.pop("best_bleu")
+        self.progress = Progress(**saved)
         self.batches.load_state(state["data"] if not self.job.reset_data else {"epoch": 1, "index": 0})
         self.log.resume_at(self.progress.step)
         self.on_event({"kind": "info", "message": f"resumed from {path} at step {self.progress.step}"
@@ -191,6 +196,20 @@ def stop_reason(t: C.TrainConfig, p: Progress, epoch: int, signal: int = 0) -> s
     return None
 
 
+# ----------------------------------------------------------------------------- advice
+def _budget_warnings(tr: Trainer) -> list[str]:
+    """What can be said before training: warmup against --max-steps/--max-epochs; the vocabulary."""
+    t, found = tr.cfg.train, []
+    if t.max_steps:
+        found.append(warmup_warning(t, t.max_steps, f"--max-steps {t.max_steps}"))
+    if t.max_epochs:
+        per_epoch = len(tr.batches.epoch_batches(1)) / t.update_freq
+        found.append(warmup_warning(t, per_epoch * t.max_epochs, f"--max-epochs {t.max_epochs}"))
+    corpus = tr.batches.corpus
+    found.append(vocabulary_warning(int(corpus.src_lens.sum()) + int(corpus.tgt_lens.sum()), tr.cfg.model))
+    return [w for w in found if w]
+
+
 # ----------------------------------------------------------------------------- the loop
 def run(tr: Trainer) -> dict:
     """Train until a stop condition; returns a summary."""
@@ -198,11 +217,17 @@ def run(tr: Trainer) -> dict:
     started = time.monotonic() - p.elapsed
     it = iter(tr.batches)
     window = _Window(time.monotonic())
+    if tr.dist.main and p.step == 0:
+        for message in _budget_warnings(tr):
+            tr.on_event({"kind": "warning", "message": message})
+    time_checked = not t.max_time
+    first_step, first_elapsed = p.step, p.elapsed
     reason = stop_reason(t, p, tr.batches.epoch)
     while reason is None:
         group = [next(it) for _ in range(t.update_freq)]
+        p.lr = learning_rate(t, p.step + 1, time.monotonic() - started)
         try:
-            tr.update(group, p.step + 1)
+            tr.update(group, p.lr)
         except torch.OutOfMemoryError:
             raise tr.update.out_of_memory(group, tr.cfg.data.max_tokens) from None
         p.step += 1
@@ -213,13 +238,19 @@ def run(tr: Trainer) -> dict:
         todo = plan(p.step, t, reason)
         if todo.reads:
             _read_statistics(tr, window, log=todo.log)
+            if not time_checked and tr.dist.main and p.step >= 20:  # the speed is known now
+                time_checked = True
+                updates = (p.step - first_step) / max(p.elapsed - first_elapsed, 1e-9) * (t.max_time - first_elapsed)
+                if (late := warmup_warning(t, first_step + updates, f"--max-time {t.max_time:g}")) is not None:
+                    tr.on_event({"kind": "warning", "message": late + " (estimated from the speed so far)"})
         if todo.validate:
             _validate_and_keep_best(tr)
             reason = reason or stop_reason(t, p, tr.batches.epoch)  # patience
         if todo.save or reason:
             tr.save()
     return {"reason": reason, "step": p.step, "epoch": tr.batches.epoch, "elapsed": p.elapsed,
-            "best_bleu": p.best_bleu if tr.valid else None, "skipped_steps": p.skipped_steps,
+            "best_metric": t.best_metric, "best_score": p.best_score if tr.valid else None,
+            "skipped_steps": p.skipped_steps,
             "oversized_pairs": tr.batches.oversized}
 
 
@@ -249,7 +280,7 @@ def _read_statistics(tr: Trainer, window: _Window, log: bool) -> None:
     event = {
         "kind": "train", "step": p.step, "epoch": tr.batches.epoch,
         "loss": totals["loss"] / scored, "nll": totals["nll"] / scored,
-        "ppl": math.exp(min(totals["nll"] / scored, 50)), "lr": lr_at(p.step, t.lr, t.warmup),
+        "ppl": math.exp(min(totals["nll"] / scored, 50)), "lr": p.lr,
         "tgt_tokens_per_s": window.tokens * tr.dist.world / max(now - window.since, 1e-9),
         "elapsed": p.elapsed, "max_steps": t.max_steps, "max_time": t.max_time, "skipped_steps": p.skipped_steps,
     }
@@ -262,23 +293,25 @@ def _validate_and_keep_best(tr: Trainer) -> None:
     p = tr.progress
     if tr.valid is not None and tr.dist.main:
         result = tr.validate(tr.valid)
-        improved = result["bleu"] > p.best_bleu
+        metric = tr.cfg.train.best_metric
+        improved = result[metric] > p.best_score
         if improved:
-            p.best_bleu, p.bad_validations = result["bleu"], 0
+            p.best_score, p.bad_validations = result[metric], 0
             ckpt.save(ckpt.checkpoint_dir(tr.job.model_dir) / "best.pt",
-                      {"config": C.to_dict(tr.cfg), "step": p.step, "model": tr.model.state_dict(), "bleu": result["bleu"]})
+                      {"config": C.to_dict(tr.cfg), "step": p.step, "model": tr.model.state_dict(),
+                       "metric": metric, "score": result[metric]})
         else:
             p.bad_validations += 1
         event = {"kind": "valid", "step": p.step, "epoch": tr.batches.epoch, "elapsed": p.elapsed,
-                 "best_bleu": p.best_bleu, "improved": improved, **result}
+                 "best_metric": metric, "best_score": p.best_score, "improved": improved, **result}
         tr.log.write(event)
         tr.on_event(event)
     if tr.dist.world > 1:  # rank 0 decides early stopping: share its counters
         import torch.distributed as dist
 
-        shared: list[Any] = [p.bad_validations, p.best_bleu]
+        shared: list[Any] = [p.bad_validations, p.best_score]
         dist.broadcast_object_list(shared, src=0)
-        p.bad_validations, p.best_bleu = shared
+        p.bad_validations, p.best_score = shared
 
 
 # ----------------------------------------------------------------------------- setting up

@@ -36,6 +36,22 @@ def lr_at(step: int, peak: float, warmup: int) -> float:
     return peak * math.sqrt(max(warmup, 1) / max(step, 1))
 
 
+def learning_rate(t: TrainConfig, step: int, elapsed: float) -> float:
+    """The learning rate of update `step` (1-based) after `elapsed` seconds of training.
+
+    inverse_sqrt: lr_at (the Transformer paper's and fairseq's schedule; it does not depend on
+    the budget). linear: warmup, then a straight line from the peak to 0 at the end of the budget,
+    max_steps (counted after warmup) or max_time (counted from the start), whichever ends first: in
+    a short, fixed budget the last updates anneal instead of stopping at a high rate."""
+    if t.schedule == "inverse_sqrt":
+        return lr_at(step, t.lr, t.warmup)
+    if step < t.warmup:
+        return t.lr * step / t.warmup
+    by_steps = (step - t.warmup) / max(t.max_steps - t.warmup, 1) if t.max_steps else 0.0
+    by_time = elapsed / t.max_time if t.max_time else 0.0
+    return t.lr * max(0.0, 1.0 - max(by_steps, by_time))
+
+
 @dataclass
 class Totals:
     """Sums over the updates since the last read, kept on the device."""
@@ -78,9 +94,8 @@ class Updater:
         self.device, self.dist, self.cfg = device, dist, cfg
         self.totals = Totals.zeros(device)
 
-    def __call__(self, group: list[Batch], step: int) -> None:
-        """Update number `step` (1-based) from the batches of `group`."""
-        lr = lr_at(step, self.cfg.lr, self.cfg.warmup)
+    def __call__(self, group: list[Batch], lr: float) -> None:
+        """One update from the batches of `group`, at learning rate `lr`."""
         for g in self.optimizer.param_groups:
             g["lr"] = lr
         tokens = self._tokens(group)

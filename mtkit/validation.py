@@ -1,5 +1,5 @@
-"""Validation: teacher-forced loss and perplexity, and BLEU of the model's own translations
-(mtkit's BLEU on detokenized text, the output kept so that `mtkit bleu` can recompute it)."""
+"""Validation: teacher-forced loss and perplexity, and BLEU and chrF of the model's own translations
+(mtkit's metrics on detokenized text, the output kept so that `mtkit score` can recompute them)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ import torch
 
 from mtkit import config as C
 from mtkit.batching import collate, make_batches
-from mtkit.bleu import corpus_bleu
 from mtkit.data import EncodedCorpus
 from mtkit.decode import translate
 from mtkit.files import write_text_atomic
 from mtkit.loss import LabelSmoothedObjective
+from mtkit.metrics.bleu import corpus_bleu
+from mtkit.metrics.chrf import corpus_chrf
 from mtkit.model import Transformer
 from mtkit.runtime import Precision, autocast
 from mtkit.tokenizer import PAD_ID, Tokenizer
@@ -39,6 +40,7 @@ def validate(
                                       device=device, autocast_dtype=precision.dtype)]
     model.train()
     write_text_atomic(output, "".join(h + "\n" for h in hyps))
-    score = corpus_bleu(hyps, [refs[:limit]])
+    bleu, chrf = corpus_bleu(hyps, [refs[:limit]]), corpus_chrf(hyps, [refs[:limit]])
     return {"valid_loss": loss / tokens, "valid_nll": nll / tokens, "valid_ppl": math.exp(min(nll / tokens, 50)),
-            "bleu": score.score, "bleu_signature": score.signature, "valid_sentences": limit}
+            "bleu": bleu.score, "bleu_signature": bleu.signature, "chrf": chrf.score,
+            "chrf_signature": chrf.signature, "valid_sentences": limit}

@@ -46,4 +46,4 @@ run "$MTKIT" train -o "$RUN_DIR/model" --tokenizer "$RUN_DIR/tokenizer" \
   --set model.dropout=0.3
 run "$MTKIT" average -m "$RUN_DIR/model" --last "$AVERAGE_LAST"
 run "$MTKIT" translate -m "$RUN_DIR/model" --checkpoint averaged --beam "$BEAM" -i "$DATA/test.$SRC" -o "$RUN_DIR/test.hyp.$TGT"
-run sh -c "'$MTKIT' bleu '$DATA/test.$TGT' -i '$RUN_DIR/test.hyp.$TGT' --sacrebleu -w 2 | tee '$RUN_DIR/test.bleu'"
+run sh -c "'$MTKIT' score '$DATA/test.$TGT' -i '$RUN_DIR/test.hyp.$TGT' -m bleu chrf --sacrebleu -w 2 | tee '$RUN_DIR/test.scores'"

@@ -58,5 +58,5 @@ run "${launcher[@]}" train -o "$RUN_DIR/model" --tokenizer "$RUN_DIR/tokenizer" 
 run "$MTKIT" average -m "$RUN_DIR/model" --last "$AVERAGE_LAST"
 run "$MTKIT" translate -m "$RUN_DIR/model" --checkpoint averaged --beam "$BEAM" --length-penalty "$LENGTH_PENALTY" \
   --max-len-b 50 -i "$DATA/wmt14.$SRC" -o "$RUN_DIR/wmt14.hyp.$TGT"
-run sh -c "'$MTKIT' bleu '$DATA/wmt14.$TGT' -i '$RUN_DIR/wmt14.hyp.$TGT' --sacrebleu -w 2 | tee '$RUN_DIR/wmt14.bleu'"
-run sh -c "sacrebleu '$DATA/wmt14.$TGT' -i '$RUN_DIR/wmt14.hyp.$TGT' -m bleu -w 2 | tee '$RUN_DIR/wmt14.sacrebleu.json'"
+run sh -c "'$MTKIT' score '$DATA/wmt14.$TGT' -i '$RUN_DIR/wmt14.hyp.$TGT' -m bleu chrf --sacrebleu -w 2 | tee '$RUN_DIR/wmt14.scores'"
+run sh -c "sacrebleu '$DATA/wmt14.$TGT' -i '$RUN_DIR/wmt14.hyp.$TGT' -m bleu chrf -w 2 | tee '$RUN_DIR/wmt14.sacrebleu.json'"

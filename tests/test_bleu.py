@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mtkit import bleu
-from mtkit import bleu_tokenizers as T
 from mtkit.errors import UserError
+from mtkit.metrics import tokenizers as T
 
 TOKENIZERS = ["13a", "intl", "zh", "char", "none"]
 SMOOTHING = ["none", "floor", "add-k", "exp"]

@@ -6,10 +6,10 @@ import sys
 import pytest
 from helpers import assert_one_line_error, run_in_process
 
-from mtkit.bleu import corpus_bleu
 from mtkit.checkpoint import load_for_inference
 from mtkit.config import DecodeConfig
 from mtkit.decode import quantize_int8, translate
+from mtkit.metrics.bleu import corpus_bleu
 from mtkit.textio import read_lines
 
 

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from helpers import write_pair
 
 from mtkit import batching as B
@@ -227,7 +228,8 @@ def test_batch_tensors_and_ranks(tmp_path, tok):
     assert batch.tgt_out[0, :n].tolist() == corpus.tgt(i).tolist() and batch.tgt_out[0, n] == EOS_ID
     assert batch.src[0, len(corpus.src(i))] == EOS_ID
     assert batch.n_tgt_tokens == int(sum(len(corpus.tgt(int(j))) + 1 for j in batch.indices))
-    assert batch.src_pad_mask.dtype == batch.tgt_pad_mask.dtype  # boolean
+    assert batch.src.dtype == batch.tgt_in.dtype == batch.tgt_out.dtype == torch.int64
+    assert batch.src[0, len(corpus.src(i)) + 1:].eq(PAD_ID).all() and batch.tgt_out[0, n + 1:].eq(PAD_ID).all()
     r0 = B.BatchIterator(corpus, 256, seed=5, rank=0, world_size=2).epoch_batches(1)
     r1 = B.BatchIterator(corpus, 256, seed=5, rank=1, world_size=2).epoch_batches(1)
     assert len(r0) == len(r1)
@@ -239,3 +241,25 @@ def test_parallel_encoding_equals_serial(tmp_path, tok):
     one = D.prepare_corpus(D.TextPair(src, tgt), tok, DataConfig(num_proc=1), tmp_path / "c1")
     two = D.prepare_corpus(D.TextPair(src, tgt), tok, DataConfig(num_proc=2), tmp_path / "c2")
     assert _ids(one) == _ids(two) and one.report == two.report
+
+
+def test_ragged_column_across_chunk_boundaries():
+    """A column split into several Arrow chunks reads and gathers like one flat list."""
+    from mtkit.data import CleaningReport, EncodedCorpus, RaggedColumn
+
+    rng = np.random.default_rng(0)
+    rows = [rng.integers(4, 100, rng.integers(1, 9)).astype(np.int32) for _ in range(50)]
+    cuts = [0, 7, 8, 30, 50]  # chunks of 7, 1, 22 and 20 rows
+    offsets = [np.cumsum([0] + [len(r) for r in rows[a:b]]) for a, b in zip(cuts, cuts[1:])]
+    values = [np.concatenate(rows[a:b]) for a, b in zip(cuts, cuts[1:])]
+    column = RaggedColumn(offsets, values, np.array(cuts))
+    assert len(column) == 50 and all(column[i].tolist() == rows[i].tolist() for i in range(50))
+    assert column.lengths().tolist() == [len(r) for r in rows]
+    corpus = EncodedCorpus(column, column, CleaningReport(), None)
+    picked = np.array([49, 6, 7, 8, 0, 29, 30])  # both sides of every boundary
+    batch = B.collate(corpus, picked, multiple=8)
+    for row, i in enumerate(picked):
+        n = len(rows[i])
+        assert batch.src[row, :n].tolist() == rows[i].tolist() and batch.src[row, n] == EOS_ID
+        assert batch.tgt_in[row, 1:n + 1].tolist() == rows[i].tolist() and batch.tgt_out[row, n] == EOS_ID
+    assert batch.src.size(1) % 8 == 0 and batch.src.eq(PAD_ID).sum() == batch.src.numel() - sum(len(rows[i]) + 1 for i in picked)

@@ -99,12 +99,18 @@ def test_cli_interactive_answers_line_by_line(reverse_model):
 
     proc = subprocess.Popen([sys.executable, "-m", "mtkit", "translate", "-m", str(reverse_model), "--interactive"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    proc.stdin.write("alpha bravo\n")
-    proc.stdin.flush()
-    answer = proc.stdout.readline()  # answered before stdin is closed
-    assert answer == _library(reverse_model, ["alpha bravo"], beam=5)[0] + "\n"
-    proc.stdin.close()
-    proc.wait(timeout=60)
+    import select
+
+    try:
+        proc.stdin.write("alpha bravo\n")
+        proc.stdin.flush()
+        ready, _, _ = select.select([proc.stdout], [], [], 120)  # a regression fails the test, not hangs it
+        assert ready, "no answer within 120 s while stdin stays open"
+        answer = proc.stdout.readline()  # answered before stdin is closed
+        assert answer == _library(reverse_model, ["alpha bravo"], beam=5)[0] + "\n"
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=60)
 
 
 def test_long_lines_are_truncated_with_a_warning(reverse_model, mtkit_cli):
@@ -159,3 +165,18 @@ def test_cached_search_equals_full_recompute(loaded, sources, beam):
     assert [[h.tokens for h in x] for x in cached] == [[h.tokens for h in x] for x in uncached]
     for a, b in zip(cached, uncached, strict=True):
         assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-4)
+
+
+def test_cli_precision_and_device(reverse_model, mtkit_cli):
+    lines = "alpha bravo charlie\ndelta echo\n"
+    fp32 = mtkit_cli("translate", "-m", str(reverse_model), "--precision", "fp32", "--device", "cpu", stdin=lines)
+    assert fp32.returncode == 0 and fp32.stdout.splitlines() == _library(reverse_model, lines.split("\n")[:2], beam=5)
+    bf16 = mtkit_cli("translate", "-m", str(reverse_model), "--precision", "bf16", "--device", "cpu", stdin=lines)
+    assert bf16.returncode == 0 and len(bf16.stdout.splitlines()) == 2
+
+
+def test_attention_png(reverse_model, mtkit_cli, tmp_path):
+    pytest.importorskip("matplotlib", reason="the PNG needs matplotlib (pip install 'mtkit[plot]')")
+    out = mtkit_cli("attention", "-m", str(reverse_model), "alpha bravo charlie", "-o", str(tmp_path / "a.png"))
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "a.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

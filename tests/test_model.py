@@ -237,3 +237,70 @@ def test_cuda_attention_backends_are_chosen_and_agree(dtype, monkeypatch):
         math_only = model(src, tgt).float()
     torch.testing.assert_close(chosen, math_only, rtol=2e-2, atol=2e-2)
     torch.testing.assert_close(chosen.double().cpu(), ref, rtol=5e-2, atol=5e-2)
+
+
+# ------------------------------------------------------------------ the mathematics, pinned
+def _copy_attention(theirs, self_attn=None, cross_attn=None):
+    """Copy an mtkit attention module's weights into an nn.MultiheadAttention."""
+    with torch.no_grad():
+        if self_attn is not None:
+            theirs.in_proj_weight.copy_(self_attn.in_proj.weight)
+            theirs.in_proj_bias.copy_(self_attn.in_proj.bias)
+            out = self_attn.out_proj
+        else:
+            theirs.in_proj_weight.copy_(torch.cat([cross_attn.q_proj.weight, cross_attn.kv_proj.weight]))
+            theirs.in_proj_bias.copy_(torch.cat([cross_attn.q_proj.bias, cross_attn.kv_proj.bias]))
+            out = cross_attn.out_proj
+        theirs.out_proj.weight.copy_(out.weight)
+        theirs.out_proj.bias.copy_(out.bias)
+
+
+def _copy_norm(theirs, ours):
+    with torch.no_grad():
+        theirs.weight.copy_(ours.weight)
+        theirs.bias.copy_(ours.bias)
+
+
+def _copy_ff(theirs, ours):
+    with torch.no_grad():
+        for a, b in ((theirs.linear1, ours.fc1), (theirs.linear2, ours.fc2)):
+            a.weight.copy_(b.weight)
+            a.bias.copy_(b.bias)
+
+
+@pytest.mark.filterwarnings("ignore:enable_nested_tensor is True")  # nn.Transformer's, about norm_first
+@pytest.mark.parametrize("norm", ["pre", "post"])
+def test_equals_torch_nn_transformer_with_the_same_weights(norm):
+    model = tiny(norm=norm).double()
+    cfg = model.cfg
+    ref = torch.nn.Transformer(cfg.d_model, cfg.n_heads, cfg.n_enc_layers, cfg.n_dec_layers, cfg.d_ff, dropout=0.0,
+                               batch_first=True, norm_first=norm == "pre").double().eval()
+    for theirs, ours in zip(ref.encoder.layers, model.encoder, strict=True):
+        _copy_attention(theirs.self_attn, self_attn=ours.self_attn)
+        _copy_norm(theirs.norm1, ours.attn_res.norm)
+        _copy_norm(theirs.norm2, ours.ff_res.norm)
+        _copy_ff(theirs, ours.ff)
+    for theirs, ours in zip(ref.decoder.layers, model.decoder, strict=True):
+        _copy_attention(theirs.self_attn, self_attn=ours.self_attn)
+        _copy_attention(theirs.multihead_attn, cross_attn=ours.cross_attn)
+        for a, b in ((theirs.norm1, ours.self_res.norm), (theirs.norm2, ours.cross_res.norm), (theirs.norm3, ours.ff_res.norm)):
+            _copy_norm(a, b)
+        _copy_ff(theirs, ours.ff)
+    if norm == "pre":
+        _copy_norm(ref.encoder.norm, model.enc_norm)
+        _copy_norm(ref.decoder.norm, model.dec_norm)
+    else:  # the post-norm layers end in their own norm; nn.Transformer adds one more, mtkit does not
+        ref.encoder.norm, ref.decoder.norm = torch.nn.Identity(), torch.nn.Identity()
+    src, tgt = rand_ids(3, 9), rand_ids(3, 6)
+    src[1, 5:] = PAD_ID
+    causal = torch.nn.Transformer.generate_square_subsequent_mask(6, dtype=torch.bool)
+    theirs = ref(model.src_embed(src), model.tgt_embed(tgt), tgt_mask=causal, src_key_padding_mask=src.eq(PAD_ID),
+                 memory_key_padding_mask=src.eq(PAD_ID))
+    torch.testing.assert_close(model.features(src, tgt), theirs, rtol=1e-10, atol=1e-10)
+
+
+def test_embedding_is_scaled_token_vectors_plus_positions():
+    model = tiny().eval()
+    ids = rand_ids(2, 5)
+    expected = model.src_embed.tokens.weight[ids] * model.cfg.d_model ** 0.5 + sinusoidal_table(5, model.cfg.d_model)
+    torch.testing.assert_close(model.src_embed(ids), expected)

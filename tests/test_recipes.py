@@ -26,6 +26,7 @@ def test_recipe_parses_and_dry_runs(recipe, tmp_path):
 def test_wmt14_uses_torchrun_with_several_gpus(tmp_path):
     env = {**os.environ, "DRY_RUN": "1", "RUN_DIR": str(tmp_path / "run"), "NGPU": "4"}
     out = subprocess.run(["bash", str(ROOT / "recipes" / "wmt14_en_de.sh")], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
     assert "torchrun --standalone --nproc_per_node 4 -m mtkit train" in out.stderr
     assert "sacrebleu -t wmt14 -l en-de --echo src" in out.stderr and "--preset base" in out.stderr
 
@@ -33,4 +34,5 @@ def test_wmt14_uses_torchrun_with_several_gpus(tmp_path):
 def test_demo_mode_budget(tmp_path):
     env = {**os.environ, "DRY_RUN": "1", "DEMO": "1", "RUN_DIR": str(tmp_path / "run")}
     out = subprocess.run(["bash", str(ROOT / "recipes" / "multi30k.sh")], cwd=ROOT, env=env, capture_output=True, text=True)
-    assert out.returncode == 0 and "--max-time 600" in out.stderr and "--preset small" in out.stderr
+    assert out.returncode == 0, out.stderr
+    assert "--max-time 600" in out.stderr and "--preset multi30k" in out.stderr and "train.schedule=linear" in out.stderr

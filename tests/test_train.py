@@ -30,6 +30,20 @@ def test_lr_schedule():
     assert lr_at(9, 1e-3, 0) == pytest.approx(1e-3 / 3)
 
 
+def test_linear_schedule_ends_at_zero_with_the_tighter_budget():
+    from mtkit.update import learning_rate
+
+    t = C.TrainConfig(lr=1e-3, warmup=100, schedule="linear", max_steps=1000)
+    assert learning_rate(t, 50, 0.0) == pytest.approx(5e-4)  # warmup
+    assert learning_rate(t, 100, 0.0) == pytest.approx(1e-3)
+    assert learning_rate(t, 550, 0.0) == pytest.approx(5e-4)  # half of the 900 steps after warmup
+    assert learning_rate(t, 1000, 0.0) == 0.0
+    timed = C.TrainConfig(lr=1e-3, warmup=100, schedule="linear", max_time=600.0, max_steps=10**6)
+    assert learning_rate(timed, 500, 450.0) == pytest.approx(2.5e-4)  # 3/4 of the time budget is spent
+    with pytest.raises(Exception, match="budget"):
+        C.TrainConfig(schedule="linear").validate()
+
+
 def test_settings_precedence_file_then_options_then_set(tmp_path):
     path = tmp_path / "run.toml"
     path.write_text('preset = "tiny"\n[train]\nlr = 0.1\nwarmup = 7\n[data]\nmax_tokens = 999\n', encoding="utf-8")
@@ -161,14 +175,25 @@ def test_ddp_two_cpu_processes_match_one_process(tmp_path, reverse_with_tokenize
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_autocast_precisions_on_cpu(tmp_path, reverse_data, precision):
+def test_autocast_precisions_on_cpu(tmp_path, reverse_data, precision, monkeypatch):
+    import mtkit.model as M
+
+    computed_in, real = set(), M.FeedForward.forward
+
+    def spy(self, x):
+        out = real(self, x)
+        computed_in.add(out.dtype)
+        return out
+
+    monkeypatch.setattr(M.FeedForward, "forward", spy)
     job = _job(tmp_path, reverse_data, max_steps=6, precision=precision, device="cpu")
     events: list = []
     summary = train(job, events.append)
     assert summary["step"] == 6
     assert all(math.isfinite(e["loss"]) for e in events if e["kind"] == "train")
-    start = next(e for e in events if e["kind"] == "start")
-    assert start["precision"] == precision
+    assert next(e for e in events if e["kind"] == "start")["precision"] == precision
+    # the layers really ran in that precision (this job has no validation, which would add float32 calls)
+    assert computed_in == {torch.bfloat16 if precision == "bf16" else torch.float16}
 
 
 @pytest.mark.parametrize("env, expected", [({}, "16"), ({"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "256"}, "256")])
@@ -241,8 +266,10 @@ def test_bad_options_and_directories(tmp_path, reverse_with_tokenizer, mtkit_cli
 
 
 def test_foreign_checkpoint_is_refused(tmp_path):
+    from mtkit.errors import UserError
+
     torch.save({"some": torch.zeros(1)}, tmp_path / "foreign.pt")
-    with pytest.raises(Exception, match="not an mtkit checkpoint"):
+    with pytest.raises(UserError, match="not an mtkit checkpoint"):
         ckpt.load(tmp_path / "foreign.pt")
 
 
@@ -262,7 +289,11 @@ def test_compile_trains_and_saves_the_plain_module(tmp_path, reverse_with_tokeni
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-2000:]
     state = _params(tmp_path / "m" / "checkpoints" / "last.pt")
-    assert state["step"] == 3 and not any(k.startswith("_orig_mod") for k in state["model"])
+    assert state["step"] == 3
+    from mtkit.model import Transformer
+
+    fresh = Transformer(C.from_dict(state["config"], "last.pt").model)
+    fresh.load_state_dict(state["model"])  # the plain module's names and shapes, not the compiled wrapper's
 
 
 # ----------------------------------------------------------------------------- the loop's policy
@@ -368,12 +399,12 @@ def _random_batches(n: int, seed: int = 0):
 def test_cuda_update_never_waits_for_the_device(precision):
     update = _cuda_updater(precision)
     batches = _random_batches(6)
-    update([batches[0]], 1)  # first use: kernels load, pinned memory is allocated
+    update([batches[0]], 1e-3)  # first use: kernels load, pinned memory is allocated
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        for i, b in enumerate(batches[1:], start=2):
-            update([b], i)
+        for b in batches[1:]:
+            update([b], 1e-3)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     totals = update.totals.read(update.dist)
@@ -384,9 +415,9 @@ def test_cuda_update_never_waits_for_the_device(precision):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_compiled_step_equals_eager_over_many_shapes():
     eager, compiled = _cuda_updater("bf16"), _cuda_updater("bf16", compile=True)
-    for i, b in enumerate(_random_batches(8), start=1):
-        eager([b], i)
-        compiled([b], i)
+    for b in _random_batches(8):
+        eager([b], 1e-3)
+        compiled([b], 1e-3)
     a, b = eager.totals.read(eager.dist), compiled.totals.read(compiled.dist)
     assert a["loss"] == pytest.approx(b["loss"], rel=2e-2)
     for p, q in zip(eager.model.parameters(), compiled.model.parameters(), strict=True):
@@ -400,3 +431,18 @@ def test_a_cuda_run_resumes_on_the_cpu(tmp_path, reverse_data):
     summary = train(_job(tmp_path, reverse_data, max_steps=6, device="cpu"), lambda e: None)
     assert summary["step"] == 6
     assert _params(tmp_path / "model" / "checkpoints" / "last.pt")["model"]["output.weight"].device.type == "cpu"
+
+
+def test_patience_keep_last_and_valid_max_sentences(tmp_path, reverse_data):
+    """A model that cannot improve (learning rate ~0) stops on patience after its second validation;
+    only the last keep_last step checkpoints stay; validation decodes valid_max_sentences only."""
+    job = _job(tmp_path, reverse_data, lr=1e-12, warmup=0, max_steps=50, valid_every=2, save_every=1, keep_last=2,
+               patience=1, valid_max_sentences=10)
+    job.valid_src, job.valid_tgt = reverse_data["valid_src"], reverse_data["valid_tgt"]
+    events: list = []
+    summary = train(job, events.append)
+    assert summary["reason"] == "patience" and summary["step"] == 4
+    assert [p.name for p in ckpt.step_checkpoints(job.model_dir)] == ["step_00000003.pt", "step_00000004.pt"]
+    valid = [e for e in events if e["kind"] == "valid"]
+    assert [e["valid_sentences"] for e in valid] == [10, 10] and valid[1]["improved"] is False
+    assert len((job.model_dir / "valid_output.txt").read_text().splitlines()) == 10

@@ -29,10 +29,10 @@ import torch
 from common import MULTI30K, corpus_lines, summary
 
 from mtkit.batching import pad_sequences
-from mtkit.bleu import corpus_bleu
 from mtkit.checkpoint import load_for_inference
 from mtkit.config import DecodeConfig
 from mtkit.decode import FullRecompute, beam_search, greedy
+from mtkit.metrics.bleu import corpus_bleu
 from mtkit.tokenizer import EOS_ID
 from mtkit.translation import TranslateStats, open_engine
 

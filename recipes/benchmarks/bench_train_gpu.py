@@ -121,7 +121,7 @@ def mtkit_step(cfg: C.ModelConfig, compile: bool):
                      Precision("bf16", torch.bfloat16), torch.device("cuda"), Dist(),
                      C.TrainConfig(lr=5e-4, warmup=4000, clip_norm=1.0))
     dynamo_utils.counters.clear()
-    return lambda b, i: update([b], i)
+    return lambda b, i: update([b], 1e-3)
 
 
 def torch_step(cfg: C.ModelConfig):

@@ -1,0 +1,89 @@
+"""Scoring speed: 16 systems x 3,000 sentences, BLEU, chrF, chrF++ and TER, mtkit vs sacreBLEU, one run.
+
+The reference set is 3,000 sentences of WMT-like length (two consecutive Multi30k train.de lines
+joined, ~25 words); the 16 systems are perturbations of it (blocks moved, words dropped, replaced
+and repeated, at rates that differ per system). Both sides score the 16 systems as their command
+lines do: references prepared once per metric (mtkit: mtkit.metrics.base.prepare; sacreBLEU: the
+metric built with references=..., then corpus_score(system, None)), then every system. Every score
+is checked to be equal. Times are wall seconds for all 16 systems, min / median / max of `repeats`.
+Usage: python recipes/benchmarks/bench_metrics.py [--systems 16] [--sentences 3000] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import time
+
+import sacrebleu
+from common import corpus_lines, summary
+
+from mtkit.metrics import BLEUOptions, CHRFOptions, TEROptions, base
+
+
+def make_data(n_sentences: int, n_systems: int) -> tuple[list[str], list[list[str]]]:
+    lines = corpus_lines("train", "de")
+    refs = [f"{lines[2 * i]} {lines[2 * i + 1]}" for i in range(n_sentences)]
+    vocab = " ".join(refs[:500]).split()
+    systems = []
+    for k in range(n_systems):
+        rng, rate = random.Random(k), 0.05 + 0.3 * k / n_systems
+        out = []
+        for ref in refs:
+            words = ref.split()
+            if len(words) > 4 and rng.random() < rate:
+                i = rng.randrange(len(words) - 3)
+                block = words[i:i + 3]
+                del words[i:i + 3]
+                words[rng.randrange(len(words) + 1):0] = block
+            words = [rng.choice(vocab) if rng.random() < rate / 2 else w for w in words if rng.random() > rate / 3]
+            out.append(" ".join(words))
+        systems.append(out)
+    return refs, systems
+
+
+def time_mtkit(metric, refs: list[str], systems: list[list[str]]) -> tuple[float, list[float]]:
+    start = time.perf_counter()
+    report = base.evaluate(systems, base.prepare(metric, [refs]), metric)
+    return time.perf_counter() - start, [s.score for s in report.scores]
+
+
+def time_sacrebleu(factory, refs: list[str], systems: list[list[str]]) -> tuple[float, list[float]]:
+    start = time.perf_counter()
+    metric = factory(references=[refs])
+    scores = [metric.corpus_score(hyps, None).score for hyps in systems]
+    return time.perf_counter() - start, scores
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--systems", type=int, default=16)
+    ap.add_argument("--sentences", type=int, default=3000)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    refs, systems = make_data(args.sentences, args.systems)
+    print(f"{args.systems} systems x {args.sentences} sentences (mean {statistics.mean(len(r.split()) for r in refs):.1f} "
+          f"words), references prepared once per metric; wall seconds for all systems, {args.repeats} runs")
+    cases = [
+        ("BLEU", BLEUOptions(), lambda references: sacrebleu.BLEU(references=references)),
+        ("chrF2", CHRFOptions(), lambda references: sacrebleu.CHRF(references=references)),
+        ("chrF2++", CHRFOptions(word_order=2), lambda references: sacrebleu.CHRF(word_order=2, references=references)),
+        ("TER", TEROptions(), lambda references: sacrebleu.TER(references=references)),
+    ]
+    for name, metric, factory in cases:
+        ours, theirs = [], []
+        for _ in range(args.repeats):
+            t, a = time_mtkit(metric, refs, systems)
+            ours.append(t)
+            t, b = time_sacrebleu(factory, refs, systems)
+            theirs.append(t)
+            if a != b:
+                raise SystemExit(f"{name}: scores differ: {a} vs {b}")
+        print(f"{name:8s} mtkit {summary(ours)} s; sacrebleu {summary(theirs)} s; "
+              f"{statistics.median(theirs) / statistics.median(ours):.2f}x faster; all {args.systems} scores equal",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
