@@ -58,18 +58,6 @@ class Batch:
     indices: np.ndarray  # example indices in the corpus
 
     @property
-    def src_pad_mask(self) -> torch.Tensor:  # (batch, src_len), True at padding
-        return self.src.eq(PAD_ID)
-
-    @property
-    def tgt_pad_mask(self) -> torch.Tensor:  # (batch, tgt_len), True at padding
-        return self.tgt_out.eq(PAD_ID)
-
-    @property
-    def n_src_tokens(self) -> int:
-        return int(self.src.ne(PAD_ID).sum())
-
-    @property
     def n_tgt_tokens(self) -> int:
         return int(self.tgt_out.ne(PAD_ID).sum())
 

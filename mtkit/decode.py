@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -26,12 +27,24 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mtkit.batching import pad_sequences
-from mtkit.config import DecodeConfig
+from mtkit.config import DecodeConfig, ModelConfig
 from mtkit.errors import UserError
 from mtkit.model import Transformer
 from mtkit.runtime import autocast
 from mtkit.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 from mtkit.translation import AUTO_MAX_TOKENS, TranslateStats, Translation, chunks
+
+
+class Searchable(Protocol):
+    """What greedy and beam search need of a model: the Transformer, or the uncached FullRecompute."""
+
+    cfg: ModelConfig
+
+    def encode(self, src: Tensor) -> Tensor: ...
+
+    def start_state(self, memory: Tensor, src_pad_mask: Tensor) -> Any: ...  # has reorder(index, same_sources)
+
+    def decode_step(self, tokens: Tensor, state: Any) -> Tensor: ...
 
 
 def length_penalty(n: int, alpha: float) -> float:
@@ -45,7 +58,7 @@ class Hypothesis:
     score: float  # logprob / length_penalty(len(tokens) + 1)
 
 
-def _next_logprobs(model: Transformer, tokens: Tensor, state, forced_eos: list[int]) -> Tensor:
+def _next_logprobs(model: Searchable, tokens: Tensor, state: Any, forced_eos: list[int]) -> Tensor:
     """(rows, V) log-probabilities of the next token, with the tokens the search may not pick set
     to -inf (pad, bos; for the rows listed in forced_eos, which reached their length limit,
     everything but eos); every other token keeps its model log-probability. Masked in place; the
@@ -60,7 +73,7 @@ def _next_logprobs(model: Transformer, tokens: Tensor, state, forced_eos: list[i
     return logprobs
 
 
-def max_lengths(src: Tensor, cfg: DecodeConfig, model: Transformer) -> Tensor:
+def max_lengths(src: Tensor, cfg: DecodeConfig, model: Searchable) -> Tensor:
     """(batch,) most output tokens (eos included) for each sentence: a * source length + b."""
     src_len = src.ne(PAD_ID).sum(1)
     limit = (cfg.max_len_a * src_len.float() + cfg.max_len_b).long().clamp(min=1)
@@ -68,11 +81,14 @@ def max_lengths(src: Tensor, cfg: DecodeConfig, model: Transformer) -> Tensor:
 
 
 @torch.inference_mode()
-def greedy(model: Transformer, src: Tensor, cfg: DecodeConfig) -> list[list[Hypothesis]]:
+def greedy(model: Searchable, src: Tensor, cfg: DecodeConfig) -> list[list[Hypothesis]]:
     """Most probable next token at each step, until eos (or the length limit)."""
+    return _greedy(model, src, cfg, model.start_state(model.encode(src), src.eq(PAD_ID)))
+
+
+def _greedy(model: Searchable, src: Tensor, cfg: DecodeConfig, state: Any) -> list[list[Hypothesis]]:
     batch, device = src.size(0), src.device
     limit_host = max_lengths(src, cfg, model).tolist()
-    state = model.start_state(model.encode(src), src.eq(PAD_ID))
     tokens = torch.full((batch,), BOS_ID, dtype=torch.long, device=device)
     logprob = torch.zeros(batch, device=device)
     done = torch.zeros(batch, dtype=torch.bool, device=device)
@@ -93,7 +109,7 @@ def greedy(model: Transformer, src: Tensor, cfg: DecodeConfig) -> list[list[Hypo
 
 
 @torch.inference_mode()
-def beam_search(model: Transformer, src: Tensor, cfg: DecodeConfig) -> list[list[Hypothesis]]:
+def beam_search(model: Searchable, src: Tensor, cfg: DecodeConfig) -> list[list[Hypothesis]]:
     """Up to cfg.nbest hypotheses per sentence, best first.
 
     The device scores and ranks the candidates; the host keeps the hypotheses' tokens and decides
@@ -190,7 +206,7 @@ def _sentences_done(finished: list[list[Hypothesis]], active_host: list[int], be
     return done
 
 
-def search(model: Transformer, src: Tensor, cfg: DecodeConfig) -> list[list[Hypothesis]]:
+def search(model: Searchable, src: Tensor, cfg: DecodeConfig) -> list[list[Hypothesis]]:
     return greedy(model, src, cfg) if cfg.beam == 1 else beam_search(model, src, cfg)
 
 
@@ -289,21 +305,16 @@ class AttentionMap:
 
 
 @torch.inference_mode()
-def cross_attention(model: Transformer, tokenizer: Tokenizer, sentence: str, max_len: int = 200) -> AttentionMap:
-    """Greedy translation of one sentence with its cross-attention recorded at every step."""
+def cross_attention(model: Transformer, tokenizer: Tokenizer, sentence: str, cfg: DecodeConfig | None = None) -> AttentionMap:
+    """The greedy translation of one sentence (the very search of `translate --greedy`) with its
+    cross-attention recorded at every step."""
+    cfg = cfg or DecodeConfig(beam=1)
     ids = tokenizer.encode_src([sentence])[0][: model.cfg.max_positions - 1]
-    src = torch.tensor([ids + [EOS_ID]])
+    src = pad_sequences([ids], suffix=EOS_ID)
     state = model.start_state(model.encode(src), src.eq(PAD_ID), record_attention=True)
-    token, out = torch.tensor([BOS_ID]), []
-    for _ in range(min(max_len, model.cfg.max_positions)):
-        logits = model.decode_step(token, state)
-        logits[:, PAD_ID] = logits[:, BOS_ID] = float("-inf")
-        token = logits.argmax(-1)
-        if int(token) == EOS_ID:
-            break
-        out.append(int(token))
+    out = _greedy(model, src, cfg, state)[0][0].tokens
     assert state.attention is not None
-    weights = torch.stack(state.attention)[:, 0].tolist()  # (steps, src_len)
+    weights = torch.stack(state.attention)[: len(out) + 1, 0].tolist()  # (steps, src_len), eos's step included
     return AttentionMap([tokenizer.src.id_to_piece(i) for i in ids] + ["</s>"],
                         [tokenizer.tgt.id_to_piece(i) for i in out] + ["</s>"], weights,
                         tokenizer.decode_tgt([out])[0])

@@ -7,9 +7,12 @@ target position away from padding, and no attention row is ever fully masked (ev
 ends with eos, every target starts with bos).
 
     encode(src)                         -> memory            (batch, src_len, d_model)
-    decode(tgt_in, memory, src_pad)     -> logits            (batch, tgt_len, tgt_vocab)
+    decode(tgt_in, memory, src_pad)     -> decoder states    (batch, tgt_len, d_model), teacher-forced
+    forward(src, tgt_in)                -> logits            (batch, tgt_len, tgt_vocab)
     start_state(memory, src_pad)        -> DecoderState      cross-attention keys/values, once
     decode_step(tokens, state)          -> logits            (batch, tgt_vocab), cache grows by one
+
+Training does not compute whole logits: mtkit.loss projects decoder states chunk by chunk.
 """
 
 from __future__ import annotations
@@ -193,16 +196,19 @@ class FeedForward(nn.Module):
 
 
 class Residual(nn.Module):
-    """x + dropout(f(norm(x))) in pre-norm, norm(x + dropout(f(x))) in post-norm."""
+    """The norm and dropout around a sub-layer f: pre-norm x + dropout(f(norm(x))), post-norm
+    norm(x + dropout(f(x))). A layer calls input(x), computes f, then output(x, f's result)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.norm, self.dropout, self.pre = nn.LayerNorm(cfg.d_model), nn.Dropout(cfg.dropout), cfg.norm == "pre"
 
-    def forward(self, x: Tensor, f) -> Tensor:
-        if self.pre:
-            return x + self.dropout(f(self.norm(x)))
-        return self.norm(x + self.dropout(f(x)))
+    def input(self, x: Tensor) -> Tensor:
+        return self.norm(x) if self.pre else x
+
+    def output(self, x: Tensor, y: Tensor) -> Tensor:
+        x = x + self.dropout(y)
+        return x if self.pre else self.norm(x)
 
 
 class EncoderLayer(nn.Module):
@@ -212,8 +218,10 @@ class EncoderLayer(nn.Module):
         self.attn_res, self.ff_res = Residual(cfg), Residual(cfg)
 
     def forward(self, x: Tensor, src_mask: Tensor) -> Tensor:  # x (batch, src_len, d_model)
-        x = self.attn_res(x, lambda h: self.self_attn(*self.self_attn.project(h), src_mask))
-        return self.ff_res(x, self.ff)
+        h = self.attn_res.input(x)
+        x = self.attn_res.output(x, self.self_attn(*self.self_attn.project(h), src_mask))
+        h = self.ff_res.input(x)
+        return self.ff_res.output(x, self.ff(h))  # (batch, src_len, d_model)
 
 
 class DecoderLayer(nn.Module):
@@ -230,15 +238,17 @@ class DecoderLayer(nn.Module):
         cache: DecoderCache | None = None,
         sink: list[Tensor] | None = None,
     ) -> Tensor:
-        def self_attention(h: Tensor) -> Tensor:
-            q, kv = self.self_attn.project(h)
-            if cache is None:  # whole sequence: causal mask
-                return self.self_attn(q, kv, causal=True)
-            return self.self_attn(q, cache.append(kv))  # one new position sees all cached ones
-
-        x = self.self_res(x, self_attention)
-        x = self.cross_res(x, lambda h: self.cross_attn(self.cross_attn.project_q(h), memory_kv, src_mask, sink=sink))
-        return self.ff_res(x, self.ff)
+        h = self.self_res.input(x)
+        q, kv = self.self_attn.project(h)
+        if cache is None:  # the whole target at once: the causal mask
+            attended = self.self_attn(q, kv, causal=True)
+        else:  # one new position, which sees every cached one
+            attended = self.self_attn(q, cache.append(kv))
+        x = self.self_res.output(x, attended)
+        h = self.cross_res.input(x)
+        x = self.cross_res.output(x, self.cross_attn(self.cross_attn.project_q(h), memory_kv, src_mask, sink=sink))
+        h = self.ff_res.input(x)
+        return self.ff_res.output(x, self.ff(h))  # (batch, tgt_len, d_model)
 
 
 @dataclass

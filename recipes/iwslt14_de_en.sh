@@ -25,12 +25,8 @@ SAVE_EVERY=${SAVE_EVERY:-1000}
 AVERAGE_LAST=${AVERAGE_LAST:-10}
 BEAM=${BEAM:-5}
 PRECISION=${PRECISION:-auto}
-DRY_RUN=${DRY_RUN:-0}
-
-run() {
-  echo "+ $*" >&2
-  if [[ "$DRY_RUN" != 1 ]]; then "$@"; fi
-}
+# shellcheck source=recipes/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 DATA=$RUN_DIR/data
 run mkdir -p "$DATA"

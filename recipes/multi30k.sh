@@ -46,12 +46,8 @@ if [[ -z "${PRECISION:-}" ]]; then  # bf16 on GPUs (auto) and on CPUs with nativ
   PRECISION=auto
   if [[ $NATIVE_BF16 == 1 ]]; then PRECISION=bf16; fi
 fi
-DRY_RUN=${DRY_RUN:-0}
-
-run() {
-  echo "+ $*" >&2
-  if [[ "$DRY_RUN" != 1 ]]; then "$@"; fi
-}
+# shellcheck source=recipes/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # ---------------------------------------------------------------- data
 DATA=$RUN_DIR/data

@@ -27,13 +27,9 @@ AVERAGE_LAST=${AVERAGE_LAST:-5}
 BEAM=${BEAM:-4}
 LENGTH_PENALTY=${LENGTH_PENALTY:-0.6}
 PRECISION=${PRECISION:-bf16}
-DRY_RUN=${DRY_RUN:-0}
 NGPU=${NGPU:-$(nvidia-smi -L 2>/dev/null | wc -l || echo 0)}
-
-run() {
-  echo "+ $*" >&2
-  if [[ "$DRY_RUN" != 1 ]]; then "$@"; fi
-}
+# shellcheck source=recipes/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 DATA=$RUN_DIR/data
 run mkdir -p "$DATA"

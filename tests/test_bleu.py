@@ -149,6 +149,7 @@ def _assigned(text: str) -> bool:
     return all(unicodedata.category(c) != "Cn" for c in text)
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(corpora(), st.sampled_from(TOKENIZERS), st.sampled_from(SMOOTHING), st.booleans(), st.integers(1, 5))
 def test_random_corpora_equal_sacrebleu(corpus, tokenize, smooth_method, lowercase, order):
@@ -180,6 +181,7 @@ def _perturb(lines, seed):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("split,lang", [("val", "de"), ("test_2016_flickr", "fr"), ("test_2016_flickr", "cs")])
 def test_multi30k_perturbed(multi30k, split, lang):
     refs = _lines(multi30k / f"{split}.{lang}.gz")

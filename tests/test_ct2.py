@@ -12,6 +12,8 @@ from mtkit.decode import quantize_int8, translate
 from mtkit.metrics.bleu import corpus_bleu
 from mtkit.textio import read_lines
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def converted(reverse_model, tmp_path_factory):

@@ -121,6 +121,7 @@ def test_long_lines_are_truncated_with_a_warning(reverse_model, mtkit_cli):
     assert len(out.stdout.splitlines()) == 2 and "1 input line(s)" in out.stderr and "truncated" in out.stderr
 
 
+@pytest.mark.slow
 def test_bad_input(reverse_model, mtkit_cli, tmp_path):
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"alpha\n\xff\xfe\n")
@@ -137,6 +138,7 @@ def test_bad_input(reverse_model, mtkit_cli, tmp_path):
     assert res.returncode == 2 and "--nbest" in res.stderr
 
 
+@pytest.mark.slow
 def test_average_and_attention(reverse_model, mtkit_cli):
     res = mtkit_cli("average", "-m", str(reverse_model), "--last", "3")
     assert res.returncode == 0, res.stderr

@@ -88,12 +88,14 @@ def corpora(draw):
     return hyps, refs
 
 
+@pytest.mark.slow
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(corpora(), st.sampled_from(CHRF_OPTIONS))
 def test_random_corpora_chrf(corpus, kw):
     assert_chrf_same(*corpus, **kw)
 
 
+@pytest.mark.slow
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(corpora(), st.sampled_from(TER_OPTIONS))
 def test_random_corpora_ter(corpus, kw):
@@ -136,6 +138,7 @@ def _perturb(lines, seed):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("split,lang", [("val", "de"), ("test_2016_flickr", "fr")])
 def test_multi30k(multi30k, split, lang):
     refs = _lines(multi30k / f"{split}.{lang}.gz")

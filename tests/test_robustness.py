@@ -218,6 +218,7 @@ def test_a_model_directory_in_use_is_locked_and_a_stale_lock_is_taken_over(tmp_p
     assert torch.load(model / "checkpoints" / "last.pt", weights_only=True)["step"] == 2
 
 
+@pytest.mark.slow
 def test_two_trainings_on_one_directory_do_not_both_run(tmp_path, corpus, reverse_with_tokenizer):
     tok, model = reverse_with_tokenizer["tokenizer"], tmp_path / "m"
     cmd = [sys.executable, "-m", "mtkit", "train", "-o", str(model), "--src", str(corpus["src"]), "--tgt",
@@ -324,6 +325,7 @@ def test_bleu_bad_inputs(tmp_path):
     assert_one_line_error(*run_in_process("bleu", str(ref), "-i", str(tmp_path))[::2], "is a directory")
 
 
+@pytest.mark.slow
 def test_closed_stdout_and_closed_pipe(tmp_path, reverse_model):
     ref = tmp_path / "ref"
     ref.write_text("a b c\n" * 10)
@@ -450,6 +452,7 @@ FUZZ = settings(max_examples=int(os.environ.get("MTKIT_FUZZ_EXAMPLES", "40")), d
 @FUZZ
 @given(args=_options(["-w", "--max-ngram-order", "--smooth-value", "--smooth-method", "--tokenize", "--format",
                       "--paired-bs-n", "--seed"]), data=st.binary(max_size=40))
+@pytest.mark.slow
 def test_fuzz_bleu(tmp_path_factory, args, data):
     d = tmp_path_factory.mktemp("fuzz")
     (d / "ref").write_bytes(b"a b c\n")
@@ -460,6 +463,7 @@ def test_fuzz_bleu(tmp_path_factory, args, data):
 @FUZZ
 @given(args=_options(["--beam", "--length-penalty", "--max-len-a", "--max-len-b", "--nbest", "--max-tokens",
                       "--device", "--precision", "--checkpoint", "--format"]))
+@pytest.mark.slow
 def test_fuzz_translate_options(reverse_model, args):
     _assert_clean(*run_in_process("translate", "-m", str(reverse_model), *args, stdin="alpha bravo\n")[::2])
 
@@ -470,6 +474,7 @@ def test_fuzz_translate_options(reverse_model, args):
                                                 "model.dropout", "model.max_positions", "data.max_tokens",
                                                 "data.max_ratio", "decode.beam", "train.device", "train.precision"]),
                                VALUES), max_size=3))
+@pytest.mark.slow
 def test_fuzz_train_settings(tmp_path_factory, sets):
     out = tmp_path_factory.mktemp("fuzz") / "m"
     args = [x for key, value in sets for x in ("--set", f"{key}={value}")]
@@ -479,6 +484,7 @@ def test_fuzz_train_settings(tmp_path_factory, sets):
     assert code == 2 and not out.exists()
 
 
+@pytest.mark.slow
 @FUZZ
 @given(cut=st.floats(0, 1), flips=st.lists(st.tuples(st.floats(0, 1), st.integers(1, 255)), max_size=4))
 def test_fuzz_damaged_checkpoint_and_tokenizer(tmp_path_factory, reverse_model, cut, flips):

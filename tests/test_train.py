@@ -92,6 +92,7 @@ def _job(tmp_path, data, **train_overrides) -> TrainJob:
                     tokenizer_options=__import__("mtkit.tokenizer", fromlist=["x"]).TokenizerOptions(vocab_size=43))
 
 
+@pytest.mark.slow
 def test_loss_falls_on_a_multi30k_subset(multi30k, tmp_path):
     lines = {lang: [x.rstrip("\n") for x in __import__("gzip").open(multi30k / f"train.{lang}.gz", "rt", encoding="utf-8")][:2000]
              for lang in ("en", "de")}
@@ -115,6 +116,7 @@ def _params(path):
     return torch.load(path, weights_only=True)
 
 
+@pytest.mark.slow
 def test_sigkill_and_resume_is_bit_identical(tmp_path, reverse_with_tokenizer):
     d = reverse_with_tokenizer
     n = 60
@@ -141,6 +143,7 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path, reverse_with_tokenizer):
     assert a["data"] == b["data"] and a["progress"]["step"] == b["progress"]["step"]
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint(tmp_path, reverse_with_tokenizer):
     cmd = _cli_train(tmp_path / "m", reverse_with_tokenizer, "--max-steps", "100000", "--save-every", "0")
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -155,6 +158,7 @@ def test_sigterm_saves_a_checkpoint(tmp_path, reverse_with_tokenizer):
     assert last["step"] >= 3 and read_metrics(log)[-1]["reason"] == "signal"
 
 
+@pytest.mark.slow
 def test_ddp_two_cpu_processes_match_one_process(tmp_path, reverse_with_tokenizer):
     d = reverse_with_tokenizer
     steps = ["--max-steps", "8", "--set", "model.dropout=0", "--device", "cpu"]
@@ -199,9 +203,10 @@ def test_autocast_precisions_on_cpu(tmp_path, reverse_data, precision, monkeypat
 @pytest.mark.parametrize("env, expected", [({}, "16"), ({"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "256"}, "256")])
 def test_onednn_primitive_cache_is_bounded_unless_the_user_says_otherwise(env, expected):
     environ = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
-    out = subprocess.run([sys.executable, "-c", "import os, mtkit; print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])"],
-                         env={**environ, **env}, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == expected
+    code = ("import os, mtkit.train, mtkit.cli; before = os.environ.get('ONEDNN_PRIMITIVE_CACHE_CAPACITY'); "
+            "mtkit.cli.bound_onednn_cache(); print(before, os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])")
+    out = subprocess.run([sys.executable, "-c", code], env={**environ, **env}, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [env.get("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "None"), expected]  # not on import
 
 
 def _poison_loss(monkeypatch, bad_steps):
@@ -243,6 +248,7 @@ def test_repeated_nonfinite_losses_stop_with_last_checkpoint_intact(tmp_path, re
 
 
 # ----------------------------------------------------------------------------- bad input
+@pytest.mark.slow
 def test_bad_options_and_directories(tmp_path, reverse_with_tokenizer, mtkit_cli):
     d = reverse_with_tokenizer
     base = _cli_train(tmp_path / "m", d, "--max-steps", "2")[3:]
@@ -284,6 +290,7 @@ def test_cuda_amp_training(tmp_path, reverse_data, precision):
     assert summary["step"] == 20 and losses[-1] < losses[0]
 
 
+@pytest.mark.slow
 def test_compile_trains_and_saves_the_plain_module(tmp_path, reverse_with_tokenizer):
     res = subprocess.run(_cli_train(tmp_path / "m", reverse_with_tokenizer, "--max-steps", "3", "--compile"),
                          capture_output=True, text=True)
@@ -313,6 +320,7 @@ def test_plan_of_the_loop():
     assert not plan(100, C.TrainConfig(valid_every=0, save_every=0), None).save
 
 
+@pytest.mark.slow
 def test_stop_conditions(tmp_path, reverse_data):
     summary = train(_job(tmp_path / "a", reverse_data, max_epochs=1), lambda e: None)
     assert summary["reason"] == "max_epochs" and summary["epoch"] == 2
@@ -352,6 +360,7 @@ def test_resume_in_another_precision(tmp_path, reverse_data):
     assert any("new one" in e.get("message", "") for e in events)
 
 
+@pytest.mark.slow
 def test_ddp_ranks_keep_their_own_rng_streams(tmp_path, reverse_with_tokenizer):
     d = reverse_with_tokenizer
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
