@@ -455,3 +455,32 @@ def test_patience_keep_last_and_valid_max_sentences(tmp_path, reverse_data):
     valid = [e for e in events if e["kind"] == "valid"]
     assert [e["valid_sentences"] for e in valid] == [10, 10] and valid[1]["improved"] is False
     assert len((job.model_dir / "valid_output.txt").read_text().splitlines()) == 10
+
+
+# ----------------------------------------------------------------------------- warnings that save a run
+def test_warmup_longer_than_the_budget_is_warned_about(tmp_path, reverse_data):
+    from mtkit.advice import vocabulary_warning, warmup_warning
+
+    t = C.TrainConfig(warmup=4000, max_steps=1500)
+    assert "--warmup 4000 is longer than the 1,500 updates --max-steps 1500 allows" in warmup_warning(t, 1500, "--max-steps 1500")
+    assert warmup_warning(C.TrainConfig(warmup=100), 1500, "x") is None
+    events: list = []
+    train(_job(tmp_path / "steps", reverse_data, warmup=40, max_steps=8), events.append)
+    warned = [e["message"] for e in events if e["kind"] == "warning"]
+    assert any("--warmup 40" in w and "--max-steps 8" in w for w in warned)
+    events = []
+    train(_job(tmp_path / "time", reverse_data, warmup=100000, max_time=4, log_every=25), events.append)
+    assert any("--max-time 4" in e["message"] and "estimated" in e["message"] for e in events if e["kind"] == "warning")
+    big = C.preset("tiny", src_vocab_size=8000, tgt_vocab_size=8000)
+    assert "large for this corpus" in vocabulary_warning(20_000, big) and vocabulary_warning(200_000, big) is None
+
+
+def test_best_checkpoint_by_chrf(tmp_path, reverse_data):
+    job = _job(tmp_path, reverse_data, max_steps=4, valid_every=2, best_metric="chrf")
+    job.valid_src, job.valid_tgt = reverse_data["valid_src"], reverse_data["valid_tgt"]
+    events: list = []
+    summary = train(job, events.append)
+    valid = [e for e in events if e["kind"] == "valid"]
+    assert summary["best_metric"] == "chrf" and summary["best_score"] == max(e["chrf"] for e in valid)
+    best = _params(job.model_dir / "checkpoints" / "best.pt")
+    assert best["metric"] == "chrf" and best["score"] == summary["best_score"]
