@@ -421,7 +421,7 @@ def translate(
     max_tokens: int = typer.Option(0, "--max-tokens", help="Batch budget: source tokens x beam (0: 8,000 on a CPU, 65,536 on a GPU)."),
     checkpoint: str = typer.Option("best", "--checkpoint", help="best, last, averaged or a path."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
-    precision: str = typer.Option("auto", "--precision", help="auto, fp32, bf16, fp16, or int8 (CPU: int8 linear layers)."),
+    precision: str = typer.Option("auto", "--precision", help="auto, fp32, bf16, fp16, or int8 (int8 linear layers, on the CPU)."),
     fmt: str = typer.Option("text", "--format", "-f", help="text or jsonl."),
     interactive: bool = typer.Option(False, "--interactive", help="Answer each line as it arrives."),
 ) -> None:

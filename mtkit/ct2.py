@@ -24,7 +24,7 @@ from typing import Any
 
 from mtkit import __version__
 from mtkit.errors import UserError
-from mtkit.translation import AUTO_MAX_TOKENS, TranslateStats, Translation, chunks
+from mtkit.translation import AUTO_MAX_TOKENS, TranslateStats, Translation, chunks, decode_nbests
 
 MARKER = "mtkit.json"
 # mtkit translate --precision -> CTranslate2's compute type ("default": the model's own quantization)
@@ -184,9 +184,8 @@ class Translator:
             length_penalty=cfg.length_penalty, max_batch_size=cfg.max_tokens or AUTO_MAX_TOKENS[self.device],
             batch_type="tokens", max_decoding_length=limit,
         ) if todo else []
-        for i, out in zip(todo, outputs):
-            ids = [[self.tokenizer.tgt.piece_to_id(p) for p in hyp] for hyp in out.hypotheses]
-            texts = self.tokenizer.decode_tgt(ids)
+        all_ids = [[[self.tokenizer.tgt.piece_to_id(p) for p in hyp] for hyp in out.hypotheses] for out in outputs]
+        for i, out, ids, texts in zip(todo, outputs, all_ids, decode_nbests(self.tokenizer.decode_tgt, all_ids)):
             results[i] = Translation(texts[0], ids[0], out.scores[0], list(zip(texts, out.scores)))
             stats.tgt_tokens += len(ids[0]) + 1
         stats.sentences += len(lines)

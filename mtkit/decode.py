@@ -32,7 +32,7 @@ from mtkit.errors import UserError
 from mtkit.model import Transformer
 from mtkit.runtime import autocast
 from mtkit.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
-from mtkit.translation import AUTO_MAX_TOKENS, TranslateStats, Translation, chunks
+from mtkit.translation import AUTO_MAX_TOKENS, TranslateStats, Translation, chunks, decode_nbests
 
 
 class Searchable(Protocol):
@@ -243,8 +243,8 @@ def translate_chunk(
         src = pad_sequences([ids[i] for i in rows], suffix=EOS_ID).to(device)
         with autocast(device_type, autocast_dtype), _out_of_memory_explained(src, cfg):
             hyps = search(model, src, cfg)
-        for i, nbest in zip(rows, hyps):
-            texts = tokenizer.decode_tgt([h.tokens for h in nbest])
+        all_texts = decode_nbests(tokenizer.decode_tgt, [[h.tokens for h in nbest] for nbest in hyps])
+        for i, nbest, texts in zip(rows, hyps, all_texts):
             results[i] = Translation(texts[0], nbest[0].tokens, nbest[0].score,
                                      [(txt, h.score) for txt, h in zip(texts, nbest)])
             stats.tgt_tokens += len(nbest[0].tokens) + 1

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -31,6 +32,7 @@ from mtkit.config import ModelConfig
 from mtkit.tokenizer import PAD_ID
 
 KV = tuple[Tensor, Tensor]  # keys, values: (batch, n_heads, len, d_head) each
+LayerCalls = tuple[Sequence[Callable[..., Tensor]], Sequence[Callable[..., Tensor]]]  # encoder's, decoder's
 
 
 def sinusoidal_table(n_positions: int, d_model: int) -> Tensor:
@@ -167,11 +169,13 @@ def _fuse_old_projections(state_dict: dict, prefix: str, targets: dict[str, str]
                 state_dict[f"{prefix}{target}.{kind}"] = torch.cat([state_dict.pop(p) for p in parts])
 
 
-# On CUDA the backends are chosen, not left to torch: flash attention where no mask is needed (the
-# decoder's causal self-attention), memory-efficient attention where a padding mask is, never
-# cuDNN's, which builds a new execution plan (~15 ms) for every new (batch, length) shape, and
-# token-budget batches bring a new shape at nearly every step. The math kernel is the fallback.
-CUDA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+# On CUDA the backends are chosen, not left to torch: the memory-efficient kernel, never cuDNN's,
+# which builds a new execution plan (~15 ms) for every new (batch, length) shape, and token-budget
+# batches bring a new shape at nearly every step. Nor flash attention, torch's first choice without
+# a mask: on an H100 its backward took 1.4-1.7x as long as the memory-efficient one on sentence-length
+# causal attention (32-128 positions), and training `base` ran 1.17x faster without it
+# (recipes/benchmarks, 2026-11-23). The math kernel is the fallback.
+CUDA_BACKENDS = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 def _kernel_choice(q: Tensor):
@@ -331,27 +335,34 @@ class Transformer(nn.Module):
     def attention_mask(src_pad_mask: Tensor) -> Tensor:  # (batch, src_len) -> (batch, 1, 1, src_len)
         return (~src_pad_mask)[:, None, None, :]
 
-    def encode(self, src: Tensor) -> Tensor:  # (batch, src_len) -> (batch, src_len, d_model)
+    def encode(self, src: Tensor, layers: Sequence[Callable[..., Tensor]] | None = None) -> Tensor:
+        """(batch, src_len) -> (batch, src_len, d_model). layers: callables to run in place of the
+        encoder's layers (compiled ones, see mtkit.loss)."""
         mask = self.attention_mask(src.eq(PAD_ID))
         x = self.src_embed(src)
-        for layer in self.encoder:
+        for layer in self.encoder if layers is None else layers:
             x = layer(x, mask)
         return self.enc_norm(x)
 
     def decode(
-        self, tgt_in: Tensor, memory: Tensor, src_pad_mask: Tensor, sink: list[Tensor] | None = None
+        self, tgt_in: Tensor, memory: Tensor, src_pad_mask: Tensor, sink: list[Tensor] | None = None,
+        layers: Sequence[Callable[..., Tensor]] | None = None,
     ) -> Tensor:
         """Final decoder states (batch, tgt_len, d_model) of every target position, teacher-forced:
-        the input of the output projection."""
+        the input of the output projection. layers: as in encode."""
         mask = self.attention_mask(src_pad_mask)
         x = self.tgt_embed(tgt_in)  # (batch, tgt_len, d_model)
-        for layer in self._decoder_layers():
-            x = layer(x, layer.cross_attn.project_kv(memory), mask, sink=sink)
+        own = self._decoder_layers()
+        runs: Sequence[Callable[..., Tensor]] = own if layers is None else layers
+        for layer, run in zip(own, runs, strict=True):
+            x = run(x, layer.cross_attn.project_kv(memory), mask, sink=sink)
         return self.dec_norm(x)
 
-    def features(self, src: Tensor, tgt_in: Tensor) -> Tensor:
-        """(batch, src_len), (batch, tgt_len) -> final decoder states (batch, tgt_len, d_model)."""
-        return self.decode(tgt_in, self.encode(src), src.eq(PAD_ID))
+    def features(self, src: Tensor, tgt_in: Tensor, layers: LayerCalls | None = None) -> Tensor:
+        """(batch, src_len), (batch, tgt_len) -> final decoder states (batch, tgt_len, d_model).
+        layers: (encoder's, decoder's) callables to run in place of the layers."""
+        enc, dec = layers if layers is not None else (None, None)
+        return self.decode(tgt_in, self.encode(src, enc), src.eq(PAD_ID), layers=dec)
 
     def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:
         """Logits (batch, tgt_len, tgt_vocab) of every target position, teacher-forced."""

@@ -84,6 +84,9 @@ def test_int8_decoding_stays_close_to_fp32(reverse_model, reverse_data):
     model, tok, _ = load_for_inference(reverse_model, "best")
     fp32 = [t.text for t in translate(model, tok, lines, DecodeConfig(beam=5))]
     int8 = [t.text for t in translate(quantize_int8(model), tok, lines, DecodeConfig(beam=5))]
-    assert abs(corpus_bleu(int8, [refs]).score - corpus_bleu(fp32, [refs]).score) <= 1.0
+    # on this small set one changed sentence moves BLEU by ~0.6 (a model trained on a GPU moved it
+    # by 1.17): the outputs are compared sentence by sentence, BLEU loosely
+    assert sum(a == b for a, b in zip(int8, fp32, strict=True)) >= 0.95 * len(fp32)
+    assert abs(corpus_bleu(int8, [refs]).score - corpus_bleu(fp32, [refs]).score) <= 2.0
     code, out, err = run_in_process("translate", "-m", str(reverse_model), "--precision", "int8", "-i", str(reverse_data["valid_src"]))
     assert code == 0 and out.splitlines() == int8, err

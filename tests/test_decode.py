@@ -182,3 +182,16 @@ def test_attention_png(reverse_model, mtkit_cli, tmp_path):
     out = mtkit_cli("attention", "-m", str(reverse_model), "alpha bravo charlie", "-o", str(tmp_path / "a.png"))
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "a.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_batch_of_translations_is_detokenized_in_one_call(reverse_model, reverse_data, monkeypatch):
+    """sentencepiece starts a thread pool at each decode call (1 ms on 16 cores): one call per batch."""
+    model, tok, _ = load_for_inference(reverse_model, "best")
+    lines = read_lines(reverse_data["valid_src"])[:20]
+    expected = [t.text for t in translate(model, tok, lines, DecodeConfig(beam=3, nbest=2))]
+    calls = []
+    decode = tok.decode_tgt
+    monkeypatch.setattr(tok, "decode_tgt", lambda ids: calls.append(len(ids)) or decode(ids))
+    got = list(translate(model, tok, lines, DecodeConfig(beam=3, nbest=2, max_tokens=100000)))
+    assert [t.text for t in got] == expected and calls == [40]
+    assert all(len(t.nbest) == 2 and t.nbest[0][0] == t.text for t in got)

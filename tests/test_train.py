@@ -291,6 +291,33 @@ def test_cuda_amp_training(tmp_path, reverse_data, precision):
 
 
 @pytest.mark.slow
+def test_compiled_layers_share_two_graphs_and_equal_eager_over_many_shapes():
+    """--compile compiles each layer with dynamic shapes: every encoder layer shares one graph and
+    every decoder layer another, whatever the batch shape; loss and gradients equal eager's."""
+    import torch._dynamo.utils as dynamo_utils
+
+    from mtkit.loss import LabelSmoothedObjective
+    from mtkit.model import Transformer
+
+    torch.manual_seed(0)
+    model = Transformer(C.preset("tiny", src_vocab_size=100, tgt_vocab_size=100))
+    eager, compiled = LabelSmoothedObjective(model, 0.1, PAD_ID), LabelSmoothedObjective(model, 0.1, PAD_ID, compile=True)
+    dynamo_utils.counters.clear()
+    model.eval()  # no dropout: the two must agree
+    for batch, s_len, t_len in [(3, 7, 5), (4, 9, 6), (2, 12, 11), (5, 6, 8), (3, 15, 4)]:
+        src, tgt = torch.randint(4, 100, (batch, s_len)), torch.randint(4, 100, (batch, t_len))
+        src[0, -2:] = PAD_ID
+        grads = []
+        for objective in (eager, compiled):
+            loss, _ = objective(src, tgt[:, :-1], tgt[:, 1:])
+            loss.backward()
+            grads.append([p.grad.clone() for p in model.parameters()])
+            model.zero_grad()
+        torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-5)
+    assert dynamo_utils.counters["stats"]["unique_graphs"] == 2
+
+
+@pytest.mark.slow
 def test_compile_trains_and_saves_the_plain_module(tmp_path, reverse_with_tokenizer):
     res = subprocess.run(_cli_train(tmp_path / "m", reverse_with_tokenizer, "--max-steps", "3", "--compile"),
                          capture_output=True, text=True)
@@ -429,8 +456,10 @@ def test_cuda_compiled_step_equals_eager_over_many_shapes():
         compiled([b], 1e-3)
     a, b = eager.totals.read(eager.dist), compiled.totals.read(compiled.dist)
     assert a["loss"] == pytest.approx(b["loss"], rel=2e-2)
+    # Adam moves a parameter by up to ~lr per update whatever its gradient's size, so where a
+    # gradient is near zero two roundings can move it opposite ways: 8 updates x lr 1e-3 apart at most
     for p, q in zip(eager.model.parameters(), compiled.model.parameters(), strict=True):
-        torch.testing.assert_close(p, q, rtol=5e-2, atol=5e-3)
+        torch.testing.assert_close(p, q, rtol=5e-2, atol=1e-2)
 
 
 @pytest.mark.gpu

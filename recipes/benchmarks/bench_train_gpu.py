@@ -4,7 +4,7 @@ For each configuration (preset, corpus, token budget) both train on the same len
 batches, bf16 autocast, AdamW, label smoothing 0.1, gradient clipping:
 
   mtkit        mtkit.update.Updater, the very step `mtkit train` runs (chunked fused loss, no host
-               sync), eager and with --compile (the encoder-decoder compiled with dynamic shapes)
+               sync), eager and with --compile (each encoder and decoder layer compiled with dynamic shapes)
   nn.T         torch.nn.Transformer with the same embeddings/positions/tied output, F.cross_entropy,
                fused AdamW, as a user would write it (torch's default attention backends)
 
