@@ -166,6 +166,27 @@ def test_missing_file_and_offline_hub(tmp_path, tok):
         D.prepare_corpus(hub, tok, DataConfig(), tmp_path / "c")
 
 
+def test_export_cli_writes_a_datasets_corpus_as_two_parallel_files(tmp_path):
+    """`mtkit export` on a local `datasets` directory (offline): one line per pair, a line break
+    inside a sentence becomes a space, and a missing field is an error naming the row."""
+    from helpers import run_in_process
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    rows = [{"translation": {"en": "a cat", "de": "eine Katze"}},
+            {"translation": {"en": "two\nlines", "de": "zwei Zeilen"}}]
+    (corpus / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, _, err = run_in_process("export", "--hub", str(corpus), "--src-lang", "en", "--tgt-lang", "de",
+                                  "-o", str(tmp_path / "out" / "train"))
+    assert code == 0, err
+    assert (tmp_path / "out" / "train.en").read_text() == "a cat\ntwo lines\n"
+    assert (tmp_path / "out" / "train.de").read_text() == "eine Katze\nzwei Zeilen\n"
+    code, _, err = run_in_process("export", "--hub", str(corpus), "--src-lang", "en", "--tgt-lang", "fr",
+                                  "-o", str(tmp_path / "out" / "bad"))
+    assert code == 2 and "row 0" in err and "translation.fr" in err, err
+    assert not list((tmp_path / "out").glob("bad*"))
+
+
 # ----------------------------------------------------------------------------- batching
 @pytest.fixture
 def lengths():
