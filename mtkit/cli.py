@@ -344,7 +344,49 @@ def _load_tokenizer(model_dir: Path):
 
 
 # ----------------------------------------------------------------------------- train
+# The settings `mtkit train` takes as options of their own, each declared once, here: the option's
+# name, type and help come from mtkit.config (data.max_tokens -> --max-tokens). Every other setting
+# is reachable with --set section.key=value or a --config file.
+TRAIN_OPTIONS = (
+    "preset", "data.max_tokens", "train.update_freq", "train.lr", "train.warmup",
+    "train.label_smoothing", "model.dropout", "train.weight_decay", "train.clip_norm", "train.max_steps",
+    "train.max_epochs", "train.max_time", "train.valid_every", "train.save_every", "train.keep_last",
+    "train.patience", "train.precision", "train.device", "train.seed", "train.compile",
+)
+
+
+def _with_config_options(keys: tuple[str, ...]):
+    """Give a command one option per config setting of `keys`; the command receives them as
+    `settings`: {key: value, or None when not given}."""
+    import inspect
+
+    from mtkit.config import describe, option_name
+
+    def decorate(command):
+        names = {key: key.rpartition(".")[2] for key in keys}
+        options = []
+        for key, name in names.items():
+            kind, text = describe(key)
+            flag = option_name(key)
+            decl = f"{flag}/--no-{flag[2:]}" if kind is bool else flag
+            options.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=kind | None,
+                                             default=typer.Option(None, decl, help=text or None)))
+
+        @functools.wraps(command)
+        def run(**kwargs):
+            return command(**{k: v for k, v in kwargs.items() if k not in names.values()},
+                           settings={key: kwargs[name] for key, name in names.items()})
+
+        own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "settings"]
+        run.__signature__ = inspect.Signature(own + options)  # type: ignore[attr-defined]
+        run.__annotations__ = {p.name: p.annotation for p in own + options}
+        return run
+
+    return decorate
+
+
 @app.command()
+@_with_config_options(TRAIN_OPTIONS)
 def train(
     output: Path = typer.Option(..., "-o", "--output", help="Model directory (created, or resumed)."),
     src: Path | None = typer.Option(None, "--src", help="Training source file (or a TSV/JSONL file alone)."),
@@ -353,31 +395,13 @@ def train(
     valid_tgt: Path | None = typer.Option(None, "--valid-tgt"),
     tokenizer: Path | None = typer.Option(None, "--tokenizer", help="Tokenizer directory (else one is trained)."),
     vocab_size: int = typer.Option(8000, "--vocab-size", help="Of the tokenizer trained when --tokenizer is absent."),
-    config_file: Path | None = typer.Option(None, "--config", help="TOML file with [model] [data] [train] [decode]."),
+    config_file: Path | None = typer.Option(None, "--config", help="TOML file with \\[model] \\[data] \\[train] \\[decode] sections."),
     overrides: list[str] = typer.Option([], "--set", help="section.key=value, repeatable (any config setting)."),
-    preset: str | None = typer.Option(None, "--preset", help="tiny, multi30k, small, base or big."),
-    max_tokens: int | None = typer.Option(None, "--max-tokens"),
-    update_freq: int | None = typer.Option(None, "--update-freq"),
-    lr: float | None = typer.Option(None, "--lr"),
-    warmup: int | None = typer.Option(None, "--warmup"),
-    label_smoothing: float | None = typer.Option(None, "--label-smoothing"),
-    dropout: float | None = typer.Option(None, "--dropout"),
-    weight_decay: float | None = typer.Option(None, "--weight-decay"),
-    clip_norm: float | None = typer.Option(None, "--clip-norm"),
-    max_steps: int | None = typer.Option(None, "--max-steps"),
-    max_epochs: int | None = typer.Option(None, "--max-epochs"),
-    max_time: float | None = typer.Option(None, "--max-time", help="Seconds of wall time."),
-    valid_every: int | None = typer.Option(None, "--valid-every"),
-    save_every: int | None = typer.Option(None, "--save-every"),
-    keep_last: int | None = typer.Option(None, "--keep-last"),
-    patience: int | None = typer.Option(None, "--patience"),
-    precision: str | None = typer.Option(None, "--precision", help="auto, fp32, bf16 or fp16."),
-    device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N."),
-    seed: int | None = typer.Option(None, "--seed"),
-    compile_model: bool | None = typer.Option(None, "--compile/--no-compile"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a model directory holding another run."),
     reset_data: bool = typer.Option(False, "--reset-data", help="Resume on another corpus, from its first batch."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the summary."),
+    *,
+    settings: dict,
 ) -> None:
     """Train (or resume) a Transformer; the model directory is all `mtkit translate` needs."""
     from mtkit import progress
@@ -386,15 +410,7 @@ def train(
     from mtkit.tokenizer import TokenizerOptions
     from mtkit.train import train as run_training
 
-    explicit = {
-        "preset": preset, "data.max_tokens": max_tokens, "train.update_freq": update_freq, "train.lr": lr,
-        "train.warmup": warmup, "train.label_smoothing": label_smoothing, "model.dropout": dropout,
-        "train.weight_decay": weight_decay, "train.clip_norm": clip_norm, "train.max_steps": max_steps,
-        "train.max_epochs": max_epochs, "train.max_time": max_time, "train.valid_every": valid_every,
-        "train.save_every": save_every, "train.keep_last": keep_last, "train.patience": patience,
-        "train.precision": precision, "train.device": device, "train.seed": seed, "train.compile": compile_model,
-    }
-    cfg = assemble(config_file, explicit, overrides)
+    cfg = assemble(config_file, settings, overrides)
     if src is None:
         raise UserError("--src is required (with --tgt, or alone for a TSV/JSONL corpus)")
     job = TrainJob(output, cfg, src, tgt, valid_src, valid_tgt, tokenizer,

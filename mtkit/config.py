@@ -109,14 +109,14 @@ class TrainConfig:
 
     lr: float = 5e-4  # peak learning rate, reached after warmup
     warmup: int = 4000  # linear warmup steps, then the schedule's decay
-    schedule: Literal["inverse_sqrt", "linear"] = "inverse_sqrt"  # linear: to 0 at the end of max_steps/max_time
+    schedule: Literal["inverse_sqrt", "linear"] = "inverse_sqrt"  # linear decays to 0 at the end of max_steps/max_time
     betas: tuple[float, float] = (0.9, 0.98)
-    weight_decay: float = 0.0
-    label_smoothing: float = 0.1
-    clip_norm: float = 1.0  # 0 disables
+    weight_decay: float = 0.0  # AdamW's decoupled weight decay
+    label_smoothing: float = 0.1  # probability mass spread over the vocabulary in the target
+    clip_norm: float = 1.0  # largest gradient norm, larger ones are scaled down (0 disables)
     update_freq: int = 1  # gradient accumulation: batches per optimiser step
-    max_steps: int = 0  # 0: no limit
-    max_epochs: int = 0  # 0: no limit
+    max_steps: int = 0  # updates to train (0: no limit)
+    max_epochs: int = 0  # passes over the corpus (0: no limit)
     max_time: float = 0.0  # seconds of wall time, 0: no limit
     valid_every: int = 1000  # steps between validations (0: only at the end)
     save_every: int = 1000  # steps between checkpoints (0: only at validations and the end)
@@ -125,8 +125,8 @@ class TrainConfig:
     best_metric: Literal["bleu", "chrf"] = "bleu"  # validation metric that picks best.pt and drives patience
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     device: str = "auto"  # auto, cpu, cuda, cuda:N
-    seed: int = 1
-    compile: bool = False  # torch.compile the model
+    seed: int = 1  # random seed of initialisation, dropout and batch order
+    compile: bool = False  # torch.compile each layer (dynamic shapes): pays on a GPU with large batches
     log_every: int = 50  # steps between progress events
     valid_max_sentences: int = 0  # decode only the first N validation sentences (0: all)
     max_nonfinite: int = 10  # consecutive non-finite losses before giving up
@@ -309,6 +309,30 @@ def apply_override(cfg: RunConfig, assignment: str) -> str:
     key = _resolve_key(cfg, key, f"--set {key}")
     set_value(cfg, key, value, f"--set {key}")
     return key
+
+
+def describe(key: str) -> tuple[type, str]:
+    """The type and the one-line description of a setting (`train.lr`, or `preset`): its field's
+    annotation and trailing comment here, for the command line built from these declarations.
+    Literal choices become str, their description lists them."""
+    section, _, name = key.rpartition(".")
+    cls = type(getattr(RunConfig(), section)) if section else RunConfig
+    hint = typing.get_type_hints(cls)[name]
+    comment = _field_comments(cls).get(name, "")
+    if typing.get_origin(hint) is Literal:
+        choices = ", ".join(str(c) for c in typing.get_args(hint))
+        return str, f"{choices}: {comment}" if comment else choices
+    if key == "preset":
+        return str, ", ".join(PRESETS)
+    return hint, comment
+
+
+def _field_comments(cls: type) -> dict[str, str]:
+    """Field name -> its trailing `# comment` in the class's source."""
+    import inspect
+
+    found = (re.match(r"\s+(\w+): [^#]*#\s*(.+)$", line) for line in inspect.getsource(cls).splitlines())
+    return {m[1]: m[2] for m in found if m}
 
 
 def option_name(key: str) -> str:

@@ -249,6 +249,23 @@ def test_repeated_nonfinite_losses_stop_with_last_checkpoint_intact(tmp_path, re
 
 # ----------------------------------------------------------------------------- bad input
 @pytest.mark.slow
+def test_train_options_are_the_config_declarations():
+    """Each of `mtkit train`'s setting options is declared once, in mtkit.config: its name, type
+    and help come from the field (data.max_tokens -> --max-tokens), and its value reaches that key."""
+    import typer.main
+
+    from mtkit.cli import TRAIN_OPTIONS, app
+    from mtkit.config import assemble, describe, option_name
+
+    params = {p.opts[0]: p for p in typer.main.get_command(app).commands["train"].params}
+    for key in TRAIN_OPTIONS:
+        assert params[option_name(key)].help == (describe(key)[1] or None), key
+    assert params["--max-time"].help == "seconds of wall time, 0: no limit"
+    assert params["--compile"].secondary_opts == ["--no-compile"]
+    cfg = assemble(None, {"data.max_tokens": 123, "model.dropout": 0.25, "train.compile": True}, [])
+    assert (cfg.data.max_tokens, cfg.model.dropout, cfg.train.compile) == (123, 0.25, True)
+
+
 def test_bad_options_and_directories(tmp_path, reverse_with_tokenizer, mtkit_cli):
     d = reverse_with_tokenizer
     base = _cli_train(tmp_path / "m", d, "--max-steps", "2")[3:]
