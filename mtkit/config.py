@@ -6,6 +6,7 @@ Defaults live here and nowhere else. Standard library only.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 import sys
@@ -125,7 +126,7 @@ class TrainConfig:
     best_metric: Literal["bleu", "chrf"] = "bleu"  # validation metric that picks best.pt and drives patience
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     device: str = "auto"  # auto, cpu, cuda, cuda:N
-    seed: int = 1  # random seed of initialisation, dropout and batch order
+    seed: int = 1  # random seed of initialisation and dropout (data.seed orders the batches)
     compile: bool = False  # torch.compile each layer (dynamic shapes): pays on a GPU with large batches
     log_every: int = 50  # steps between progress events
     valid_max_sentences: int = 0  # decode only the first N validation sentences (0: all)
@@ -316,8 +317,8 @@ def describe(key: str) -> tuple[type, str]:
     annotation and trailing comment here, for the command line built from these declarations.
     Literal choices become str, their description lists them."""
     section, _, name = key.rpartition(".")
-    cls = type(getattr(RunConfig(), section)) if section else RunConfig
-    hint = typing.get_type_hints(cls)[name]
+    cls: Any = type(getattr(RunConfig(), section)) if section else RunConfig
+    hint = _type_hints(cls)[name]
     comment = _field_comments(cls).get(name, "")
     if typing.get_origin(hint) is Literal:
         choices = ", ".join(str(c) for c in typing.get_args(hint))
@@ -327,12 +328,23 @@ def describe(key: str) -> tuple[type, str]:
     return hint, comment
 
 
-def _field_comments(cls: type) -> dict[str, str]:
-    """Field name -> its trailing `# comment` in the class's source."""
-    import inspect
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
 
-    found = (re.match(r"\s+(\w+): [^#]*#\s*(.+)$", line) for line in inspect.getsource(cls).splitlines())
-    return {m[1]: m[2] for m in found if m}
+
+@functools.cache
+def _field_comments(cls: type) -> dict[str, str]:
+    """Field name -> its trailing `# comment` in the class's source (this file, read once: cheaper
+    than inspect.getsource, which `mtkit translate`'s start-up would pay)."""
+    comments: dict[str, dict[str, str]] = {}
+    current: dict[str, str] = {}
+    for line in Path(__file__).read_text(encoding="utf-8").splitlines():
+        if m := re.match(r"class (\w+)", line):
+            current = comments.setdefault(m[1], {})
+        elif m := re.match(r"    (\w+): [^#]*#\s*(.+)$", line):
+            current[m[1]] = m[2]
+    return comments.get(cls.__name__, {})
 
 
 def option_name(key: str) -> str:
