@@ -31,8 +31,14 @@ def test_wmt14_uses_torchrun_with_several_gpus(tmp_path):
     assert "sacrebleu -t wmt14 -l en-de --echo src" in out.stderr and "--preset base" in out.stderr
 
 
-def test_demo_mode_budget(tmp_path):
-    env = {**os.environ, "DRY_RUN": "1", "DEMO": "1", "RUN_DIR": str(tmp_path / "run")}
+@pytest.mark.parametrize("native_bf16, chosen", [("1", "--max-tokens 4096 --update-freq 1 --lr 0.003"),
+                                                  ("0", "--max-tokens 2048 --update-freq 1 --lr 0.002")])
+def test_demo_mode_budget(tmp_path, native_bf16, chosen):
+    """The demo's settings follow the CPU: bf16 and larger batches with native bf16, else fp32 (auto)
+    and smaller batches."""
+    env = {**os.environ, "DRY_RUN": "1", "DEMO": "1", "RUN_DIR": str(tmp_path / "run"), "NATIVE_BF16": native_bf16}
     out = subprocess.run(["bash", str(ROOT / "recipes" / "multi30k.sh")], cwd=ROOT, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "--max-time 600" in out.stderr and "--preset multi30k" in out.stderr and "train.schedule=linear" in out.stderr
+    assert chosen in out.stderr
+    assert f"--precision {'bf16' if native_bf16 == '1' else 'auto'}" in out.stderr
