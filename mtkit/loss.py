@@ -8,10 +8,10 @@ vocabulary is 256 MB in float32), and on a CPU the passes over them cost more th
 So the logits are never materialised whole: the forward pass projects a chunk of hidden states
 at a time, takes its softmax (in the compute dtype, accumulated in float32), and, when gradients
 are wanted, turns that same buffer in place into softmax - target and multiplies it straight back
-into the gradients of the hidden states and of the projection. Backward then only scales those two small saved tensors by the
-incoming gradient. The chunk buffers are a few MB and reused, where whole-logit buffers were
-fresh pages from the kernel at every step (12x fewer page faults per update on Multi30k), and
-peak memory no longer grows with batch x vocabulary.
+into the gradients of the hidden states and of the projection. Backward then only scales those
+two small saved tensors by the incoming gradient. The chunk buffers are reused, where whole-logit
+buffers were fresh pages from the kernel at every step (12x fewer page faults per update on
+Multi30k), and peak memory no longer grows with batch x vocabulary.
 """
 
 from __future__ import annotations
@@ -82,7 +82,8 @@ class _ProjectedLabelSmoothedCE(torch.autograd.Function):
                 assert grad_hidden is not None and grad_weight is not None
                 if real is not None:  # padding rows: their gradient is zeroed in the (n, d) tensors, not in (n, V)
                     h = h * real.to(dtype)
-                grad_hidden[idx] = (grad @ w).float() if real is None else (grad @ w).float() * real
+                grad_h = (grad @ w).float()
+                grad_hidden[idx] = grad_h if real is None else grad_h * real
                 grad_weight += grad.T @ h
         ctx.save_for_backward(grad_hidden, grad_weight)
         ctx.hidden_dtype, ctx.weight_dtype = hidden.dtype, weight.dtype

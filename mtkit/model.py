@@ -172,8 +172,8 @@ def _fuse_old_projections(state_dict: dict, prefix: str, targets: dict[str, str]
 # On CUDA the backends are chosen, not left to torch: the memory-efficient kernel, never cuDNN's,
 # which builds a new execution plan (~15 ms) for every new (batch, length) shape, and token-budget
 # batches bring a new shape at nearly every step. Nor flash attention, torch's first choice without
-# a mask: on an H100 its backward took 1.4-1.7x as long as the memory-efficient one on sentence-length
-# causal attention (32-128 positions), and training `base` ran 1.17x faster without it
+# a mask: on an H100 its causal forward+backward took up to 1.75x as long as the memory-efficient
+# kernel's at sentence lengths (1.07x at 128 positions), and training `base` ran 1.17x faster without it
 # (recipes/benchmarks, 2026-11-23). The math kernel is the fallback.
 CUDA_BACKENDS = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 

@@ -82,7 +82,7 @@ def open_engine(model_dir: Path, checkpoint: str = "best", device: str = "auto",
     if precision == "int8":
         model = quantize_int8(model)
     elif dev.type == "cuda" and dtype != torch.float32:
-        # weights cast once, not by autocast at every layer of every step: half the kernel launches
+        # weights cast once, not by autocast at every layer of every decoding step
         model, dtype = model.to(dtype), None
 
     def run(lines: Iterable[str], cfg: Any, stats: TranslateStats, chunk_size: int) -> Iterator[Translation]:
