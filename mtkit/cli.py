@@ -8,6 +8,7 @@ import functools
 import os
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -101,6 +102,15 @@ def _closed_pipe_is_normal(command):
     return wrapper
 
 
+# The reporting options `mtkit bleu` and `mtkit score` share.
+SentenceLevel = Annotated[bool, typer.Option("--sentence-level", help="Also score each sentence.")]
+ReportFormat = Annotated[str, typer.Option("--format", "-f", help="text or json.")]
+ReportWidth = Annotated[int, typer.Option("--width", "-w", help="Decimals of the score in text output.")]
+PairedBootstrap = Annotated[bool, typer.Option("--paired-bs", help="Paired bootstrap against the first system.")]
+BootstrapSamples = Annotated[int, typer.Option("--paired-bs-n", help="Bootstrap samples.")]
+BootstrapSeed = Annotated[int, typer.Option("--seed", help="Seed of the bootstrap resampling.")]
+
+
 @app.command(
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
     no_args_is_help=True,
@@ -112,12 +122,12 @@ def bleu(
     smooth_method: str = typer.Option("exp", "--smooth-method", help="none, floor, add-k or exp."),
     smooth_value: float | None = typer.Option(None, "--smooth-value", help="For floor (0.1) and add-k (1)."),
     max_ngram_order: int = typer.Option(4, "--max-ngram-order", help="BLEU-N: the longest n-gram counted."),
-    sentence_level: bool = typer.Option(False, "--sentence-level", help="Also score each sentence."),
-    fmt: str = typer.Option("text", "--format", "-f", help="text or json."),
-    width: int = typer.Option(1, "--width", "-w", help="Decimals of the score in text output."),
-    paired_bs: bool = typer.Option(False, "--paired-bs", help="Paired bootstrap against the first system."),
-    paired_bs_n: int = typer.Option(1000, "--paired-bs-n", help="Bootstrap samples."),
-    seed: int = typer.Option(12345, "--seed", help="Seed of the bootstrap resampling."),
+    sentence_level: SentenceLevel = False,
+    fmt: ReportFormat = "text",
+    width: ReportWidth = 1,
+    paired_bs: PairedBootstrap = False,
+    paired_bs_n: BootstrapSamples = 1000,
+    seed: BootstrapSeed = 12345,
     check_sacrebleu: bool = typer.Option(False, "--sacrebleu", help="Also compute sacrebleu's score; fail if they differ."),
 ) -> None:
     """Corpus BLEU of one or more systems (stdin when -i is absent), equal to sacreBLEU's.
@@ -155,12 +165,12 @@ def score(
     ter_no_punct: bool = typer.Option(False, "--ter-no-punct", help="TER: remove punctuation."),
     ter_asian_support: bool = typer.Option(False, "--ter-asian-support", help="TER: CJK characters as words."),
     ter_case_sensitive: bool = typer.Option(False, "--ter-case-sensitive", help="TER: keep case."),
-    sentence_level: bool = typer.Option(False, "--sentence-level", help="Also score each sentence."),
-    fmt: str = typer.Option("text", "--format", "-f", help="text or json."),
-    width: int = typer.Option(1, "--width", "-w", help="Decimals of the score in text output."),
-    paired_bs: bool = typer.Option(False, "--paired-bs", help="Paired bootstrap against the first system."),
-    paired_bs_n: int = typer.Option(1000, "--paired-bs-n", help="Bootstrap samples."),
-    seed: int = typer.Option(12345, "--seed", help="Seed of the bootstrap resampling."),
+    sentence_level: SentenceLevel = False,
+    fmt: ReportFormat = "text",
+    width: ReportWidth = 1,
+    paired_bs: PairedBootstrap = False,
+    paired_bs_n: BootstrapSamples = 1000,
+    seed: BootstrapSeed = 12345,
     check_sacrebleu: bool = typer.Option(False, "--sacrebleu", help="Also compute sacreBLEU's scores; fail if any differs."),
 ) -> None:
     """Several metrics (-m bleu chrf ter; default all three) of one or more systems, equal to sacreBLEU's.

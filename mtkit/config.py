@@ -317,7 +317,7 @@ def describe(key: str) -> tuple[type, str]:
     annotation and trailing comment here, for the command line built from these declarations.
     Literal choices become str, their description lists them."""
     section, _, name = key.rpartition(".")
-    cls: Any = type(getattr(RunConfig(), section)) if section else RunConfig
+    cls: Any = _type_hints(RunConfig)[section] if section else RunConfig
     hint = _type_hints(cls)[name]
     comment = _field_comments(cls).get(name, "")
     if typing.get_origin(hint) is Literal:

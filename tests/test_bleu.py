@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from mtkit import bleu
 from mtkit.errors import UserError
 from mtkit.metrics import tokenizers as T
+from mtkit.textio import read_lines
 
 TOKENIZERS = ["13a", "intl", "zh", "char", "none"]
 SMOOTHING = ["none", "floor", "add-k", "exp"]
@@ -161,11 +162,6 @@ def test_random_corpora_equal_sacrebleu(corpus, tokenize, smooth_method, lowerca
 
 
 # ------------------------------------------------------------------ Multi30k
-def _lines(path):
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        return [line.rstrip("\n") for line in f]
-
-
 def _perturb(lines, seed):
     rng = random.Random(seed)
     out = []
@@ -184,7 +180,7 @@ def _perturb(lines, seed):
 @pytest.mark.slow
 @pytest.mark.parametrize("split,lang", [("val", "de"), ("test_2016_flickr", "fr"), ("test_2016_flickr", "cs")])
 def test_multi30k_perturbed(multi30k, split, lang):
-    refs = _lines(multi30k / f"{split}.{lang}.gz")
+    refs = read_lines(multi30k / f"{split}.{lang}.gz")
     hyps = _perturb(refs, seed=1)
     second = _perturb(refs, seed=2)
     for tok in ("13a", "intl"):

@@ -1,7 +1,6 @@
 """chrF, chrF++ and TER equal to sacreBLEU's; mtkit score (several metrics, systems, paired
 bootstrap, the --sacrebleu cross-check); the metrics package stays free of torch."""
 
-import gzip
 import json
 import random
 import subprocess
@@ -15,6 +14,7 @@ from hypothesis import strategies as st
 
 from mtkit.metrics import corpus_chrf, corpus_ter, sentence_chrf, sentence_ter
 from mtkit.metrics import ter as T
+from mtkit.textio import read_lines
 
 CHRF_OPTIONS = [dict(), dict(word_order=2), dict(lowercase=True), dict(whitespace=True), dict(eps_smoothing=True),
                 dict(word_order=2, beta=1, char_order=4), dict(char_order=0, word_order=2)]
@@ -117,11 +117,6 @@ def test_ter_on_permutations(words, rnd):
 
 
 # ------------------------------------------------------------------ real text
-def _lines(path):
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        return [line.rstrip("\n") for line in f]
-
-
 def _perturb(lines, seed):
     rng = random.Random(seed)
     out = []
@@ -141,9 +136,9 @@ def _perturb(lines, seed):
 @pytest.mark.slow
 @pytest.mark.parametrize("split,lang", [("val", "de"), ("test_2016_flickr", "fr")])
 def test_multi30k(multi30k, split, lang):
-    refs = _lines(multi30k / f"{split}.{lang}.gz")
+    refs = read_lines(multi30k / f"{split}.{lang}.gz")
     hyps, second = _perturb(refs, 1), _perturb(refs, 2)
-    english = _lines(multi30k / f"{split}.en.gz")  # real text with little overlap: low scores
+    english = read_lines(multi30k / f"{split}.en.gz")  # real text with little overlap: low scores
     for kw in CHRF_OPTIONS[:3]:
         assert_chrf_same(hyps, [refs], **kw)
         assert_chrf_same(english, [refs, second], **kw)

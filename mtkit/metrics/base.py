@@ -17,7 +17,7 @@ import math
 import operator
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from mtkit.errors import UserError
@@ -31,6 +31,25 @@ class Score(Protocol):
     def format(self, width: int = 2, signature: bool = True) -> str: ...
 
     def to_dict(self) -> dict: ...
+
+
+class OneNumberScore:
+    """format, to_dict and str of a dataclass score reported as one number (chrF, TER), as
+    sacreBLEU prints it: ``NAME|signature = 59.41``."""
+
+    name: str
+    score: float
+    signature: str
+
+    def format(self, width: int = 2, signature: bool = True) -> str:
+        name = f"{self.name}|{self.signature}" if signature and self.signature else self.name
+        return f"{name} = {self.score:.{width}f}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)  # type: ignore[call-overload]
+
+    def __str__(self) -> str:
+        return self.format()
 
 
 class Metric(Protocol):

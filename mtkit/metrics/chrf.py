@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from itertools import repeat
 
 from mtkit import __version__
@@ -157,24 +157,13 @@ def f_score(stats: Sequence[float], beta: float, eps_smoothing: bool) -> float:
 
 
 @dataclass
-class CHRFScore:
+class CHRFScore(base.OneNumberScore):
     score: float
     char_order: int
     word_order: int
     beta: int
     name: str = "chrF2"
     signature: str = ""
-
-    def format(self, width: int = 2, signature: bool = True) -> str:
-        """sacreBLEU's text line: ``chrF2|nrefs:1|...|version:... = 59.41``."""
-        name = f"{self.name}|{self.signature}" if signature and self.signature else self.name
-        return f"{name} = {self.score:.{width}f}"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def __str__(self) -> str:
-        return self.format()
 
 
 def corpus_chrf(hypotheses: Sequence[str], references: Sequence[Sequence[str | None]], *, char_order: int = 6,

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from mtkit import __version__
 from mtkit.metrics import base
@@ -296,23 +296,12 @@ class TEROptions:
 
 
 @dataclass
-class TERScore:
+class TERScore(base.OneNumberScore):
     score: float
     num_edits: int
     ref_length: float
     signature: str = ""
     name: str = "TER"
-
-    def format(self, width: int = 2, signature: bool = True) -> str:
-        """sacreBLEU's text line: ``TER|nrefs:1|...|version:... = 55.43``."""
-        name = f"{self.name}|{self.signature}" if signature and self.signature else self.name
-        return f"{name} = {self.score:.{width}f}"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def __str__(self) -> str:
-        return self.format()
 
 
 def corpus_ter(hypotheses: Sequence[str], references: Sequence[Sequence[str | None]], *, normalized: bool = False,
