@@ -109,6 +109,8 @@ ReportWidth = Annotated[int, typer.Option("--width", "-w", help="Decimals of the
 PairedBootstrap = Annotated[bool, typer.Option("--paired-bs", help="Paired bootstrap against the first system.")]
 BootstrapSamples = Annotated[int, typer.Option("--paired-bs-n", help="Bootstrap samples.")]
 BootstrapSeed = Annotated[int, typer.Option("--seed", help="Seed of the bootstrap resampling.")]
+ScoringJobs = Annotated[int, typer.Option("--jobs", "-j", help="Processes (Linux). 0: every CPU once the work is "
+                                                               "large enough (20,000 segments x systems).")]
 
 
 @app.command(
@@ -128,6 +130,7 @@ def bleu(
     paired_bs: PairedBootstrap = False,
     paired_bs_n: BootstrapSamples = 1000,
     seed: BootstrapSeed = 12345,
+    jobs: ScoringJobs = 0,
     check_sacrebleu: bool = typer.Option(False, "--sacrebleu", help="Also compute sacrebleu's score; fail if they differ."),
 ) -> None:
     """Corpus BLEU of one or more systems (stdin when -i is absent), equal to sacreBLEU's.
@@ -138,7 +141,8 @@ def bleu(
 
     ref_files, hyp_files, _ = _split_inputs(files, "bleu")
     metric = BLEUOptions(tokenize, lowercase, smooth_method, smooth_value, max_ngram_order)
-    _score(ref_files, hyp_files, [metric], fmt, width, sentence_level, paired_bs, paired_bs_n, seed, check_sacrebleu)
+    _score(ref_files, hyp_files, [metric], fmt, width, sentence_level, paired_bs, paired_bs_n, seed, jobs,
+           check_sacrebleu)
 
 
 METRIC_NAMES = ("bleu", "chrf", "ter")
@@ -171,6 +175,7 @@ def score(
     paired_bs: PairedBootstrap = False,
     paired_bs_n: BootstrapSamples = 1000,
     seed: BootstrapSeed = 12345,
+    jobs: ScoringJobs = 0,
     check_sacrebleu: bool = typer.Option(False, "--sacrebleu", help="Also compute sacreBLEU's scores; fail if any differs."),
 ) -> None:
     """Several metrics (-m bleu chrf ter; default all three) of one or more systems, equal to sacreBLEU's.
@@ -191,12 +196,13 @@ def score(
         "ter": lambda: TEROptions(ter_normalized, ter_no_punct, ter_asian_support, ter_case_sensitive),
     }
     metrics = [build[name]() for name in wanted]
-    _score(ref_files, hyp_files, metrics, fmt, width, sentence_level, paired_bs, paired_bs_n, seed, check_sacrebleu)
+    _score(ref_files, hyp_files, metrics, fmt, width, sentence_level, paired_bs, paired_bs_n, seed, jobs,
+           check_sacrebleu)
 
 
 def _score(ref_files: list[str], hyp_files: list[str], metrics: list, fmt: str, width: int, sentence_level: bool,
-           paired_bs: bool, paired_bs_n: int, seed: int, check_sacrebleu: bool) -> None:
-    """Read, check and score: each metric's references prepared once, then every system."""
+           paired_bs: bool, paired_bs_n: int, seed: int, jobs: int, check_sacrebleu: bool) -> None:
+    """Read, check and score: every metric on every system, each segment's references prepared once."""
     from mtkit import progress
     from mtkit.metrics import base
     from mtkit.textio import read_lines
@@ -207,6 +213,8 @@ def _score(ref_files: list[str], hyp_files: list[str], metrics: list, fmt: str, 
         raise UserError(f"--width must be between 0 and 20 decimals, got {width}")
     if paired_bs and paired_bs_n < 1:
         raise UserError(f"--paired-bs-n must be at least 1, got {paired_bs_n}")
+    if jobs < 0:
+        raise UserError(f"--jobs must be 0 (automatic) or more, got {jobs}")
     _stdout()
     references = [read_lines(f) for f in ref_files]
     systems = [read_lines(f) for f in hyp_files] if hyp_files else [list(_stream_stdin())]
@@ -217,10 +225,11 @@ def _score(ref_files: list[str], hyp_files: list[str], metrics: list, fmt: str, 
                 raise UserError(f"{name} has {len(hyps)} lines but reference {ref_name} has {len(refs)}")
     if paired_bs and len(systems) < 2:
         raise UserError("--paired-bs needs a baseline and at least one more system: -i BASE SYS [SYS ...]")
+    prepared = base.prepare(references)
     reports = []
     for metric in metrics:
-        report = base.evaluate(systems, base.prepare(metric, references), metric, sentence_level=sentence_level,
-                               paired_bs_samples=paired_bs_n if paired_bs else 0, seed=seed)
+        report = base.evaluate(systems, prepared, metric, sentence_level=sentence_level,
+                               paired_bs_samples=paired_bs_n if paired_bs else 0, seed=seed, jobs=jobs)
         if check_sacrebleu:
             from mtkit.metrics.check import check_equal
 

@@ -201,6 +201,35 @@ def test_score_bad_input(files, tmp_path):
                                           "-m", "chrf")[::2], "--chrf-word-order")
 
 
+def test_score_in_several_processes_equals_one(files, tmp_path):
+    """--jobs 2 splits the segments among forked processes: every number and every sentence score in
+    the same order as in one process (run as a command, in a process of its own: forking pytest's
+    process, which has torch's threads, is what the command never does)."""
+    second = tmp_path / "ref2.txt"
+    second.write_text("".join(line[::-1] + "\n" for line in files["ref"].read_text().splitlines()))
+    args = ["score", str(files["ref"]), str(second), "-i", str(files["a"]), str(files["b"]), "-m", "bleu", "chrf", "ter",
+            "--sentence-level", "-f", "json", "--paired-bs", "--paired-bs-n", "50"]
+    outputs = []
+    for jobs in ("1", "2"):
+        done = subprocess.run([sys.executable, "-m", "mtkit", *args, "--jobs", jobs], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        outputs.append(json.loads(done.stdout))
+    assert outputs[0] == outputs[1]
+    assert len(outputs[0]) == 6 and all(len(r["sentences"]) == 60 for r in outputs[0])
+
+
+def test_usable_jobs():
+    from mtkit.errors import UserError
+    from mtkit.metrics.base import PARALLEL_MIN_SEGMENTS, usable_jobs
+
+    assert usable_jobs(1, 10**9) == 1 and usable_jobs(0, PARALLEL_MIN_SEGMENTS - 1) == 1
+    if sys.platform == "linux":
+        assert usable_jobs(3, 10) == 3
+        assert usable_jobs(0, PARALLEL_MIN_SEGMENTS) == len(__import__("os").sched_getaffinity(0))
+    with pytest.raises(UserError, match="--jobs"):
+        usable_jobs(-1, 10)
+
+
 def test_metrics_do_not_import_torch():
     code = "import sys, mtkit.metrics, mtkit.bleu; assert 'torch' not in sys.modules and 'datasets' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,8 +1,8 @@
 """What every metric shares, as sacreBLEU shares it: each segment becomes a row of sufficient
-statistics, computed against reference information prepared once per reference set (so scoring
-16 systems does not tokenize the references 16 times); one function of the metric turns their
-column sums into a score. Sentence scores, several systems and paired bootstrap resampling all
-reuse the same rows. Standard library only.
+statistics, computed against reference information prepared once per segment's references (so
+scoring 16 systems does not tokenize the references 16 times); one function of the metric turns
+their column sums into a score. Sentence scores, several systems and paired bootstrap resampling
+all reuse the same rows. Standard library only.
 
 A metric is an options object with four methods:
     reference_info(refs)        what one segment's references (None removed) contribute, once
@@ -13,10 +13,15 @@ A metric is an options object with four methods:
 
 from __future__ import annotations
 
+import itertools
 import math
+import multiprocessing
 import operator
+import os
 import random
-from collections.abc import Sequence
+import sys
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -64,34 +69,108 @@ class Metric(Protocol):
 
 @dataclass
 class References:
-    """A reference set prepared for one metric."""
+    """A reference set: per segment, its references (None removed)."""
 
-    infos: list[Any]  # per segment, what metric.reference_info returned
+    segments: list[list[str]]
     nrefs: int  # references per segment; -1 when it varies
 
 
-def prepare(metric: Metric, references: Sequence[Sequence[str | None]]) -> References:
-    """Reference streams (each a string per segment; None marks a missing reference) prepared once."""
+def prepare(references: Sequence[Sequence[str | None]]) -> References:
+    """Reference streams (each a string per segment; None marks a missing reference), checked and
+    gathered per segment."""
     if isinstance(references, str) or (references and isinstance(references[0], str)):
         raise TypeError("references are a list of reference streams, each a list of strings")
     lengths = {len(stream) for stream in references}
     if len(lengths) > 1:
         raise UserError(f"the reference streams have different numbers of lines ({', '.join(map(str, sorted(lengths)))})")
-    infos, counts = [], set()
-    for refs in zip(*references):
-        present = [r for r in refs if r is not None]
-        counts.add(len(present))
-        infos.append(metric.reference_info(present))
-    return References(infos, counts.pop() if len(counts) == 1 else -1)
+    segments = [[r for r in refs if r is not None] for refs in zip(*references)]
+    counts = {len(refs) for refs in segments}
+    return References(segments, counts.pop() if len(counts) == 1 else -1)
 
 
-def statistics(metric: Metric, hypotheses: Sequence[str], references: References) -> list[list]:
-    """One row of statistics per hypothesis."""
-    if isinstance(hypotheses, str):
-        raise TypeError("hypotheses are a list of strings")
-    if len(hypotheses) != len(references.infos):
-        raise UserError(f"the references have {len(references.infos)} lines but there are {len(hypotheses)} hypotheses")
-    return [metric.segment_stats(h, info) for h, info in zip(hypotheses, references.infos)]
+def statistics(metric: Metric, systems: Sequence[Sequence[str]], references: References, jobs: int = 1) -> list[list[list]]:
+    """Per system, one row of statistics per hypothesis.
+
+    The work goes segment by segment: a segment's reference information is prepared once, used by
+    every system's hypothesis while it is in the CPU's cache, and dropped (8-14% faster for 16
+    systems than a pass over the corpus per system, measured, and no memory held for the whole
+    reference set). With jobs > 1 the segments are split among that many forked processes, which
+    prepare their own segments' references too (see usable_jobs)."""
+    n = len(references.segments)
+    for hyps in systems:
+        if isinstance(hyps, str):
+            raise TypeError("hypotheses are a list of strings")
+        if len(hyps) != n:
+            raise UserError(f"the references have {n} lines but there are {len(hyps)} hypotheses")
+    jobs = min(usable_jobs(jobs, n * len(systems)), n)
+    if jobs <= 1:
+        return _rows(metric, systems, references.segments, 0, n)
+    step = -(-n // (4 * jobs))  # four chunks per process: the work per segment varies
+    bounds = [(start, min(n, start + step)) for start in range(0, n, step)]
+    context = multiprocessing.get_context("fork")
+    with context.Pool(jobs, initializer=_receive_work, initargs=(metric, systems, references.segments)) as pool:
+        chunks = pool.map(_rows_between, bounds)
+    return [[row for chunk in chunks for row in chunk[k]] for k in range(len(systems))]
+
+
+PARALLEL_MIN_SEGMENTS = 20_000  # below this (systems x segments), starting processes costs more than it saves
+
+
+def usable_jobs(jobs: int, work: int) -> int:
+    """How many processes compute statistics: jobs (0: every CPU this process may use, once the
+    work is large enough to pay for them). Processes are forked, which is only safe and cheap on
+    Linux; elsewhere the work stays in this process."""
+    if jobs < 0:
+        raise UserError(f"--jobs must be 0 (automatic) or more, got {jobs}")
+    if jobs == 1 or sys.platform != "linux":
+        return 1
+    if jobs == 0:
+        jobs = len(os.sched_getaffinity(0)) if work >= PARALLEL_MIN_SEGMENTS else 1
+    return max(1, jobs)
+
+
+def _rows(metric: Metric, systems: Sequence[Sequence[str]], segments: Sequence[list[str]], start: int,
+          stop: int) -> list[list[list]]:
+    """Rows of segments start..stop-1 for every system. Systems that agree on a segment (checkpoints
+    of one model often do) share one row, computed once; rows are never modified."""
+    rows: list[list[list]] = [[] for _ in systems]
+    for i in range(start, stop):
+        info = metric.reference_info(segments[i])
+        computed: dict[str, list] = {}
+        for k, hyps in enumerate(systems):
+            row = computed.get(hyps[i])
+            if row is None:
+                row = computed[hyps[i]] = metric.segment_stats(hyps[i], info)
+            rows[k].append(row)
+    return rows
+
+
+_work: tuple = ()  # in a forked process: (metric, systems, reference segments), inherited, never pickled
+
+
+def _receive_work(*work: Any) -> None:
+    global _work
+    _work = work
+
+
+def _rows_between(bounds: tuple[int, int]) -> list[list[list]]:
+    return _rows(*_work, *bounds)
+
+
+def clipped_matches(grams: Iterable, ref_counts: dict) -> int:
+    """Hypothesis n-grams (grams: those of one order) found in the reference counts, each counted
+    at most as often as the reference has it: the clipped matches of BLEU and chrF.
+
+    C does the iterating: filter keeps the n-grams the reference has (hits), and every distinct hit
+    counts once. Only a hit that repeats can count more; those few are visited one by one."""
+    hits = list(filter(ref_counts.__contains__, grams))
+    distinct = set(hits)
+    matches = len(distinct)
+    if matches < len(hits):
+        counts = Counter(hits)
+        for gram, count in itertools.compress(counts.items(), map((1).__lt__, counts.values())):
+            matches += min(count, ref_counts[gram]) - 1
+    return matches
 
 
 def column_sums(rows: Sequence[Sequence[float]]) -> list:
@@ -170,9 +249,9 @@ class Report:
 
 
 def evaluate(systems: Sequence[Sequence[str]], references: References, metric: Metric, *,
-             sentence_level: bool = False, paired_bs_samples: int = 0, seed: int = 12345) -> Report:
-    """Score each system against the same prepared references."""
-    all_stats = [statistics(metric, hyps, references) for hyps in systems]
+             sentence_level: bool = False, paired_bs_samples: int = 0, seed: int = 12345, jobs: int = 1) -> Report:
+    """Score each system against the same prepared references (jobs: see statistics)."""
+    all_stats = statistics(metric, systems, references, jobs)
     report = Report([metric.score(column_sums(stats), references.nrefs) for stats in all_stats])
     if sentence_level:
         single = metric.sentence_metric()

@@ -6,9 +6,10 @@ options. The API mirrors sacrebleu's: ``corpus_bleu(hyps, [refs_1, refs_2, ...])
 
 The work is split the way sacrebleu splits it (mtkit.metrics.base): each segment becomes a row of
 sufficient statistics (``sys_len, ref_len, correct_1..N, total_1..N``) against its references'
-n-gram counts, prepared once per reference set, and one pure function turns their sum into a
-score. Speed comes from building n-gram counters with ``zip`` (C loops) instead of slicing tuples
-one by one, and from a translate table for the first (character-class) rule of 13a.
+n-gram counts, prepared once per segment for all systems, and one pure function turns their sum
+into a score. Speed comes from letting C do the iterating (n-grams built by ``zip``, matched by
+``filter`` against the reference counts: base.clipped_matches) and from a translate table for the
+first (character-class) rule of 13a.
 """
 
 from __future__ import annotations
@@ -17,12 +18,11 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from itertools import repeat
 
 from mtkit import __version__
 from mtkit.errors import UserError
 from mtkit.metrics import base
-from mtkit.metrics.base import PairedResult, Report, paired_bootstrap  # noqa: F401  (part of this module's API)
+from mtkit.metrics.base import PairedResult, Report, clipped_matches, paired_bootstrap  # noqa: F401  (part of this module's API)
 from mtkit.metrics.tokenizers import TOKENIZERS
 
 SMOOTH_DEFAULTS: dict[str, float | None] = {"none": None, "floor": 0.1, "add-k": 1.0, "exp": None}
@@ -114,18 +114,6 @@ def max_ngram_counts(refs: list[list[str]], max_order: int) -> list[Counter]:
     return counts
 
 
-def clipped_matches(items: list, ref_max: Counter) -> int:
-    """Hypothesis n-grams (items: those of one order) found in the references, each counted at
-    most as often as it occurs in the single reference where it is most frequent. Both branches
-    let C do the iterating: a set intersection when no n-gram repeats (clipping cannot bind),
-    else min() mapped over the counts."""
-    distinct = set(items)
-    if len(distinct) == len(items):
-        return len(distinct.intersection(ref_max))
-    counts = Counter(items)
-    return sum(map(min, counts.values(), map(ref_max.get, counts, repeat(0))))
-
-
 def closest_ref_len(hyp_len: int, ref_lens: list[int]) -> int:
     """The reference length closest to hyp_len, the shorter one on ties; -1 with no reference."""
     if len(ref_lens) == 1:
@@ -136,9 +124,9 @@ def closest_ref_len(hyp_len: int, ref_lens: list[int]) -> int:
 def segment_stats(hyp: list[str], refs: RefInfo, max_order: int) -> list[int]:
     """[sys_len, ref_len, correct_1..N, total_1..N] for one tokenized hypothesis and its references."""
     n_tokens = len(hyp)
-    correct = [clipped_matches(hyp, refs.max_counts[0])]
-    for n in range(2, max_order + 1):
-        correct.append(clipped_matches(list(zip(*[hyp[i:] for i in range(n)])), refs.max_counts[n - 1]))
+    shifted = [hyp[i:] for i in range(max_order)]
+    correct = [clipped_matches(zip(*shifted[:n]) if n > 1 else hyp, refs.max_counts[n - 1])
+               for n in range(1, max_order + 1)]
     total = [max(0, n_tokens - n + 1) for n in range(1, max_order + 1)]
     return [n_tokens, closest_ref_len(n_tokens, refs.lengths), *correct, *total]
 
@@ -265,5 +253,5 @@ def evaluate(
     seed: int = 12345,
 ) -> Report:
     """Score each system against the same references (prepared once); see mtkit.metrics.base.Report."""
-    return base.evaluate(systems, base.prepare(opts, references), opts, sentence_level=sentence_level,
+    return base.evaluate(systems, base.prepare(references), opts, sentence_level=sentence_level,
                          paired_bs_samples=paired_bs_samples, seed=seed)

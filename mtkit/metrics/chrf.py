@@ -13,10 +13,11 @@ averaged with 1e-16 standing in for empty orders (chrF++.py, Moses and NLTK).
 
 from __future__ import annotations
 
+import operator
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import repeat
+from typing import NamedTuple
 
 from mtkit import __version__
 from mtkit.errors import UserError
@@ -24,6 +25,13 @@ from mtkit.metrics import base
 
 PUNCTUATION = frozenset('!"#$%&\'()*+,-./:;<=>?@[\\]^_`{|}~')
 EPS = 1e-16
+
+
+class RefGrams(NamedTuple):
+    """One order's n-grams of one reference."""
+
+    counts: Counter
+    total: int
 
 
 @dataclass(frozen=True)
@@ -53,30 +61,30 @@ class CHRFOptions:
                          f"nw:{self.word_order}", f"space:{'yes' if self.whitespace else 'no'}",
                          f"version:mtkit-{__version__}"])
 
-    def ngrams(self, text: str) -> list[list[str]]:
+    def ngrams(self, text: str) -> list[Sequence[str]]:
         """Per order (characters, then words), the n-grams of a segment, in order."""
         if self.lowercase:
             text = text.lower()
-        chars = text if self.whitespace else "".join(text.split())
-        grams = [_ngrams(chars, n, "") for n in range(1, self.char_order + 1)]
+        grams = char_ngrams(text if self.whitespace else "".join(text.split()), self.char_order)
         if self.word_order:
             words = split_punctuation(text)
-            grams += [_ngrams(words, n, " ") for n in range(1, self.word_order + 1)]
+            grams += [words] + [list(map(" ".join, zip(*[words[i:] for i in range(n)])))
+                                for n in range(2, self.word_order + 1)]
         return grams
 
     # the metric interface of mtkit.metrics.base
-    def reference_info(self, refs: list[str]) -> list[list[tuple[Counter, int]]]:
+    def reference_info(self, refs: list[str]) -> list[list[RefGrams]]:
         """Per reference, per order: its n-gram counts and their total."""
-        return [[(Counter(g), len(g)) for g in self.ngrams(ref)] for ref in refs]
+        return [[RefGrams(Counter(g), len(g)) for g in self.ngrams(ref)] for ref in refs]
 
-    def segment_stats(self, hypothesis: str, info: list[list[tuple[Counter, int]]]) -> list[int]:
-        hyp = [_Grams(g) for g in self.ngrams(hypothesis)]
+    def segment_stats(self, hypothesis: str, info: list[list[RefGrams]]) -> list[int]:
+        hyp = self.ngrams(hypothesis)
         best: list[int] = [0] * (3 * len(hyp))
         best_f = -1.0
         for ref in info:
             stats = []
-            for h, (r, r_total) in zip(hyp, ref):
-                stats += [h.total if r_total else 0, r_total, h.matches(r)]
+            for grams, r in zip(hyp, ref):
+                stats += [len(grams) if r.total else 0, r.total, base.clipped_matches(grams, r.counts)]
             f = f_score(stats, self.beta, self.eps_smoothing) if len(info) > 1 else 0.0
             if f > best_f:
                 best, best_f = stats, f
@@ -105,27 +113,14 @@ def split_punctuation(text: str) -> list[str]:
     return words
 
 
-def _ngrams(seq: str | list[str], n: int, glue: str) -> list[str]:
-    """The n-grams of seq as strings (whose hashes, unlike tuples', are computed once)."""
-    if n == 1:
-        return list(seq)
-    return list(map(glue.join, zip(*[seq[i:] for i in range(n)])))
-
-
-class _Grams:
-    """One order's hypothesis n-grams, ready to be matched against several references."""
-
-    def __init__(self, grams: list[str]):
-        self.total = len(grams)
-        self.distinct = set(grams)
-        self.counts = Counter(grams) if len(self.distinct) < self.total else None
-
-    def matches(self, ref: Counter) -> int:
-        """Clipped matches: each n-gram counted at most as often as the reference has it. C does
-        the iterating: a set intersection when nothing repeats, else min() mapped over counts."""
-        if self.counts is None:
-            return len(self.distinct.intersection(ref))
-        return sum(map(min, self.counts.values(), map(ref.get, self.counts, repeat(0))))
+def char_ngrams(chars: str, max_order: int) -> list[Sequence[str]]:
+    """The character n-grams of orders 1..max_order, in order: the string itself for order 1,
+    each longer order as the previous one's n-grams each extended by the next character (one
+    string concatenation per n-gram, done by map in C: 1.6x faster than joining zip's tuples)."""
+    grams: list[Sequence[str]] = [chars] if max_order else []
+    for n in range(2, max_order + 1):
+        grams.append(list(map(operator.add, grams[-1], chars[n - 1:])))
+    return grams
 
 
 def f_score(stats: Sequence[float], beta: float, eps_smoothing: bool) -> float:
@@ -171,7 +166,7 @@ def corpus_chrf(hypotheses: Sequence[str], references: Sequence[Sequence[str | N
                 eps_smoothing: bool = False) -> CHRFScore:
     """Corpus chrF (word_order=2: chrF++) of hypotheses against one or more reference streams."""
     metric = CHRFOptions(char_order, word_order, beta, lowercase, whitespace, eps_smoothing)
-    return base.evaluate([hypotheses], base.prepare(metric, references), metric).scores[0]
+    return base.evaluate([hypotheses], base.prepare(references), metric).scores[0]
 
 
 def sentence_chrf(hypothesis: str, references: Sequence[str | None], **options) -> CHRFScore:

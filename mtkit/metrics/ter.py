@@ -308,7 +308,7 @@ def corpus_ter(hypotheses: Sequence[str], references: Sequence[Sequence[str | No
                no_punct: bool = False, asian_support: bool = False, case_sensitive: bool = False) -> TERScore:
     """Corpus TER of hypotheses against one or more reference streams."""
     metric = TEROptions(normalized, no_punct, asian_support, case_sensitive)
-    return base.evaluate([hypotheses], base.prepare(metric, references), metric).scores[0]
+    return base.evaluate([hypotheses], base.prepare(references), metric).scores[0]
 
 
 def sentence_ter(hypothesis: str, references: Sequence[str | None], **options) -> TERScore:

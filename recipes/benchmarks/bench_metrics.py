@@ -3,10 +3,12 @@
 The reference set is 3,000 sentences of WMT-like length (two consecutive Multi30k train.de lines
 joined, ~25 words); the 16 systems are perturbations of it (blocks moved, words dropped, replaced
 and repeated, at rates that differ per system). Both sides score the 16 systems as their command
-lines do: references prepared once per metric (mtkit: mtkit.metrics.base.prepare; sacreBLEU: the
-metric built with references=..., then corpus_score(system, None)), then every system. Every score
-is checked to be equal. Times are wall seconds for all 16 systems, min / median / max of `repeats`.
-Usage: python recipes/benchmarks/bench_metrics.py [--systems 16] [--sentences 3000] [--repeats 3]
+lines do, references prepared once per metric (mtkit: each segment's references once, inside
+base.evaluate, for all systems; sacreBLEU: the metric built with references=..., then
+corpus_score(system, None) for every system). Every score is checked to be equal. Times are wall
+seconds for all 16 systems, min / median / max of `repeats`; mtkit is timed in one process
+(--jobs 1) and as `mtkit score` chooses (--jobs 0: every usable CPU for work this large).
+Usage: python recipes/benchmarks/bench_metrics.py [--systems 16] [--sentences 3000] [--repeats 3] [--jobs 1 0]
 """
 
 from __future__ import annotations
@@ -43,9 +45,9 @@ def make_data(n_sentences: int, n_systems: int) -> tuple[list[str], list[list[st
     return refs, systems
 
 
-def time_mtkit(metric, refs: list[str], systems: list[list[str]]) -> tuple[float, list[float]]:
+def time_mtkit(metric, refs: list[str], systems: list[list[str]], jobs: int) -> tuple[float, list[float]]:
     start = time.perf_counter()
-    report = base.evaluate(systems, base.prepare(metric, [refs]), metric)
+    report = base.evaluate(systems, base.prepare([refs]), metric, jobs=jobs)
     return time.perf_counter() - start, [s.score for s in report.scores]
 
 
@@ -61,10 +63,12 @@ def main() -> None:
     ap.add_argument("--systems", type=int, default=16)
     ap.add_argument("--sentences", type=int, default=3000)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--jobs", type=int, nargs="+", default=[1, 0],
+                    help="mtkit's processes, each timed (0: as mtkit score chooses, every usable CPU)")
     args = ap.parse_args()
     refs, systems = make_data(args.sentences, args.systems)
     print(f"{args.systems} systems x {args.sentences} sentences (mean {statistics.mean(len(r.split()) for r in refs):.1f} "
-          f"words), references prepared once per metric; wall seconds for all systems, {args.repeats} runs")
+          f"words), each segment's references prepared once per metric; wall seconds for all systems, {args.repeats} runs")
     cases = [
         ("BLEU", BLEUOptions(), lambda references: sacrebleu.BLEU(references=references)),
         ("chrF2", CHRFOptions(), lambda references: sacrebleu.CHRF(references=references)),
@@ -72,17 +76,21 @@ def main() -> None:
         ("TER", TEROptions(), lambda references: sacrebleu.TER(references=references)),
     ]
     for name, metric, factory in cases:
-        ours, theirs = [], []
+        ours: dict[int, list[float]] = {jobs: [] for jobs in args.jobs}
+        theirs = []
         for _ in range(args.repeats):
-            t, a = time_mtkit(metric, refs, systems)
-            ours.append(t)
+            for jobs, times in ours.items():
+                t, a = time_mtkit(metric, refs, systems, jobs)
+                times.append(t)
             t, b = time_sacrebleu(factory, refs, systems)
             theirs.append(t)
             if a != b:
                 raise SystemExit(f"{name}: scores differ: {a} vs {b}")
-        print(f"{name:8s} mtkit {summary(ours)} s; sacrebleu {summary(theirs)} s; "
-              f"{statistics.median(theirs) / statistics.median(ours):.2f}x faster; all {args.systems} scores equal",
-              flush=True)
+        print(f"{name:8s} sacrebleu {summary(theirs)} s; all {args.systems} scores equal", flush=True)
+        for jobs, times in ours.items():
+            used = base.usable_jobs(jobs, args.systems * args.sentences)
+            print(f"{'':8s} mtkit --jobs {jobs} ({used} process{'es' if used > 1 else ''}) {summary(times)} s; "
+                  f"{statistics.median(theirs) / statistics.median(times):.2f}x faster", flush=True)
 
 
 if __name__ == "__main__":
