@@ -213,8 +213,7 @@ def _score(ref_files: list[str], hyp_files: list[str], metrics: list, fmt: str, 
         raise UserError(f"--width must be between 0 and 20 decimals, got {width}")
     if paired_bs and paired_bs_n < 1:
         raise UserError(f"--paired-bs-n must be at least 1, got {paired_bs_n}")
-    if jobs < 0:
-        raise UserError(f"--jobs must be 0 (automatic) or more, got {jobs}")
+    base.check_jobs(jobs)
     _stdout()
     references = [read_lines(f) for f in ref_files]
     systems = [read_lines(f) for f in hyp_files] if hyp_files else [list(_stream_stdin())]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import multiprocessing
 import operator
 import os
 import random
@@ -107,6 +106,8 @@ def statistics(metric: Metric, systems: Sequence[Sequence[str]], references: Ref
         return _rows(metric, systems, references.segments, 0, n)
     step = -(-n // (4 * jobs))  # four chunks per process: the work per segment varies
     bounds = [(start, min(n, start + step)) for start in range(0, n, step)]
+    import multiprocessing  # here: its import costs ~18 ms that one-process scoring need not pay
+
     context = multiprocessing.get_context("fork")
     with context.Pool(jobs, initializer=_receive_work, initargs=(metric, systems, references.segments)) as pool:
         chunks = pool.map(_rows_between, bounds)
@@ -120,13 +121,17 @@ def usable_jobs(jobs: int, work: int) -> int:
     """How many processes compute statistics: jobs (0: every CPU this process may use, once the
     work is large enough to pay for them). Processes are forked, which is only safe and cheap on
     Linux; elsewhere the work stays in this process."""
-    if jobs < 0:
-        raise UserError(f"--jobs must be 0 (automatic) or more, got {jobs}")
+    check_jobs(jobs)
     if jobs == 1 or sys.platform != "linux":
         return 1
     if jobs == 0:
         jobs = len(os.sched_getaffinity(0)) if work >= PARALLEL_MIN_SEGMENTS else 1
     return max(1, jobs)
+
+
+def check_jobs(jobs: int) -> None:
+    if jobs < 0:
+        raise UserError(f"--jobs must be 0 (automatic) or more, got {jobs}")
 
 
 def _rows(metric: Metric, systems: Sequence[Sequence[str]], segments: Sequence[list[str]], start: int,

@@ -124,9 +124,7 @@ def closest_ref_len(hyp_len: int, ref_lens: list[int]) -> int:
 def segment_stats(hyp: list[str], refs: RefInfo, max_order: int) -> list[int]:
     """[sys_len, ref_len, correct_1..N, total_1..N] for one tokenized hypothesis and its references."""
     n_tokens = len(hyp)
-    shifted = [hyp[i:] for i in range(max_order)]
-    correct = [clipped_matches(zip(*shifted[:n]) if n > 1 else hyp, refs.max_counts[n - 1])
-               for n in range(1, max_order + 1)]
+    correct = [clipped_matches(ngrams(hyp, n), refs.max_counts[n - 1]) for n in range(1, max_order + 1)]
     total = [max(0, n_tokens - n + 1) for n in range(1, max_order + 1)]
     return [n_tokens, closest_ref_len(n_tokens, refs.lengths), *correct, *total]
 
