@@ -195,3 +195,34 @@ def test_a_batch_of_translations_is_detokenized_in_one_call(reverse_model, rever
     got = list(translate(model, tok, lines, DecodeConfig(beam=3, nbest=2, max_tokens=100000)))
     assert [t.text for t in got] == expected and calls == [40]
     assert all(len(t.nbest) == 2 and t.nbest[0][0] == t.text for t in got)
+
+
+def test_cycle_collection_is_off_while_translate_starts_and_back_for_its_work(reverse_model, reverse_data,
+                                                                               monkeypatch):
+    """Start-up runs without the cycle collector (a quarter of a second of a one-sentence run);
+    the work runs with it, start-up's objects frozen; and main() leaves the collector as it was."""
+    import gc
+
+    import mtkit.textio
+    import mtkit.translation
+    from helpers import run_in_process
+
+    seen = {}
+    open_engine, iter_lines = mtkit.translation.open_engine, mtkit.textio.iter_lines
+
+    def spy_open(*args):
+        seen.setdefault("start-up", gc.isenabled())
+        return open_engine(*args)
+
+    def spy_lines(path):
+        seen.setdefault("work", (gc.isenabled(), gc.get_freeze_count() > 0))
+        return iter_lines(path)
+
+    monkeypatch.setattr(mtkit.translation, "open_engine", spy_open)
+    monkeypatch.setattr(mtkit.textio, "iter_lines", spy_lines)
+    assert gc.isenabled()
+    code, out, _ = run_in_process("translate", "-m", str(reverse_model), "--checkpoint", "last",
+                                  "-i", str(reverse_data["valid_src"]))
+    assert code == 0 and out.count("\n") == len(read_lines(reverse_data["valid_src"]))
+    assert seen == {"start-up": False, "work": (True, True)}
+    assert gc.isenabled() and gc.get_freeze_count() == 0
