@@ -203,9 +203,10 @@ def test_cycle_collection_is_off_while_translate_starts_and_back_for_its_work(re
     the work runs with it, start-up's objects frozen; and main() leaves the collector as it was."""
     import gc
 
+    from helpers import run_in_process
+
     import mtkit.textio
     import mtkit.translation
-    from helpers import run_in_process
 
     seen = {}
     open_engine, iter_lines = mtkit.translation.open_engine, mtkit.textio.iter_lines
