@@ -387,7 +387,7 @@ def build(job: TrainJob, d: Dist, device: torch.device, on_event: Events, stop: 
 
 def train(job: TrainJob, on_event: Events) -> dict:
     """`mtkit train`: check everything, set up (or resume) the model directory and train it."""
-    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "16")  # why: mtkit.cli.bound_onednn_cache
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "16")  # why: mtkit.cli.app.bound_onednn_cache
     d = init_distributed(job.cfg.train.device)
     try:
         check_inputs(job, check_model_dir=d.main)

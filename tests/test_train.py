@@ -254,7 +254,8 @@ def test_train_options_are_the_config_declarations():
     and help come from the field (data.max_tokens -> --max-tokens), and its value reaches that key."""
     import typer.main
 
-    from mtkit.cli import TRAIN_OPTIONS, app
+    from mtkit.cli import app
+    from mtkit.cli.training import TRAIN_OPTIONS
     from mtkit.config import assemble, describe, option_name
 
     params = {p.opts[0]: p for p in typer.main.get_command(app).commands["train"].params}

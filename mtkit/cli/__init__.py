@@ -1,0 +1,17 @@
+"""The `mtkit` command line. Each command parses options, calls one library function and renders
+the result; heavy libraries (torch, datasets) are imported inside the commands that need them.
+
+    app.py          the typer app, main() (the entry point), standard input and output
+    scoring.py      bleu, score
+    tokenizers.py   tokenizer train / encode / decode
+    training.py     train, average, export
+    translating.py  translate, convert, attention
+"""
+
+from mtkit.cli import scoring, tokenizers, training, translating  # noqa: F401  (each adds its commands to app)
+from mtkit.cli.app import app, bound_onednn_cache, closed_pipe_is_normal, main, tokenizer_app
+
+for _info in [*app.registered_commands, *tokenizer_app.registered_commands]:
+    _info.callback = closed_pipe_is_normal(_info.callback)
+
+__all__ = ["app", "bound_onednn_cache", "main"]

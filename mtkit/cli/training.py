@@ -1,0 +1,129 @@
+"""mtkit train, and the commands around it: average (checkpoints) and export (a hub corpus)."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import typer
+
+from mtkit.cli.app import app, work_begins
+from mtkit.errors import UserError
+
+# The settings `mtkit train` takes as options of their own, each declared once, here: the option's
+# name, type and help come from mtkit.config (data.max_tokens -> --max-tokens). Every other setting
+# is reachable with --set section.key=value or a --config file.
+TRAIN_OPTIONS = (
+    "preset", "data.max_tokens", "train.update_freq", "train.lr", "train.warmup",
+    "train.label_smoothing", "model.dropout", "train.weight_decay", "train.clip_norm", "train.max_steps",
+    "train.max_epochs", "train.max_time", "train.valid_every", "train.save_every", "train.keep_last",
+    "train.patience", "train.precision", "train.device", "train.seed", "train.compile",
+)
+
+
+def _with_config_options(keys: tuple[str, ...]):
+    """Give a command one option per config setting of `keys`; the command receives them as
+    `settings`: {key: value, or None when not given}."""
+    import inspect
+
+    from mtkit.config import describe, option_name
+
+    def decorate(command):
+        names = {key: key.rpartition(".")[2] for key in keys}
+        options = []
+        for key, name in names.items():
+            kind, text = describe(key)
+            flag = option_name(key)
+            decl = f"{flag}/--no-{flag[2:]}" if kind is bool else flag
+            options.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=kind | None,
+                                             default=typer.Option(None, decl, help=text or None)))
+
+        @functools.wraps(command)
+        def run(**kwargs):
+            return command(**{k: v for k, v in kwargs.items() if k not in names.values()},
+                           settings={key: kwargs[name] for key, name in names.items()})
+
+        own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "settings"]
+        run.__signature__ = inspect.Signature(own + options)  # type: ignore[attr-defined]
+        run.__annotations__ = {p.name: p.annotation for p in own + options}
+        return run
+
+    return decorate
+
+
+@app.command()
+@_with_config_options(TRAIN_OPTIONS)
+def train(
+    output: Path = typer.Option(..., "-o", "--output", help="Model directory (created, or resumed)."),
+    src: Path | None = typer.Option(None, "--src", help="Training source file (or a TSV/JSONL file alone)."),
+    tgt: Path | None = typer.Option(None, "--tgt", help="Training target file."),
+    valid_src: Path | None = typer.Option(None, "--valid-src"),
+    valid_tgt: Path | None = typer.Option(None, "--valid-tgt"),
+    tokenizer: Path | None = typer.Option(None, "--tokenizer", help="Tokenizer directory (else one is trained)."),
+    vocab_size: int = typer.Option(8000, "--vocab-size", help="Of the tokenizer trained when --tokenizer is absent."),
+    config_file: Path | None = typer.Option(None, "--config", help="TOML file with \\[model] \\[data] \\[train] \\[decode] sections."),
+    overrides: list[str] = typer.Option([], "--set", help="section.key=value, repeatable (any config setting)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a model directory holding another run."),
+    reset_data: bool = typer.Option(False, "--reset-data", help="Resume on another corpus, from its first batch."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the summary."),
+    *,
+    settings: dict,
+) -> None:
+    """Train (or resume) a Transformer; the model directory is all `mtkit translate` needs."""
+    from mtkit import progress
+    from mtkit.config import assemble
+    from mtkit.rundir import TrainJob
+    from mtkit.tokenizer import TokenizerOptions
+    from mtkit.train import train as run_training
+
+    cfg = assemble(config_file, settings, overrides)
+    if src is None:
+        raise UserError("--src is required (with --tgt, or alone for a TSV/JSONL corpus)")
+    job = TrainJob(output, cfg, src, tgt, valid_src, valid_tgt, tokenizer,
+                   TokenizerOptions(vocab_size=vocab_size, seed=cfg.train.seed), overwrite, reset_data=reset_data)
+    renderer = progress.TrainRenderer(quiet=quiet)
+    work_begins()
+    with renderer:
+        summary = run_training(job, renderer)
+    if summary.get("reason") == "signal":
+        raise typer.Exit(128 + int(summary.get("signal", 15)))
+
+
+@app.command()
+def average(
+    model_dir: Path = typer.Option(..., "-m", "--model", help="Model directory."),
+    last: int = typer.Option(10, "--last", help="How many of the latest step checkpoints."),
+    output: Path | None = typer.Option(None, "-o", "--output", help="Default: checkpoints/averaged.pt."),
+) -> None:
+    """Average the weights of the last N checkpoints (use with translate --checkpoint averaged)."""
+    from mtkit import progress
+    from mtkit.checkpoint import average_last
+
+    if last < 1:
+        raise UserError(f"--last must be at least 1, got {last}")
+    path = average_last(model_dir, last, output)
+    progress.print_info(f"wrote {path} (average of the last {last} checkpoints)")
+
+
+@app.command()
+def export(
+    hub: str = typer.Option(..., "--hub", help="A datasets hub id, e.g. wmt14."),
+    output: Path = typer.Option(..., "-o", "--output", help="Prefix: writes PREFIX.SRC_LANG and PREFIX.TGT_LANG."),
+    config: str | None = typer.Option(None, "--config", help="Dataset config, e.g. de-en."),
+    split: str = typer.Option("train", "--split"),
+    src_lang: str = typer.Option(..., "--src-lang", help="Source language code, e.g. en."),
+    tgt_lang: str = typer.Option(..., "--tgt-lang", help="Target language code, e.g. de."),
+    src_key: str | None = typer.Option(None, "--src-key", help="Field of the source text (default translation.SRC_LANG)."),
+    tgt_key: str | None = typer.Option(None, "--tgt-key", help="Field of the target text (default translation.TGT_LANG)."),
+) -> None:
+    """Write a `datasets` hub translation corpus as two plain-text files (for tokenizer and train)."""
+    from mtkit import progress
+    from mtkit.data import HubCorpus, export_pairs
+
+    work_begins()
+    source = HubCorpus(hub, config, split, src_key or f"translation.{src_lang}", tgt_key or f"translation.{tgt_lang}")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    src_out, tgt_out = Path(f"{output}.{src_lang}"), Path(f"{output}.{tgt_lang}")
+    with progress.status(f"exporting {hub} {config or ''} {split}"):
+        n = export_pairs(source, src_out, tgt_out)
+    progress.print_info(f"wrote {n:,} pairs to {src_out} and {tgt_out}")

@@ -1,0 +1,138 @@
+"""mtkit translate, and the commands that use a trained model: convert (to CTranslate2) and
+attention."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import typer
+
+from mtkit.cli.app import app, stdin_lines, stdout, work_begins
+from mtkit.errors import UserError
+
+
+@app.command()
+def translate(
+    model_dir: Path = typer.Option(..., "-m", "--model", help="Model directory written by mtkit train."),
+    input_file: Path | None = typer.Option(None, "-i", "--input", help="Input file (default: stdin)."),
+    output_file: Path | None = typer.Option(None, "-o", "--output", help="Output file (default: stdout)."),
+    beam: int = typer.Option(5, "--beam", help="Beam size."),
+    greedy: bool = typer.Option(False, "--greedy", help="Greedy search (same as --beam 1)."),
+    length_penalty: float = typer.Option(1.0, "--length-penalty", help="Alpha: score = log p / length**alpha (fairseq --lenpen); 0 = raw log-probability."),
+    max_len_a: float = typer.Option(1.2, "--max-len-a"),
+    max_len_b: int = typer.Option(10, "--max-len-b", help="Longest output: a * source length + b tokens."),
+    nbest: int = typer.Option(1, "--nbest", help="Hypotheses per sentence (jsonl output lists them)."),
+    max_tokens: int = typer.Option(0, "--max-tokens", help="Batch budget: source tokens x beam (0: 8,000 on a CPU, 65,536 on a GPU)."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best, last, averaged or a path."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
+    precision: str = typer.Option("auto", "--precision", help="auto, fp32, bf16, fp16, or int8 (int8 linear layers, on the CPU)."),
+    fmt: str = typer.Option("text", "--format", "-f", help="text or jsonl."),
+    interactive: bool = typer.Option(False, "--interactive", help="Answer each line as it arrives."),
+) -> None:
+    """Translate lines (stdin to stdout by default), one output line per input line, in order.
+
+    MODEL is a model directory, or a CTranslate2 model written by mtkit convert (its checkpoint
+    was chosen at conversion)."""
+    import json as _json
+
+    from mtkit.config import DEVICE_RE, DecodeConfig, validate_labelled
+    from mtkit.textio import iter_lines
+    from mtkit.translation import TranslateStats, open_engine
+
+    if fmt not in ("text", "jsonl"):
+        raise UserError(f"--format: expected text or jsonl, got {fmt!r}")
+    if precision not in ("auto", "fp32", "bf16", "fp16", "int8"):
+        raise UserError(f"--precision: expected auto, fp32, bf16, fp16 or int8, got {precision!r}")
+    if not DEVICE_RE.fullmatch(device):
+        raise UserError(f"--device: expected auto, cpu, cuda or cuda:N, got {device!r}")
+    cfg = DecodeConfig(1 if greedy else beam, length_penalty, max_len_a, max_len_b, nbest, max_tokens)
+    validate_labelled(cfg, {f"decode.{k}": f"--{k.replace('_', '-')}" for k in vars(cfg)})
+    if input_file is not None and not input_file.is_file():
+        raise UserError(f"{input_file}: no such file")
+    engine = open_engine(model_dir, checkpoint, device, precision)
+    work_begins()
+    lines = iter_lines(input_file) if input_file else stdin_lines()
+    stats = TranslateStats()
+    with _output(output_file, input_file) as out:
+        for t in engine.translate(lines, cfg, stats, 1 if interactive else 2000):
+            if fmt == "text":
+                out.write(t.text + "\n")
+            else:
+                out.write(_json.dumps({"translation": t.text, "score": t.score, "tokens": t.tokens,
+                                       "nbest": [{"translation": x, "score": s} for x, s in t.nbest]},
+                                      ensure_ascii=False) + "\n")
+            if interactive:
+                out.flush()
+    if stats.truncated:
+        from mtkit import progress
+
+        progress.print_warning(f"{stats.truncated} input line(s) were longer than the model's maximum "
+                               f"({engine.max_positions - 1} tokens) and were truncated")
+
+
+@app.command()
+def convert(
+    model_dir: Path = typer.Option(..., "-m", "--model", help="Model directory written by mtkit train."),
+    to: str = typer.Option("ctranslate2", "--to", help="Target format: ctranslate2."),
+    output: Path = typer.Option(..., "-o", "--output", help="Directory to write (new or empty)."),
+    quantization: str = typer.Option("int8", "--quantization",
+                                     help="int8, int8_float32, int8_float16, int8_bfloat16, float16, bfloat16 or float32."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best, last, averaged or a path."),
+) -> None:
+    """Convert a model for CTranslate2 (needs pip install 'mtkit[ct2]'); mtkit translate -m OUT uses it."""
+    from mtkit import ct2, progress
+
+    if to != "ctranslate2":
+        raise UserError(f"--to: the only format is ctranslate2, got {to!r}")
+    out = ct2.convert(model_dir, output, quantization, checkpoint)
+    progress.print_info(f"wrote {out} (CTranslate2, {quantization}); translate with: mtkit translate -m {out}")
+
+
+@app.command()
+def attention(
+    sentence: str = typer.Argument(..., help="Source sentence."),
+    model_dir: Path = typer.Option(..., "-m", "--model", help="Model directory."),
+    output: Path | None = typer.Option(None, "-o", "--output", help="Write a PNG heatmap (needs matplotlib)."),
+    checkpoint: str = typer.Option("best", "--checkpoint"),
+) -> None:
+    """Show the cross-attention of a sentence's greedy translation as a heatmap."""
+    from mtkit import progress
+    from mtkit.checkpoint import load_for_inference
+    from mtkit.decode import cross_attention
+
+    model, tok, _ = load_for_inference(model_dir, checkpoint, "cpu")
+    result = cross_attention(model, tok, sentence)
+    if output is not None:
+        progress.attention_png(result, output)
+        progress.print_info(f"wrote {output}")
+    else:
+        progress.attention_table(result)
+
+
+@contextlib.contextmanager
+def _output(path: Path | None, input_path: Path | None):
+    """Where a command writes its result: stdout, or a file that appears whole once the command
+    has succeeded (a temporary file renamed; an old file stays as it was on failure). A device or
+    a pipe (`-o /dev/stdout`) is written as the output comes."""
+    from mtkit.files import atomic_write
+
+    if path is None:
+        yield stdout()
+        return
+    if input_path is not None and path.exists() and os.path.samefile(path, input_path):
+        raise UserError(f"-o {path} is the input file: write the output elsewhere (the input would be lost)")
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory; -o takes a file name")
+    if not path.parent.is_dir():
+        raise UserError(f"{path}: no such directory {path.parent}")
+    try:
+        if path.exists() and not path.is_file():
+            with open(path, "w", encoding="utf-8") as f:
+                yield f
+        else:
+            with atomic_write(path, "w", encoding="utf-8") as f:
+                yield f
+    except OSError as e:
+        raise UserError(f"{path}: cannot write ({e.strerror or e})") from None
