@@ -27,6 +27,11 @@ def converted(reverse_model, tmp_path_factory):
     return out
 
 
+def test_convert_help_names_the_extra_to_install():
+    code, out, _ = run_in_process("convert", "--help")
+    assert code == 0 and "pip install 'mtkit[ct2]'" in out  # rich markup would swallow an unescaped [ct2]
+
+
 def _mtkit(reverse_model, lines, **cfg):
     model, tok, _ = load_for_inference(reverse_model, "best")
     return [t.text for t in translate(model, tok, lines, DecodeConfig(**cfg))]

@@ -81,7 +81,7 @@ def convert(
                                      help="int8, int8_float32, int8_float16, int8_bfloat16, float16, bfloat16 or float32."),
     checkpoint: str = typer.Option("best", "--checkpoint", help="best, last, averaged or a path."),
 ) -> None:
-    """Convert a model for CTranslate2 (needs pip install 'mtkit[ct2]'); mtkit translate -m OUT uses it."""
+    r"""Convert a model for CTranslate2 (needs pip install 'mtkit\[ct2]'); mtkit translate -m OUT uses it."""
     from mtkit import ct2, progress
 
     if to != "ctranslate2":
