@@ -11,7 +11,8 @@ among the top `beam` of a step is finished. A sentence stops when `beam` hypothe
 finished, or when its `nbest`-th best finished score is at least the best score any live
 hypothesis could still reach (its log-probability can only fall, so the bound is its current
 log-probability over the largest length penalty it could still get). With beam 1 this is greedy
-search exactly. Finished sentences leave the batch, so the batch shrinks as decoding goes on.
+search exactly. In both searches finished sentences leave the batch, so the batch shrinks as
+decoding goes on.
 """
 
 from __future__ import annotations
@@ -87,24 +88,35 @@ def greedy(model: Searchable, src: Tensor, cfg: DecodeConfig) -> list[list[Hypot
 
 
 def _greedy(model: Searchable, src: Tensor, cfg: DecodeConfig, state: Any) -> list[list[Hypothesis]]:
+    """Rows leave the batch as they end (their eos, or eos forced at their length limit)."""
     batch, device = src.size(0), src.device
     limit_host = max_lengths(src, cfg, model).tolist()
+    sentence_host = list(range(batch))  # the sentence of each row still decoding
+    prefixes: list[list[int]] = [[] for _ in range(batch)]  # host: each row's tokens so far
     tokens = torch.full((batch,), BOS_ID, dtype=torch.long, device=device)
     logprob = torch.zeros(batch, device=device)
-    done = torch.zeros(batch, dtype=torch.bool, device=device)
-    out = torch.zeros(batch, 0, dtype=torch.long, device=device)
+    results: list[list[Hypothesis]] = [[] for _ in range(batch)]
     for t in range(max(limit_host)):
-        logprobs = _next_logprobs(model, tokens, state, [i for i, lim in enumerate(limit_host) if lim == t + 1])
-        tokens = logprobs.argmax(-1).masked_fill(done, PAD_ID)
-        logprob += logprobs.gather(1, tokens.clamp(min=0)[:, None]).squeeze(1).masked_fill(done, 0.0)
-        out = torch.cat([out, tokens[:, None]], 1)
-        done |= tokens.eq(EOS_ID)
-        if done.all():
+        forced = [row for row, s in enumerate(sentence_host) if limit_host[s] == t + 1]
+        best, tokens = _next_logprobs(model, tokens, state, forced).max(-1)
+        logprob += best
+        tokens_host = tokens.tolist()  # the one transfer of a step
+        ended = [row for row, token in enumerate(tokens_host) if token == EOS_ID]
+        for prefix, token in zip(prefixes, tokens_host):
+            prefix.append(token)
+        if not ended:
+            continue
+        logprob_host = logprob.tolist()
+        for row in ended:
+            ids, lp = prefixes[row][:-1], logprob_host[row]
+            results[sentence_host[row]] = [Hypothesis(ids, lp, lp / length_penalty(len(ids) + 1, cfg.length_penalty))]
+        keep = [row for row, token in enumerate(tokens_host) if token != EOS_ID]
+        if not keep:
             break
-    results = []
-    for row, lp in zip(out.tolist(), logprob.tolist()):
-        ids = row[: row.index(EOS_ID)] if EOS_ID in row else row
-        results.append([Hypothesis(ids, lp, lp / length_penalty(len(ids) + 1, cfg.length_penalty))])
+        index = torch.tensor(keep, device=device)
+        tokens, logprob = tokens[index], logprob[index]
+        state.reorder(index)
+        sentence_host, prefixes = [sentence_host[r] for r in keep], [prefixes[r] for r in keep]
     return results
 
 

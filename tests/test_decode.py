@@ -62,6 +62,30 @@ def test_batch_size_independence(loaded, sources, beam):
     assert batched == alone
 
 
+@pytest.mark.parametrize("search", [greedy, beam_search])
+def test_finished_sentences_leave_the_batch(loaded, sources, search):
+    """Rows that have ended cost nothing more: the decoder sees fewer rows as sentences finish."""
+    from mtkit.decode import FullRecompute
+
+    class Counting(FullRecompute):
+        def __init__(self, model):
+            super().__init__(model)
+            self.rows: list[int] = []
+
+        def decode_step(self, tokens, state):
+            self.rows.append(tokens.size(0))
+            return super().decode_step(tokens, state)
+
+    model, tok = loaded
+    src = _src(tok, sources[:20])
+    counting = Counting(model)
+    hyps = search(counting, src, DecodeConfig(beam=1 if search is greedy else 3, length_penalty=0.0))
+    lengths = sorted(len(h[0].tokens) for h in hyps)
+    assert lengths[0] < lengths[-1]  # the sentences end at different steps
+    assert counting.rows == sorted(counting.rows, reverse=True) and counting.rows[-1] < counting.rows[0]
+    assert len(counting.rows) == lengths[-1] + 1  # the longest output and its eos
+
+
 def test_beam_finds_at_least_the_greedy_score(loaded, sources):
     model, tok = loaded
     src = _src(tok, sources[:30])
