@@ -392,18 +392,3 @@ class Transformer(nn.Module):
 def count_parameters(model: nn.Module) -> int:
     """Distinct parameters (tied weights counted once)."""
     return sum(p.numel() for p in model.parameters())
-
-
-def expected_parameters(cfg: ModelConfig) -> int:
-    """The closed-form parameter count of Transformer(cfg), to check the implementation against."""
-    d, f = cfg.d_model, cfg.d_ff
-    attention = 4 * (d * d + d)
-    ffn = d * f + f + f * d + d
-    norm = 2 * d
-    enc = cfg.n_enc_layers * (attention + ffn + 2 * norm)
-    dec = cfg.n_dec_layers * (2 * attention + ffn + 3 * norm)
-    emb = cfg.tgt_vocab_size * d + (0 if cfg.share_embeddings else cfg.src_vocab_size * d)
-    out = 0 if cfg.tie_output else cfg.tgt_vocab_size * d
-    learned = 2 * cfg.max_positions * d if cfg.positions == "learned" else 0
-    final_norms = 2 * norm if cfg.norm == "pre" else 0
-    return enc + dec + emb + out + learned + final_norms

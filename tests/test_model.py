@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mtkit.config import preset
-from mtkit.model import Transformer, count_parameters, expected_parameters, sinusoidal_table
+from mtkit.model import Transformer, count_parameters, sinusoidal_table
 from mtkit.tokenizer import BOS_ID, PAD_ID
 
 V = 50
@@ -99,6 +99,21 @@ def test_sinusoidal_formula():
     pos, i = 7, 3
     assert table[pos, 2 * i].item() == pytest.approx(torch.sin(torch.tensor(pos / 10000 ** (2 * i / 16))).item(), abs=1e-6)
     assert table[pos, 2 * i + 1].item() == pytest.approx(torch.cos(torch.tensor(pos / 10000 ** (2 * i / 16))).item(), abs=1e-6)
+
+
+def expected_parameters(cfg) -> int:
+    """The closed-form parameter count of Transformer(cfg), to check the implementation against."""
+    d, f = cfg.d_model, cfg.d_ff
+    attention = 4 * (d * d + d)
+    ffn = d * f + f + f * d + d
+    norm = 2 * d
+    enc = cfg.n_enc_layers * (attention + ffn + 2 * norm)
+    dec = cfg.n_dec_layers * (2 * attention + ffn + 3 * norm)
+    emb = cfg.tgt_vocab_size * d + (0 if cfg.share_embeddings else cfg.src_vocab_size * d)
+    out = 0 if cfg.tie_output else cfg.tgt_vocab_size * d
+    learned = 2 * cfg.max_positions * d if cfg.positions == "learned" else 0
+    final_norms = 2 * norm if cfg.norm == "pre" else 0
+    return enc + dec + emb + out + learned + final_norms
 
 
 @pytest.mark.parametrize("name", ["tiny", "multi30k", "small", "base", "big"])
