@@ -297,17 +297,6 @@ def quantize_int8(model: Transformer) -> Transformer:
         return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
-@torch.inference_mode()
-def rescore(model: Transformer, src_ids: list[int], tokens: list[int], alpha: float) -> float:
-    """log p(tokens + eos | src) / lp by one full forward pass (to check search scores)."""
-    src = torch.tensor([src_ids + [EOS_ID]])
-    tgt_in = torch.tensor([[BOS_ID] + tokens])
-    tgt_out = torch.tensor([tokens + [EOS_ID]])
-    logprobs = F.log_softmax(model(src, tgt_in).float(), dim=-1)
-    total = logprobs.gather(2, tgt_out[..., None]).sum().item()
-    return total / length_penalty(len(tokens) + 1, alpha)
-
-
 @dataclass
 class AttentionMap:
     src_pieces: list[str]  # source pieces, then "</s>"

@@ -4,13 +4,14 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mtkit.batching import pad_sequences
 from mtkit.checkpoint import load_for_inference
 from mtkit.config import DecodeConfig
-from mtkit.decode import beam_search, greedy, rescore, translate
+from mtkit.decode import beam_search, greedy, length_penalty, translate
 from mtkit.textio import read_lines
-from mtkit.tokenizer import EOS_ID
+from mtkit.tokenizer import BOS_ID, EOS_ID
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +37,17 @@ def test_beam_one_equals_greedy(loaded, sources):
         g, b = greedy(model, src, cfg), beam_search(model, src, cfg)
         assert [x[0].tokens for x in g] == [x[0].tokens for x in b]
         assert [x[0].score for x in g] == pytest.approx([x[0].score for x in b], abs=1e-5)
+
+
+@torch.inference_mode()
+def rescore(model, src_ids: list[int], tokens: list[int], alpha: float) -> float:
+    """log p(tokens + eos | src) / lp by one full forward pass (to check search scores)."""
+    src = torch.tensor([src_ids + [EOS_ID]])
+    tgt_in = torch.tensor([[BOS_ID] + tokens])
+    tgt_out = torch.tensor([tokens + [EOS_ID]])
+    logprobs = F.log_softmax(model(src, tgt_in).float(), dim=-1)
+    total = logprobs.gather(2, tgt_out[..., None]).sum().item()
+    return total / length_penalty(len(tokens) + 1, alpha)
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.6, 1.0])
