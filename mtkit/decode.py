@@ -43,7 +43,7 @@ class Searchable(Protocol):
 
     def encode(self, src: Tensor) -> Tensor: ...
 
-    def start_state(self, memory: Tensor, src_pad_mask: Tensor) -> Any: ...  # has reorder(index, same_sources)
+    def start_state(self, memory: Tensor, src_pad_mask: Tensor, beams: int = 1) -> Any: ...  # has reorder(index, same_sources)
 
     def decode_step(self, tokens: Tensor, state: Any) -> Tensor: ...
 
@@ -128,8 +128,7 @@ def beam_search(model: Searchable, src: Tensor, cfg: DecodeConfig) -> list[list[
     when a sentence is done, from one small transfer per step (so a GPU waits once per step)."""
     batch, k, device = src.size(0), cfg.beam, src.device
     limit_host = max_lengths(src, cfg, model).tolist()  # (batch,) most output tokens
-    memory = model.encode(src).repeat_interleave(k, dim=0)  # (batch*k, src_len, d_model)
-    state = model.start_state(memory, src.eq(PAD_ID).repeat_interleave(k, dim=0))
+    state = model.start_state(model.encode(src), src.eq(PAD_ID), beams=k)  # k decoder rows per sentence
     active_host = list(range(batch))  # sentences still searching
     scores = torch.full((batch, k), float("-inf"), device=device)
     scores[:, 0] = 0.0  # all beams start equal: expand only the first
@@ -331,8 +330,8 @@ class FullRecompute:
     def encode(self, src: Tensor) -> Tensor:
         return self.model.encode(src)
 
-    def start_state(self, memory: Tensor, src_pad_mask: Tensor) -> _Prefix:
-        return _Prefix(memory, src_pad_mask, None)
+    def start_state(self, memory: Tensor, src_pad_mask: Tensor, beams: int = 1) -> _Prefix:
+        return _Prefix(memory.repeat_interleave(beams, dim=0), src_pad_mask.repeat_interleave(beams, dim=0), None)
 
     def decode_step(self, tokens: Tensor, state: _Prefix) -> Tensor:
         step = tokens[:, None]

@@ -9,7 +9,7 @@ ends with eos, every target starts with bos).
     encode(src)                         -> memory            (batch, src_len, d_model)
     decode(tgt_in, memory, src_pad)     -> decoder states    (batch, tgt_len, d_model), teacher-forced
     forward(src, tgt_in)                -> logits            (batch, tgt_len, tgt_vocab)
-    start_state(memory, src_pad)        -> DecoderState      cross-attention keys/values, once
+    start_state(memory, src_pad, beams) -> DecoderState      cross-attention keys/values, once per source
     decode_step(tokens, state)          -> logits            (batch, tgt_vocab), cache grows by one
 
 Training does not compute whole logits: mtkit.loss projects decoder states chunk by chunk.
@@ -88,16 +88,20 @@ class Attention(nn.Module):
         mask: Tensor | None = None,  # (batch, 1, q_len or 1, k_len), True = may attend
         causal: bool = False,
         sink: list[Tensor] | None = None,
+        beams: int = 1,  # one decoding step of `beams` consecutive query rows per key row (beam search)
     ) -> Tensor:
         k, v = kv
-        one_query_on_cpu = q.size(2) == 1 and q.device.type == "cpu" and not self.training  # a decoding step
-        if sink is not None or one_query_on_cpu:  # there two small matmuls beat torch's CPU flash kernel (1.8x)
+        rows, q_len = q.size(0), q.size(2)
+        if beams > 1:  # a source's beams query its keys together: one matmul instead of `beams` copies of them
+            q = q.reshape(rows // beams, beams, self.n_heads, self.d_head).transpose(1, 2)  # (sources, heads, beams, d_head)
+        step_on_cpu = q_len == 1 and q.device.type == "cpu" and not self.training  # a decoding step
+        if sink is not None or step_on_cpu:  # there two small matmuls beat torch's CPU flash kernel (1.8x)
             out = self._explicit(q, k, v, mask, sink)
         else:
             p = self.attn_dropout if self.training else 0.0
             with _kernel_choice(q):
                 out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal)
-        out = out.transpose(1, 2).reshape(q.size(0), q.size(2), -1)  # (batch, q_len, d_model)
+        out = out.transpose(1, 2).reshape(rows, q_len, -1)  # (batch, q_len, d_model)
         return self.out_proj(out)
 
     @staticmethod
@@ -241,6 +245,7 @@ class DecoderLayer(nn.Module):
         src_mask: Tensor,  # (batch, 1, 1, src_len)
         cache: DecoderCache | None = None,
         sink: list[Tensor] | None = None,
+        beams: int = 1,  # rows of x per row of memory_kv (DecoderState.beams)
     ) -> Tensor:
         h = self.self_res.input(x)
         q, kv = self.self_attn.project(h)
@@ -250,7 +255,8 @@ class DecoderLayer(nn.Module):
             attended = self.self_attn(q, cache.append(kv))
         x = self.self_res.output(x, attended)
         h = self.cross_res.input(x)
-        x = self.cross_res.output(x, self.cross_attn(self.cross_attn.project_q(h), memory_kv, src_mask, sink=sink))
+        x = self.cross_res.output(x, self.cross_attn(self.cross_attn.project_q(h), memory_kv, src_mask, sink=sink,
+                                                     beams=beams))
         h = self.ff_res.input(x)
         return self.ff_res.output(x, self.ff(h))  # (batch, tgt_len, d_model)
 
@@ -272,19 +278,21 @@ class DecoderCache:
 class DecoderState:
     """Everything incremental decoding carries from one step to the next."""
 
-    memory_kv: list[KV]  # per layer, cross-attention keys/values computed once
-    src_mask: Tensor  # (batch, 1, 1, src_len)
-    caches: list[DecoderCache]
+    memory_kv: list[KV]  # per layer, cross-attention keys/values computed once, one row per source
+    src_mask: Tensor  # (sources, 1, 1, src_len)
+    caches: list[DecoderCache]  # one row per decoder row: source s owns rows s*beams .. s*beams+beams-1
+    beams: int = 1
     step: int = 0
     attention: list[Tensor] | None = field(default=None)  # cross-attention probabilities, when recorded
 
     def reorder(self, index: Tensor, same_sources: bool = False) -> None:
-        """Keep rows `index` (batch,) of every tensor, e.g. the surviving beams. same_sources: each
-        row keeps a row of the same sentence (beams of one source), so the encoder's keys/values,
-        identical for those rows, stay as they are."""
+        """Keep decoder rows `index` (rows,). same_sources: each row keeps a row of its own source
+        (beams reordered), so the sources' keys/values stay as they are; otherwise the rows come in
+        whole groups of `beams`, in order, e.g. the rows of the sentences still searching."""
         if not same_sources:
-            self.memory_kv = [(k.index_select(0, index), v.index_select(0, index)) for k, v in self.memory_kv]
-            self.src_mask = self.src_mask.index_select(0, index)
+            sources = index if self.beams == 1 else index[:: self.beams] // self.beams
+            self.memory_kv = [(k.index_select(0, sources), v.index_select(0, sources)) for k, v in self.memory_kv]
+            self.src_mask = self.src_mask.index_select(0, sources)
         if self.attention is not None:
             self.attention = [a.index_select(0, index) for a in self.attention]
         for cache in self.caches:
@@ -369,12 +377,16 @@ class Transformer(nn.Module):
         return self.output(self.features(src, tgt_in))
 
     # -------------------------------------------------------------- incremental decoding
-    def start_state(self, memory: Tensor, src_pad_mask: Tensor, record_attention: bool = False) -> DecoderState:
+    def start_state(self, memory: Tensor, src_pad_mask: Tensor, beams: int = 1,
+                    record_attention: bool = False) -> DecoderState:
+        """beams: decoder rows per source (beam search); the cross-attention keys/values are computed
+        and kept once per source. Attention is recorded for one row per source only."""
+        assert beams == 1 or not record_attention
         # contiguous once here, not copied again by every decoding step (they are views into kv_proj's output)
         memory_kv = [(k.contiguous(), v.contiguous()) for k, v in
                      (layer.cross_attn.project_kv(memory) for layer in self._decoder_layers())]
         caches = [DecoderCache() for _ in self.decoder]
-        return DecoderState(memory_kv, self.attention_mask(src_pad_mask), caches,
+        return DecoderState(memory_kv, self.attention_mask(src_pad_mask), caches, beams,
                             attention=[] if record_attention else None)
 
     def decode_step(self, tokens: Tensor, state: DecoderState) -> Tensor:
@@ -382,7 +394,7 @@ class Transformer(nn.Module):
         x = self.tgt_embed(tokens[:, None], start=state.step)  # (batch, 1, d_model)
         sink: list[Tensor] | None = [] if state.attention is not None else None
         for layer, kv, cache in zip(self.decoder, state.memory_kv, state.caches):
-            x = layer(x, kv, state.src_mask, cache=cache, sink=sink)
+            x = layer(x, kv, state.src_mask, cache=cache, sink=sink, beams=state.beams)
         if sink and state.attention is not None:
             state.attention.append(torch.stack(sink).mean(dim=(0, 2))[:, 0])  # (batch, src_len), layers+heads
         state.step += 1

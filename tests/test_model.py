@@ -72,6 +72,37 @@ def test_cache_reorder_follows_rows():
     torch.testing.assert_close(last, model(src[order], tgt[order])[:, 3], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_beams_share_their_sources_keys_and_values(device):
+    """beams=k keeps the encoder's keys/values once per source and k decoder rows per source: every
+    step's logits equal those of a full forward over each row's own prefix, through beam reorders
+    (rows moving between beams of one source) and a source leaving the batch."""
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    model, k = tiny().to(device), 3
+    src = rand_ids(2, 6).to(device)
+    src[1, 4:] = PAD_ID
+    state = model.start_state(model.encode(src), src.eq(PAD_ID), beams=k)
+    assert state.memory_kv[0][0].size(0) == 2  # once per source, not per beam
+    rows_src = src.repeat_interleave(k, dim=0)  # (2k, src_len): each row's source
+    prefix = torch.full((2 * k, 1), BOS_ID, device=device)
+    moves = [torch.tensor([0, 0, 1, 5, 3, 4]), torch.tensor([2, 1, 0, 3, 3, 5]), None]
+    for move in moves:
+        step = model.decode_step(prefix[:, -1], state)
+        torch.testing.assert_close(step, model(rows_src, prefix)[:, -1], rtol=1e-4, atol=1e-4)
+        tokens = rand_ids(prefix.size(0), 1).to(device)
+        if move is not None:  # beams of one source trade places; tokens follow
+            move = move.to(device)
+            state.reorder(move, same_sources=True)
+            prefix = torch.cat([prefix[move], tokens], 1)
+        else:  # the first source leaves
+            keep = torch.arange(k, 2 * k, device=device)
+            state.reorder(keep)
+            prefix, rows_src = torch.cat([prefix, tokens], 1)[keep], rows_src[keep]
+    torch.testing.assert_close(model.decode_step(prefix[:, -1], state), model(rows_src, prefix)[:, -1],
+                               rtol=1e-4, atol=1e-4)
+
+
 def test_cross_attention_uses_the_source():
     model = tiny()
     src, tgt = rand_ids(1, 6), rand_ids(1, 5)
