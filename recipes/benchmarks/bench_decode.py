@@ -5,6 +5,9 @@ CTranslate2 int8 on the same weights, in one run.
   whole process  `mtkit translate -i test.en -o out.de`, wall time and peak RSS
   start-up       `mtkit translate` of one sentence, whole process, against `python -c 'import torch'`
 
+The whole-process part runs its commands round-robin (each once per round), so that the
+machine's drift during the run falls on all of them alike.
+
 The CTranslate2 model is written here by `mtkit convert --quantization int8` (skipped when
 ctranslate2 is not installed). With --device cuda: mtkit fp32 and bf16 on the GPU, in process.
 Then, in this process, the cached search is checked against FullRecompute (no KV cache): greedy
@@ -40,6 +43,9 @@ SEARCHES = (("beam 5", 5), ("greedy", 1))
 
 
 def in_process(engines: list[tuple[str, Path, str]], device: str, checkpoint: str, repeats: int) -> None:
+    """One engine after the other, CTranslate2 last, not round-robin: once CTranslate2 has run in a
+    process, its thread pool competes with torch's for the cores. On the 2-core VM, mtkit int8
+    greedy fell from 935-996 to 513-686 sentences/s after it, even after 2 s idle (measured)."""
     lines, refs = corpus_lines("test_2016_flickr", "en"), corpus_lines("test_2016_flickr", "de")
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     print(f"in process on {device}: sentences/s over {repeats} runs (min / median / max), BLEU cased")
@@ -75,26 +81,34 @@ def run_process(args: list[str], threads: int, stdin: str | None = None) -> tupl
 
 
 def whole_process(engines: list[tuple[str, Path, str]], checkpoint: str, repeats: int, threads: int) -> None:
+    """Round-robin: each round runs every command once, `import torch` included (separate
+    processes, so nothing of one run lingers into the next)."""
     lines = corpus_lines("test_2016_flickr", "en")
+    one_sentence = "A man in an orange hat starring at something.\n"
     with tempfile.TemporaryDirectory() as tmp:
         src, out = Path(tmp) / "test.en", Path(tmp) / "out.de"
         src.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
         print(f"whole process, {threads} threads: `mtkit translate` of {len(lines)} sentences (wall s, "
-              f"min / median / max), and of one sentence (start-up)")
+              f"min / median / max), and of one sentence (start-up), over {repeats + 2} rounds")
+        commands: list[tuple[str, list[str], str | None]] = []  # (label, command, stdin)
         for name, model, precision in engines:
             base = [sys.executable, "-m", "mtkit", "translate", "-m", str(model), "--checkpoint", checkpoint,
                     "--precision", precision]
-            for search, beam in SEARCHES:
-                runs = [run_process([*base, "--beam", str(beam), "-i", str(src), "-o", str(out)], threads)
-                        for _ in range(repeats)]
-                walls = [w for w, _ in runs]
-                print(f"  {name:17s} {search:7s} wall {summary(walls)} ({len(lines) / statistics.median(walls):.0f} "
-                      f"sentences/s); peak RSS {statistics.median(r for _, r in runs):.0f} MB", flush=True)
-            one = [run_process(base, threads, "A man in an orange hat starring at something.\n")[0]
-                   for _ in range(repeats + 2)]
-            print(f"  {name:17s} one sentence: {summary(one)} s", flush=True)
-        torch_import = [run_process([sys.executable, "-c", "import torch"], threads)[0] for _ in range(repeats + 2)]
-        print(f"  python -c 'import torch': {summary(torch_import)} s", flush=True)
+            commands += [(f"{name:17s} {search:7s}", [*base, "--beam", str(beam), "-i", str(src), "-o", str(out)], None)
+                         for search, beam in SEARCHES]
+            commands.append((f"{name:17s} one sentence", base, one_sentence))
+        commands.append(("python -c 'import torch'", [sys.executable, "-c", "import torch"], None))
+        runs: dict[str, list[tuple[float, float]]] = {label: [] for label, _, _ in commands}
+        for _ in range(repeats + 2):
+            for label, command, stdin in commands:
+                runs[label].append(run_process(command, threads, stdin))
+        for label, command, stdin in commands:
+            walls = [w for w, _ in runs[label]]
+            if stdin is None and "-i" in command:
+                print(f"  {label} wall {summary(walls)} ({len(lines) / statistics.median(walls):.0f} sentences/s); "
+                      f"peak RSS {statistics.median(r for _, r in runs[label]):.0f} MB", flush=True)
+            else:
+                print(f"  {label}: {summary(walls)} s", flush=True)
 
 
 def check_against_uncached(model_dir: Path, checkpoint: str, lines: list[str]) -> None:
