@@ -102,9 +102,9 @@ def whole_process(engines: list[tuple[str, Path, str]], checkpoint: str, repeats
         for _ in range(repeats + 2):
             for label, command, stdin in commands:
                 runs[label].append(run_process(command, threads, stdin))
-        for label, command, stdin in commands:
+        for label, command, _ in commands:
             walls = [w for w, _ in runs[label]]
-            if stdin is None and "-i" in command:
+            if "-i" in command:  # the 1,000 sentences; the others time start-up
                 print(f"  {label} wall {summary(walls)} ({len(lines) / statistics.median(walls):.0f} sentences/s); "
                       f"peak RSS {statistics.median(r for _, r in runs[label]):.0f} MB", flush=True)
             else:
