@@ -24,7 +24,7 @@ from typing import Any
 
 from mtkit import __version__
 from mtkit.errors import UserError
-from mtkit.translation import AUTO_MAX_TOKENS, TranslateStats, Translation, chunks, decode_nbests
+from mtkit.translation import AUTO_MAX_TOKENS, TranslateStats, Translation, chunks, cpu_threads, decode_nbests
 
 MARKER = "mtkit.json"
 # mtkit translate --precision -> CTranslate2's compute type ("default": the model's own quantization)
@@ -145,7 +145,11 @@ def _ffn(spec: Any, ff: Any, norm: Any) -> None:
 class Translator:
     """A converted model, loaded once; translates like mtkit.decode.translate."""
 
-    def __init__(self, directory: Path, device: str = "auto", compute_type: str = "default", threads: int = 0):
+    def __init__(self, directory: Path, device: str = "auto", compute_type: str = "default", threads: int = 0,
+                 workers: int = 0):
+        """threads: CPU threads in all (0: OMP_NUM_THREADS, else the cores this process may use);
+        workers: batches decoded at once on a CPU, threads / workers threads each (0: one thread
+        each, as mtkit's own decoding does; CTranslate2's own default is one worker)."""
         ct2 = _ctranslate2()
         from mtkit.tokenizer import Tokenizer
 
@@ -156,9 +160,14 @@ class Translator:
         index = int(device.split(":")[1]) if ":" in device else 0
         if device.startswith("cuda") and index >= ct2.get_cuda_device_count():
             raise UserError(f"--device {device}: CTranslate2 sees {ct2.get_cuda_device_count()} CUDA device(s)")
+        inter, intra = 1, threads  # a GPU: one worker
+        if device == "cpu":
+            threads = threads or cpu_threads()
+            inter = min(workers or threads, threads)
+            intra = max(1, threads // inter)
         try:
             self.model = ct2.Translator(str(directory), device=device.split(":")[0], device_index=index,
-                                        compute_type=compute_type, inter_threads=1, intra_threads=threads)
+                                        compute_type=compute_type, inter_threads=inter, intra_threads=intra)
         except (RuntimeError, ValueError) as e:
             raise UserError(f"{directory}: CTranslate2 cannot load this model ({e})") from None
         self.device = device.split(":")[0]

@@ -18,7 +18,8 @@ decoding goes on.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -237,9 +238,10 @@ def _batches(lengths: list[int], max_tokens: int, beam: int) -> Iterator[list[in
 
 def translate_chunk(
     model: Transformer, tokenizer: Tokenizer, lines: list[str], cfg: DecodeConfig, stats: TranslateStats,
-    device: torch.device | str = "cpu", autocast_dtype: torch.dtype | None = None,
+    device: torch.device | str = "cpu", autocast_dtype: torch.dtype | None = None, workers: int = 0,
 ) -> list[Translation]:
-    """Translations of lines, in input order; empty lines give empty translations."""
+    """Translations of lines, in input order; empty lines give empty translations. workers: batches
+    decoded at once on a CPU (0: one per torch thread; see _decode_batches)."""
     max_src = model.cfg.max_positions - 1  # room for eos
     ids = tokenizer.encode_src(lines)
     for i, seq in enumerate(ids):
@@ -249,11 +251,14 @@ def translate_chunk(
     todo = [i for i, seq in enumerate(ids) if seq]
     device_type = torch.device(device).type
     budget = cfg.max_tokens or AUTO_MAX_TOKENS.get(device_type, AUTO_MAX_TOKENS["cpu"])
-    for batch in _batches([len(ids[i]) for i in todo], budget, cfg.beam):
-        rows = [todo[j] for j in batch]
+    batches = [[todo[j] for j in batch] for batch in _batches([len(ids[i]) for i in todo], budget, cfg.beam)]
+
+    def decode(rows: list[int]) -> list[list[Hypothesis]]:
         src = pad_sequences([ids[i] for i in rows], suffix=EOS_ID).to(device)
         with autocast(device_type, autocast_dtype), _out_of_memory_explained(src, cfg):
-            hyps = search(model, src, cfg)
+            return search(model, src, cfg)
+
+    for rows, hyps in zip(batches, _decode_batches(decode, batches, device_type, workers)):
         all_texts = decode_nbests(tokenizer.decode_tgt, [[h.tokens for h in nbest] for nbest in hyps])
         for i, nbest, texts in zip(rows, hyps, all_texts):
             results[i] = Translation(texts[0], nbest[0].tokens, nbest[0].score,
@@ -261,6 +266,28 @@ def translate_chunk(
             stats.tgt_tokens += len(nbest[0].tokens) + 1
     stats.sentences += len(lines)
     return results  # type: ignore[return-value]
+
+
+def _decode_batches(decode: Callable[[list[int]], list[list[Hypothesis]]], batches: list[list[int]],
+                    device_type: str, workers: int = 0) -> list[list[list[Hypothesis]]]:
+    """decode(batch) for every batch, results in the order of batches. On a CPU with several torch
+    threads and several batches, each thread decodes batches of its own, with one intra-op thread
+    (as Marian's CPU workers and CTranslate2's inter_threads do): a decoding step's matrices are
+    too small for two threads to share them well. On the 2-core VM beam 5 ran 1.13-1.39x faster
+    (int8) and 1.19x (fp32), greedy 1.05-1.07x (its batches are fewer and larger); each batch in
+    flight holds its own memory. The batches are the same either way, so is the output. The
+    longest batches start first, so that no long one runs alone at the end."""
+    threads = torch.get_num_threads()
+    workers = min(workers or threads, threads, len(batches)) if device_type == "cpu" else 1
+    if workers <= 1:
+        return [decode(batch) for batch in batches]
+    pool = ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(threads // workers,))
+    try:
+        futures = {i: pool.submit(decode, batches[i]) for i in reversed(range(len(batches)))}  # _batches: shortest first
+        return [futures[i].result() for i in range(len(batches))]
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        torch.set_num_threads(threads)  # the workers' setting is process-wide for some backends (MKL)
 
 
 @contextlib.contextmanager

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,15 @@ class TranslateStats:
     sentences: int = 0
     truncated: int = 0  # source lines cut to the model's maximum length
     tgt_tokens: int = 0
+
+
+def cpu_threads() -> int:
+    """The threads a CPU engine uses by default: OMP_NUM_THREADS where set, else the cores this
+    process may run on (torch's default too)."""
+    try:
+        return max(1, int(os.environ.get("OMP_NUM_THREADS", "")))
+    except ValueError:
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def chunks(lines: Iterable[str], size: int) -> Iterator[list[str]]:
@@ -59,13 +69,15 @@ class Engine:
     max_positions: int
 
 
-def open_engine(model_dir: Path, checkpoint: str = "best", device: str = "auto", precision: str = "auto") -> Engine:
+def open_engine(model_dir: Path, checkpoint: str = "best", device: str = "auto", precision: str = "auto",
+                workers: int = 0) -> Engine:
     """An mtkit model directory (mtkit's search on torch; precision auto, fp32, bf16, fp16, or int8
-    on a CPU) or a model written by `mtkit convert` (CTranslate2, without torch)."""
+    on a CPU) or a model written by `mtkit convert` (CTranslate2, without torch). workers: batches
+    decoded at once on a CPU, each by its own thread (0: one per thread the CPU engine uses)."""
     from mtkit import ct2
 
     if ct2.is_ct2_dir(model_dir):
-        translator = ct2.Translator(model_dir, device, ct2.COMPUTE_TYPES[precision])
+        translator = ct2.Translator(model_dir, device, ct2.COMPUTE_TYPES[precision], workers=workers)
         return Engine(translator.translate, translator.info["max_positions"])
     import torch
 
@@ -86,6 +98,6 @@ def open_engine(model_dir: Path, checkpoint: str = "best", device: str = "auto",
         model, dtype = model.to(dtype), None
 
     def run(lines: Iterable[str], cfg: Any, stats: TranslateStats, chunk_size: int) -> Iterator[Translation]:
-        return translate(model, tok, lines, cfg, stats, chunk_size, device=dev, autocast_dtype=dtype)
+        return translate(model, tok, lines, cfg, stats, chunk_size, device=dev, autocast_dtype=dtype, workers=workers)
 
     return Engine(run, model.cfg.max_positions)

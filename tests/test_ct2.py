@@ -54,6 +54,20 @@ def test_converted_int8_bleu_is_within_half_a_point(converted, reverse_model, re
     assert abs(corpus_bleu(out.splitlines(), [refs]).score - ours) <= 0.5
 
 
+def test_a_cpu_translates_a_batch_per_thread(converted, reverse_data):
+    """As mtkit's own decoding: on a CPU each thread decodes batches of its own (CTranslate2's
+    inter_threads), unless told otherwise; the output is the same."""
+    from mtkit import ct2
+    from mtkit.translation import TranslateStats
+
+    lines, cfg = read_lines(reverse_data["valid_src"]), DecodeConfig(beam=3, max_tokens=200)
+    per_thread = ct2.Translator(converted["int8"], "cpu", "int8", threads=2)
+    together = ct2.Translator(converted["int8"], "cpu", "int8", threads=2, workers=1)
+    assert per_thread.model.num_translators == 2 and together.model.num_translators == 1
+    texts = [[t.text for t in engine.translate(lines, cfg, TranslateStats())] for engine in (per_thread, together)]
+    assert texts[0] == texts[1]
+
+
 def test_converted_model_keeps_translate_behaviour(converted):
     m = str(converted["float32"])
     code, out, err = run_in_process("translate", "-m", m, "-f", "jsonl", "--nbest", "3", stdin="alpha bravo\n\ncharlie\n")

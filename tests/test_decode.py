@@ -74,6 +74,44 @@ def test_batch_size_independence(loaded, sources, beam):
     assert batched == alone
 
 
+def test_a_cpu_decodes_a_batch_per_thread(loaded, sources, monkeypatch):
+    """With two torch threads and several batches, two batches are decoded at once, each with one
+    intra-op thread, and the output equals one batch at a time; the thread setting comes back,
+    also after a batch fails."""
+    import threading
+
+    import mtkit.decode
+
+    model, tok = loaded
+    cfg = DecodeConfig(beam=3, max_tokens=300)  # ~10 batches of the 100 sentences
+    seen: list[tuple[int, int]] = []  # (thread, its torch threads) of each batch
+    search = mtkit.decode.search
+
+    def spy(*args):
+        seen.append((threading.get_ident(), torch.get_num_threads()))
+        return search(*args)
+
+    monkeypatch.setattr(mtkit.decode, "search", spy)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        one_at_a_time = [t.tokens for t in translate(model, tok, sources, cfg, workers=1)]
+        assert len(seen) > 2 and {n for _, n in seen} == {2} and {t for t, _ in seen} == {threading.get_ident()}
+        seen.clear()
+        assert [t.tokens for t in translate(model, tok, sources, cfg)] == one_at_a_time
+        assert len({t for t, _ in seen}) == 2 and {n for _, n in seen} == {1} and torch.get_num_threads() == 2
+
+        def fails(*args):
+            raise RuntimeError("a batch failed")
+
+        monkeypatch.setattr(mtkit.decode, "search", fails)
+        with pytest.raises(RuntimeError, match="a batch failed"):
+            list(translate(model, tok, sources, cfg))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("search", [greedy, beam_search])
 def test_finished_sentences_leave_the_batch(loaded, sources, search):
     """Rows that have ended cost nothing more: the decoder sees fewer rows as sentences finish."""

@@ -9,7 +9,9 @@ The whole-process part runs its commands round-robin (each once per round), so t
 machine's drift during the run falls on all of them alike.
 
 The CTranslate2 model is written here by `mtkit convert --quantization int8` (skipped when
-ctranslate2 is not installed). With --device cuda: mtkit fp32 and bf16 on the GPU, in process.
+ctranslate2 is not installed). On a CPU both engines decode one batch per thread (the default);
+the "1 worker" rows decode one batch at a time with all the threads (mtkit before, and
+CTranslate2's own default, inter_threads=1), in process only. With --device cuda: mtkit fp32 and bf16 on the GPU, in process.
 Then, in this process, the cached search is checked against FullRecompute (no KV cache): greedy
 on all 1,000 sentences, beam 5 on 200.
 Usage: python recipes/benchmarks/bench_decode.py MODEL_DIR [--checkpoint averaged] [--repeats 3]
@@ -42,15 +44,15 @@ from mtkit.translation import TranslateStats, open_engine
 SEARCHES = (("beam 5", 5), ("greedy", 1))
 
 
-def in_process(engines: list[tuple[str, Path, str]], device: str, checkpoint: str, repeats: int) -> None:
+def in_process(engines: list[tuple[str, Path, str, int]], device: str, checkpoint: str, repeats: int) -> None:
     """One engine after the other, CTranslate2 last, not round-robin: once CTranslate2 has run in a
     process, its thread pool competes with torch's for the cores. On the 2-core VM, mtkit int8
     greedy fell from 935-996 to 513-686 sentences/s after it, even after 2 s idle (measured)."""
     lines, refs = corpus_lines("test_2016_flickr", "en"), corpus_lines("test_2016_flickr", "de")
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     print(f"in process on {device}: sentences/s over {repeats} runs (min / median / max), BLEU cased")
-    for name, model, precision in engines:
-        engine = open_engine(model, checkpoint, device, precision)
+    for name, model, precision, workers in engines:
+        engine = open_engine(model, checkpoint, device, precision, workers)
         for search, beam in SEARCHES:
             cfg = DecodeConfig(beam=beam)
             list(engine.translate(lines[:64], cfg, TranslateStats(), 2000))  # warm-up
@@ -61,7 +63,7 @@ def in_process(engines: list[tuple[str, Path, str]], device: str, checkpoint: st
                 hyps = [t.text for t in engine.translate(lines, cfg, TranslateStats(), 2000)]
                 sync()
                 walls.append(time.perf_counter() - start)
-            print(f"  {name:17s} {search:7s} {summary([len(lines) / w for w in walls])}; "
+            print(f"  {name:19s} {search:7s} {summary([len(lines) / w for w in walls])}; "
                   f"BLEU {corpus_bleu(hyps, [refs]).score:.2f}", flush=True)
 
 
@@ -80,7 +82,7 @@ def run_process(args: list[str], threads: int, stdin: str | None = None) -> tupl
     return wall, (int(kb[-1]) / 1024 if timer and kb else float("nan"))
 
 
-def whole_process(engines: list[tuple[str, Path, str]], checkpoint: str, repeats: int, threads: int) -> None:
+def whole_process(engines: list[tuple[str, Path, str, int]], checkpoint: str, repeats: int, threads: int) -> None:
     """Round-robin: each round runs every command once, `import torch` included (separate
     processes, so nothing of one run lingers into the next)."""
     lines = corpus_lines("test_2016_flickr", "en")
@@ -91,12 +93,14 @@ def whole_process(engines: list[tuple[str, Path, str]], checkpoint: str, repeats
         print(f"whole process, {threads} threads: `mtkit translate` of {len(lines)} sentences (wall s, "
               f"min / median / max), and of one sentence (start-up), over {repeats + 2} rounds")
         commands: list[tuple[str, list[str], str | None]] = []  # (label, command, stdin)
-        for name, model, precision in engines:
+        for name, model, precision, workers in engines:
+            if workers:  # the command line decodes one batch per thread
+                continue
             base = [sys.executable, "-m", "mtkit", "translate", "-m", str(model), "--checkpoint", checkpoint,
                     "--precision", precision]
-            commands += [(f"{name:17s} {search:7s}", [*base, "--beam", str(beam), "-i", str(src), "-o", str(out)], None)
+            commands += [(f"{name:19s} {search:7s}", [*base, "--beam", str(beam), "-i", str(src), "-o", str(out)], None)
                          for search, beam in SEARCHES]
-            commands.append((f"{name:17s} one sentence", base, one_sentence))
+            commands.append((f"{name:19s} one sentence", base, one_sentence))
         commands.append(("python -c 'import torch'", [sys.executable, "-c", "import torch"], None))
         runs: dict[str, list[tuple[float, float]]] = {label: [] for label, _, _ in commands}
         for _ in range(repeats + 2):
@@ -136,18 +140,21 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(f"{MULTI30K.name} test_2016_flickr, model {args.model_dir} ({args.checkpoint})")
     if args.device.startswith("cuda"):
-        engines = [("mtkit fp32", args.model_dir, "fp32"), ("mtkit bf16", args.model_dir, "bf16")]
+        engines = [("mtkit fp32", args.model_dir, "fp32", 0), ("mtkit bf16", args.model_dir, "bf16", 0)]
         in_process(engines, args.device, args.checkpoint, args.repeats)
         return
     with tempfile.TemporaryDirectory() as tmp:
-        engines = [("mtkit fp32", args.model_dir, "fp32"), ("mtkit int8", args.model_dir, "int8")]
+        engines = [("mtkit fp32", args.model_dir, "fp32", 0), ("mtkit int8", args.model_dir, "int8", 0),
+                   ("mtkit int8 1 worker", args.model_dir, "int8", 1)]
         if importlib.util.find_spec("ctranslate2"):
             converted = Path(tmp) / "ct2"
             subprocess.run([sys.executable, "-m", "mtkit", "convert", "-m", str(args.model_dir), "-o", str(converted),
                             "--checkpoint", args.checkpoint, "--quantization", "int8"], check=True)
-            engines.append(("ctranslate2 int8", converted, "auto"))
-        in_process(engines, "cpu", args.checkpoint, args.repeats)
+            engines += [("ctranslate2 int8", converted, "auto", 0), ("ct2 int8 1 worker", converted, "auto", 1)]
+        # whole process first: CTranslate2's threads, once it has run in this process, take CPU
+        # time from the processes it starts (the whole-process times came out ~1 s longer after it)
         whole_process(engines, args.checkpoint, args.repeats, args.threads)
+        in_process(engines, "cpu", args.checkpoint, args.repeats)
     print("cached vs uncached (FullRecompute) search:")
     check_against_uncached(args.model_dir, args.checkpoint, corpus_lines("test_2016_flickr", "en"))
 
