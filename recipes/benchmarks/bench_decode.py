@@ -11,7 +11,8 @@ machine's drift during the run falls on all of them alike.
 The CTranslate2 model is written here by `mtkit convert --quantization int8` (skipped when
 ctranslate2 is not installed). On a CPU both engines decode one batch per thread (the default);
 the "1 worker" rows decode one batch at a time with all the threads (mtkit before, and
-CTranslate2's own default, inter_threads=1), in process only. With --device cuda: mtkit fp32 and bf16 on the GPU, in process.
+CTranslate2's own default, inter_threads=1), in process only. With --device cuda: mtkit fp32 and
+bf16 on the GPU, in process.
 Then, in this process, the cached search is checked against FullRecompute (no KV cache): greedy
 on all 1,000 sentences, beam 5 on 200.
 Usage: python recipes/benchmarks/bench_decode.py MODEL_DIR [--checkpoint averaged] [--repeats 3]
@@ -138,6 +139,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)  # CTranslate2's threads in this process (mtkit.ct2)
     print(f"{MULTI30K.name} test_2016_flickr, model {args.model_dir} ({args.checkpoint})")
     if args.device.startswith("cuda"):
         engines = [("mtkit fp32", args.model_dir, "fp32", 0), ("mtkit bf16", args.model_dir, "bf16", 0)]
