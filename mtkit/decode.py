@@ -75,6 +75,40 @@ def _next_logprobs(model: Searchable, tokens: Tensor, state: Any, forced_eos: li
     return logprobs
 
 
+BLOCK = 64  # vocabulary columns per block in _best_candidates
+
+
+def _best_candidates(logprobs: Tensor, scores: Tensor, count: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The `count` best continuations of each sentence, best first, as (n, count) tensors: their
+    log-probabilities (hypothesis + next token), the beam each extends, and its token.
+    logprobs (n*k, V): next-token log-probabilities of the k live hypotheses of n sentences;
+    scores (n, k): those hypotheses' log-probabilities.
+
+    torch.topk on a CPU costs ~1.3 us per 1,000 values, its max with indices as much; the top
+    `count` continuations lie in the `count` blocks of BLOCK columns whose best continuation ranks
+    highest (each such block holds one at least as good as anything outside them), so a CPU ranks
+    block maxima (a fast reduction), then the candidates of those blocks only: 3-7x faster
+    (Multi30k's 8k vocabulary, beam 5 and greedy). Ties may be broken otherwise than by one top-k."""
+    n, k = scores.shape
+    vocab = logprobs.size(1)
+    if logprobs.device.type != "cpu" or vocab < 4 * BLOCK:  # a GPU's top-k is fast; a tiny vocabulary
+        per_beam = min(count, vocab)  # the best of a sentence are among the best of each beam
+        best, best_token = logprobs.topk(per_beam, dim=1)  # (n*k, per_beam)
+        top, idx = (scores.view(-1, 1) + best).view(n, k * per_beam).topk(count, dim=1)
+        return top, idx // per_beam, best_token.view(n, k * per_beam).gather(1, idx)
+    if vocab % BLOCK:
+        logprobs = F.pad(logprobs, (0, -vocab % BLOCK), value=float("-inf"))
+    per_beam = logprobs.size(1) // BLOCK  # blocks
+    blocks = logprobs.view(n, k * per_beam, BLOCK)
+    block_best = blocks.amax(-1).view(n, k, per_beam).add_(scores[:, :, None]).view(n, k * per_beam)
+    chosen = block_best.topk(count, dim=1).indices  # (n, count): block numbers, beam-major
+    cand = blocks.gather(1, chosen[:, :, None].expand(n, count, BLOCK))
+    cand += scores.gather(1, chosen // per_beam)[:, :, None]  # (n, count, BLOCK)
+    top, pos = cand.view(n, count * BLOCK).topk(count, dim=1)
+    block = chosen.gather(1, pos // BLOCK)
+    return top, block // per_beam, block % per_beam * BLOCK + pos % BLOCK
+
+
 def max_lengths(src: Tensor, cfg: DecodeConfig, model: Searchable) -> Tensor:
     """(batch,) most output tokens (eos included) for each sentence: a * source length + b."""
     src_len = src.ne(PAD_ID).sum(1)
@@ -99,8 +133,8 @@ def _greedy(model: Searchable, src: Tensor, cfg: DecodeConfig, state: Any) -> li
     results: list[list[Hypothesis]] = [[] for _ in range(batch)]
     for t in range(max(limit_host)):
         forced = [row for row, s in enumerate(sentence_host) if limit_host[s] == t + 1]
-        best, tokens = _next_logprobs(model, tokens, state, forced).max(-1)
-        logprob += best
+        top, _, tokens = _best_candidates(_next_logprobs(model, tokens, state, forced), logprob[:, None], 1)
+        logprob, tokens = top[:, 0], tokens[:, 0]
         tokens_host = tokens.tolist()  # the one transfer of a step
         ended = [row for row, token in enumerate(tokens_host) if token == EOS_ID]
         for prefix, token in zip(prefixes, tokens_host):
@@ -139,14 +173,7 @@ def beam_search(model: Searchable, src: Tensor, cfg: DecodeConfig) -> list[list[
     for t in range(max(limit_host)):
         n = len(active_host)
         forced = [row * k + b for row, s in enumerate(active_host) if limit_host[s] == t + 1 for b in range(k)]
-        search = _next_logprobs(model, last, state, forced)
-        # the 2k best candidates of each sentence are among the 2k best continuations of each beam:
-        # two small top-k's instead of one over k x vocabulary (1.7x faster on a CPU)
-        per_beam = min(2 * k, search.size(1))
-        best, best_token = search.topk(per_beam, dim=1)  # (n*k, per_beam)
-        cand = (scores.view(-1, 1) + best).view(n, k * per_beam)  # log-probabilities
-        top, idx = cand.topk(2 * k, dim=1)  # (n, 2k)
-        beam_of, token = idx // per_beam, best_token.view(n, k * per_beam).gather(1, idx)
+        top, beam_of, token = _best_candidates(_next_logprobs(model, last, state, forced), scores, 2 * k)  # (n, 2k)
         is_eos = token.eq(EOS_ID) & torch.isfinite(top)
         # the k best candidates that do not end: stable sort puts non-eos first, keeping score order
         order = torch.sort(is_eos.int(), dim=1, stable=True).indices[:, :k]  # (n, k)

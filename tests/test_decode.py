@@ -136,6 +136,40 @@ def test_finished_sentences_leave_the_batch(loaded, sources, search):
     assert len(counting.rows) == lengths[-1] + 1  # the longest output and its eos
 
 
+@pytest.mark.parametrize(("vocab", "beams", "count"), [(8000, 5, 10), (1000, 4, 8), (8000, 1, 1), (300, 3, 6)])
+def test_candidates_ranked_by_blocks_equal_one_top_k(vocab, beams, count):
+    """A CPU ranks vocabulary blocks first: the same candidates as one top-k over every
+    (beam, token), with beams at -inf (the first step) and vocabularies not a multiple of the block."""
+    from mtkit.decode import _best_candidates
+
+    torch.manual_seed(vocab + beams)
+    n = 7
+    logprobs = F.log_softmax(3 * torch.randn(n * beams, vocab), dim=-1)
+    scores = -5 * torch.rand(n, beams)
+    scores[:2, 1:] = float("-inf")
+    top, beam_of, token = _best_candidates(logprobs, scores, count)
+    expected, flat = (scores[:, :, None] + logprobs.view(n, beams, vocab)).view(n, -1).topk(count, dim=1)
+    assert torch.equal(top, expected)
+    assert torch.equal(beam_of, flat // vocab) and torch.equal(token, flat % vocab)
+
+
+def test_search_by_blocks_equals_search_by_top_k(loaded, sources, monkeypatch):
+    """The test model's 43-token vocabulary is ranked by plain top-k; with blocks of 4 tokens it
+    goes through the blocked ranking (padded to 44): the same translations and scores."""
+    import mtkit.decode
+
+    model, tok = loaded
+    src = _src(tok, sources[:40])
+    for search, beam in ((greedy, 1), (beam_search, 5)):
+        cfg = DecodeConfig(beam=beam, nbest=beam)
+        plain = search(model, src, cfg)
+        monkeypatch.setattr(mtkit.decode, "BLOCK", 4)
+        blocked = search(model, src, cfg)
+        monkeypatch.undo()
+        assert [[h.tokens for h in x] for x in blocked] == [[h.tokens for h in x] for x in plain]
+        assert [h.score for x in blocked for h in x] == pytest.approx([h.score for x in plain for h in x], abs=1e-6)
+
+
 def test_beam_finds_at_least_the_greedy_score(loaded, sources):
     model, tok = loaded
     src = _src(tok, sources[:30])
