@@ -98,15 +98,15 @@ def _best_candidates(logprobs: Tensor, scores: Tensor, count: int) -> tuple[Tens
         return top, idx // per_beam, best_token.view(n, k * per_beam).gather(1, idx)
     if vocab % BLOCK:
         logprobs = F.pad(logprobs, (0, -vocab % BLOCK), value=float("-inf"))
-    per_beam = logprobs.size(1) // BLOCK  # blocks
-    blocks = logprobs.view(n, k * per_beam, BLOCK)
-    block_best = blocks.amax(-1).view(n, k, per_beam).add_(scores[:, :, None]).view(n, k * per_beam)
+    blocks_per_beam = logprobs.size(1) // BLOCK
+    blocks = logprobs.view(n, k * blocks_per_beam, BLOCK)
+    block_best = blocks.amax(-1).view(n, k, blocks_per_beam).add_(scores[:, :, None]).view(n, -1)
     chosen = block_best.topk(count, dim=1).indices  # (n, count): block numbers, beam-major
     cand = blocks.gather(1, chosen[:, :, None].expand(n, count, BLOCK))
-    cand += scores.gather(1, chosen // per_beam)[:, :, None]  # (n, count, BLOCK)
+    cand += scores.gather(1, chosen // blocks_per_beam)[:, :, None]  # (n, count, BLOCK)
     top, pos = cand.view(n, count * BLOCK).topk(count, dim=1)
     block = chosen.gather(1, pos // BLOCK)
-    return top, block // per_beam, block % per_beam * BLOCK + pos % BLOCK
+    return top, block // blocks_per_beam, block % blocks_per_beam * BLOCK + pos % BLOCK
 
 
 def max_lengths(src: Tensor, cfg: DecodeConfig, model: Searchable) -> Tensor:
@@ -300,7 +300,7 @@ def _decode_batches(decode: Callable[[list[int]], list[list[Hypothesis]]], batch
     """decode(batch) for every batch, results in the order of batches. On a CPU with several torch
     threads and several batches, each thread decodes batches of its own, with one intra-op thread
     (as Marian's CPU workers and CTranslate2's inter_threads do): a decoding step's matrices are
-    too small for two threads to share them well. On the 2-core VM beam 5 ran 1.13-1.39x faster
+    too small for two threads to share them well. On the 2-core VM beam 5 ran 1.07-1.39x faster
     (int8) and 1.10-1.19x (fp32), greedy 0.94-1.20x (its batches are fewer and larger); each batch in
     flight holds its own memory. The batches are the same either way, so is the output. The
     longest batches start first, so that no long one runs alone at the end."""
