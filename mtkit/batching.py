@@ -130,6 +130,12 @@ class BatchIterator:
         usable = len(batches) - len(batches) % self.world_size
         return batches[self.rank:usable:self.world_size]
 
+    def check(self) -> None:
+        """Refuse a budget that no pair fits (before any work, as the loop would find it)."""
+        fits = np.maximum(padded_len(self.corpus.src_lens), padded_len(self.corpus.tgt_lens)) <= self.max_tokens
+        if not fits.any():
+            raise UserError(f"no batch fits --max-tokens {self.max_tokens}: every pair is longer")
+
     def __iter__(self) -> Iterator[Batch]:
         """Endless: the rest of the current epoch, then the following epochs. The position moves
         on before each batch is yielded, so state() is always where the next batch comes from."""

@@ -7,6 +7,8 @@ A model directory is self-contained:
     checkpoints/       last.pt (full training state), best.pt, step_00001000.pt ... (weights)
     metrics.jsonl      one JSON object per training/validation event
     manifest.json      versions, command line, data and tokenizer hashes
+    valid_output.txt   the last validation's translations
+    cache/             the encoded corpora (keyed by their content, tokenizer and cleaning)
 
 Checkpoints hold plain CPU tensors and plain data (loadable with weights_only=True on any
 machine), the config they were trained with and a format version, and are written durably
@@ -15,6 +17,7 @@ machine), the config they were trained with and a format version, and are writte
 
 from __future__ import annotations
 
+import errno
 import re
 from pathlib import Path
 from typing import Any
@@ -23,7 +26,12 @@ import torch
 
 from mtkit import config as C
 from mtkit.errors import UserError, describe
-from mtkit.files import atomic_write
+from mtkit.files import atomic_write, disk_full, write_error
+
+# What a training run writes into its model directory: all that mtkit ever replaces or deletes
+# there (a user's own files beside them are left alone).
+RUN_FILES = ("config.toml", "manifest.json", "metrics.jsonl", "valid_output.txt", "tokenizer", "checkpoints", "cache")
+REPLACED = ".replaced-run"  # a run being replaced (`mtkit train --overwrite`) waits here until its successor is set up
 
 FORMAT = "mtkit-checkpoint"
 FORMAT_VERSION = 1
@@ -47,14 +55,17 @@ def to_cpu(obj: Any) -> Any:
 
 def save(path: Path, payload: dict[str, Any]) -> None:
     """Atomically and durably write {format, version, **payload}, every tensor on the CPU."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory")
     try:
-        with atomic_write(path) as f:
-            torch.save({"format": FORMAT, "version": FORMAT_VERSION, **to_cpu(payload)}, f)
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a directory") from None
+        path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise UserError(f"{path}: cannot write ({e.strerror or e})") from None
+        raise write_error(path, e) from None
+    with atomic_write(path) as f:
+        try:
+            torch.save({"format": FORMAT, "version": FORMAT_VERSION, **to_cpu(payload)}, f)
+        except RuntimeError as e:  # torch reports a failed write in its own words
+            raise OSError(errno.ENOSPC if disk_full(path.parent) else errno.EIO, describe(e)) from None
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -75,7 +86,12 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
 
 
 def load_weights(module: torch.nn.Module, weights: dict[str, torch.Tensor], path: Path) -> None:
-    """module.load_state_dict with a one-line error when the checkpoint is of another model."""
+    """module.load_state_dict with a one-line error when the checkpoint is of another model, or
+    when a weight is not finite (a NaN weight gives empty or garbage translations)."""
+    for name, tensor in weights.items():
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise UserError(f"{path}: weight {name} holds non-finite values (NaN or inf); this checkpoint cannot "
+                            "be used (choose another with --checkpoint)")
     try:
         module.load_state_dict(weights)
     except RuntimeError as e:
@@ -124,12 +140,32 @@ def average_last(model_dir: Path, last: int, out: Path | None = None) -> Path:
     if len(paths) < last:
         raise UserError(f"{checkpoint_dir(model_dir)}: asked to average {last} checkpoints but only {len(paths)} exist")
     out = out or checkpoint_dir(model_dir) / "averaged.pt"
-    if out.is_dir():
-        raise UserError(f"{out}: is a directory; -o takes a file name")
+    check_average_output(out)
     meta = load(paths[-1])
     save(out, {"config": meta["config"], "step": meta["step"], "model": average(paths),
                "averaged": [p.name for p in paths]})
     return out
+
+
+RUN_CHECKPOINTS = ("last.pt", "best.pt")  # with step_N.pt: what a training run writes and reads back
+
+
+def check_average_output(out: Path) -> None:
+    """An average may replace an earlier average, never anything else: not a user's file, not a
+    run's own checkpoints (last.pt, best.pt, step_N.pt), not any other file of a model directory."""
+    if out.is_dir():
+        raise UserError(f"{out}: is a directory; -o takes a file name")
+    if out.name in RUN_CHECKPOINTS or STEP_RE.fullmatch(out.name):
+        raise UserError(f"-o {out}: a training run's own checkpoint name; choose another name (e.g. averaged.pt)")
+    if not out.exists():
+        return
+    try:
+        previous = torch.load(out, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        previous = None
+    if not (isinstance(previous, dict) and previous.get("format") == FORMAT and "averaged" in previous):
+        raise UserError(f"-o {out}: exists and is not an averaged mtkit checkpoint; nothing was written "
+                        "(choose a new file name)")
 
 
 def resolve(model_dir: Path, which: str) -> Path:
@@ -150,6 +186,9 @@ def load_for_inference(model_dir: str | Path, which: str = "best", device: str |
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise UserError(f"{model_dir}: no such model directory")
+    if (model_dir / REPLACED).is_dir():
+        raise UserError(f"{model_dir}: a replacement of this run was interrupted (its files wait in "
+                        f"{model_dir / REPLACED}); the next `mtkit train -o {model_dir} ...` puts them back first")
     for needed in ("config.toml", "tokenizer"):
         if not (model_dir / needed).exists():
             raise UserError(f"{model_dir}: not a complete model directory ({needed} is missing)")

@@ -247,6 +247,8 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
             return value
         if origin in (tuple,):
             items = value.split(",") if isinstance(value, str) else list(value)
+            if len(items) != len(typing.get_args(hint)):
+                raise ValueError(f"expected {len(typing.get_args(hint))} comma-separated values, got {len(items)}")
             return tuple(coerce(v, t, where) for v, t in zip(items, typing.get_args(hint), strict=True))
         if origin in (typing.Union, types.UnionType):
             return coerce(value, next(a for a in typing.get_args(hint) if a is not type(None)), where)

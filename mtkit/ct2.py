@@ -2,7 +2,8 @@
 
     convert(model_dir, out)     OUT/ holds CTranslate2's model (model.bin, config.json, vocabularies),
                                 mtkit's tokenizer (tokenizer/) and mtkit.json (what it was made from)
-    translate(out, lines, ...)  the same Translation stream as mtkit.decode.translate
+    Translator(out).translate(lines, cfg, stats)
+                                the same Translation stream as mtkit's own search (mtkit.decode.translate)
 
 The mapping: pre- or post-norm layers; self-attention's fused in_proj is CTranslate2's linear[0],
 cross-attention's q_proj and kv_proj its linear[0] and linear[1]; embeddings scaled by
@@ -17,13 +18,13 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from mtkit import __version__
-from mtkit.errors import UserError
+from mtkit.errors import UserError, describe
+from mtkit.files import disk_full, make_temp_dir, write_error
 from mtkit.translation import AUTO_MAX_TOKENS, TranslateStats, Translation, chunks, cpu_threads, decode_nbests
 
 MARKER = "mtkit.json"
@@ -44,6 +45,19 @@ def is_ct2_dir(path: Path) -> bool:
     return (Path(path) / MARKER).is_file() and (Path(path) / "model.bin").is_file()
 
 
+def read_info(directory: Path) -> dict:
+    """mtkit.json of a converted model, checked: what it was made from and its longest input."""
+    path = directory / MARKER
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # ValueError: invalid JSON or UTF-8
+        raise UserError(f"{path}: damaged ({describe(e, 80)}); convert the model again with mtkit convert") from None
+    positions = info.get("max_positions") if isinstance(info, dict) else None
+    if not isinstance(positions, int) or isinstance(positions, bool) or positions < 2:
+        raise UserError(f"{path}: damaged (no valid \"max_positions\"); convert the model again with mtkit convert")
+    return info
+
+
 # ----------------------------------------------------------------------------- converting
 def convert(model_dir: Path, out: Path, quantization: str = "int8", checkpoint: str = "best") -> Path:
     """Write a CTranslate2 model of model_dir's checkpoint to `out` (new or empty, written whole)."""
@@ -56,8 +70,11 @@ def convert(model_dir: Path, out: Path, quantization: str = "int8", checkpoint: 
         raise UserError(f"{out}: exists and is not an empty directory; choose a new -o")
     model, tok, _ = load_for_inference(model_dir, checkpoint, "cpu")
     spec = _spec(ct2, model, tok)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise write_error(out, e) from None
+    work = make_temp_dir(out)
     try:
         _save(spec, work, quantization)
         shutil.copytree(tok.directory, work / "tokenizer")
@@ -67,6 +84,12 @@ def convert(model_dir: Path, out: Path, quantization: str = "int8", checkpoint: 
         if out.exists():
             out.rmdir()
         work.rename(out)
+    except OSError as e:
+        raise write_error(out / "model.bin", e) from None
+    except RuntimeError as e:  # CTranslate2 reports a failed write in its own words
+        if disk_full(out.parent):
+            raise write_error(out / "model.bin", e) from None
+        raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return out
@@ -153,7 +176,7 @@ class Translator:
         ct2 = _ctranslate2()
         from mtkit.tokenizer import Tokenizer
 
-        self.info = json.loads((directory / MARKER).read_text(encoding="utf-8"))
+        self.info = read_info(directory)
         self.tokenizer = Tokenizer.load(directory / "tokenizer")
         if device == "auto":
             device = "cuda" if ct2.get_cuda_device_count() > 0 else "cpu"

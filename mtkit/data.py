@@ -10,10 +10,10 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -23,6 +23,7 @@ import numpy as np
 
 from mtkit.config import DataConfig
 from mtkit.errors import UserError
+from mtkit.files import atomic_write, disk_full, make_temp_dir, write_error
 from mtkit.textio import check_text, iter_lines
 from mtkit.tokenizer import Tokenizer, file_sha256
 
@@ -287,12 +288,17 @@ def prepare_corpus(source: Source, tokenizer: Tokenizer, cfg: DataConfig, cache_
     cache_root = Path(cache_root)
     final = cache_root / cache_key(source, tokenizer, cfg)
     if not (final / "report.json").is_file():
-        cache_root.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(dir=cache_root, prefix=f".{final.name}.", suffix=".tmp"))
+        try:
+            cache_root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise write_error(final, e) from None
+        work = make_temp_dir(final)
         try:
             _build(source, tokenizer, cfg, work)
             shutil.rmtree(final, ignore_errors=True)
             work.rename(final)
+        except OSError as e:  # writing the cache failed (a full disk): the cache, not the input, is named
+            raise write_error(final / "data", e) from None
         finally:
             shutil.rmtree(work, ignore_errors=True)
     return load_corpus(final)
@@ -315,7 +321,11 @@ def _build(source: Source, tokenizer: Tokenizer, cfg: DataConfig, work: Path) ->
         )
     except datasets.exceptions.DatasetGenerationError as e:
         cause = e.__cause__ or e.__context__
-        raise cause if isinstance(cause, UserError) else UserError(f"{_describe(source)}: {cause or e}") from None
+        if isinstance(cause, UserError):
+            raise cause from None
+        if isinstance(cause, OSError) and (cause.errno in (errno.ENOSPC, errno.EDQUOT) or disk_full(work)):
+            raise cause from None  # writing the cache failed, not reading the corpus
+        raise UserError(f"{_describe(source)}: {cause or e}") from None
     encoded = raw.map(
         _encode_batch, batched=True, batch_size=1000, num_proc=cfg.num_proc if cfg.num_proc > 1 else None,
         fn_kwargs={"tokenizer_dir": str(tokenizer.directory)}, remove_columns=["src", "tgt"],
@@ -353,16 +363,9 @@ def export_pairs(source: Source, src_out: Path, tgt_out: Path) -> int:
     """Write a corpus as two plain-text files (one sentence per line); returns the number of pairs.
     Line breaks inside a sentence become spaces so the files stay parallel."""
     n = 0
-    src_tmp, tgt_tmp = src_out.with_name(src_out.name + ".tmp"), tgt_out.with_name(tgt_out.name + ".tmp")
-    try:
-        with open(src_tmp, "w", encoding="utf-8") as fs, open(tgt_tmp, "w", encoding="utf-8") as ft:
-            for src, tgt in source.rows():
-                fs.write(" ".join(src.splitlines()) + "\n")
-                ft.write(" ".join(tgt.splitlines()) + "\n")
-                n += 1
-        src_tmp.replace(src_out)
-        tgt_tmp.replace(tgt_out)
-    finally:
-        src_tmp.unlink(missing_ok=True)
-        tgt_tmp.unlink(missing_ok=True)
+    with atomic_write(src_out, "w", encoding="utf-8") as fs, atomic_write(tgt_out, "w", encoding="utf-8") as ft:
+        for src, tgt in source.rows():
+            fs.write(" ".join(src.splitlines()) + "\n")
+            ft.write(" ".join(tgt.splitlines()) + "\n")
+            n += 1
     return n

@@ -356,14 +356,19 @@ class AttentionMap:
     tgt_pieces: list[str]  # output pieces, then "</s>"
     weights: list[list[float]]  # (tgt, src): mean over layers and heads
     translation: str
+    src_length: int  # source pieces before truncation (len(src_pieces) - 1 unless it was cut)
 
 
 @torch.inference_mode()
-def cross_attention(model: Transformer, tokenizer: Tokenizer, sentence: str, cfg: DecodeConfig | None = None) -> AttentionMap:
+def cross_attention(model: Transformer, tokenizer: Tokenizer, sentence: str, cfg: DecodeConfig | None = None,
+                    max_src: int | None = None) -> AttentionMap:
     """The greedy translation of one sentence (the very search of `translate --greedy`) with its
-    cross-attention recorded at every step."""
+    cross-attention recorded at every step; the source is cut to `max_src` pieces (and always to
+    what the model's positions cover)."""
     cfg = cfg or DecodeConfig(beam=1)
-    ids = tokenizer.encode_src([sentence])[0][: model.cfg.max_positions - 1]
+    all_ids = tokenizer.encode_src([sentence])[0]
+    limit = model.cfg.max_positions - 1 if max_src is None else min(max_src, model.cfg.max_positions - 1)
+    ids = all_ids[:limit]
     src = pad_sequences([ids], suffix=EOS_ID)
     state = model.start_state(model.encode(src), src.eq(PAD_ID), record_attention=True)
     out = _greedy(model, src, cfg, state)[0][0].tokens
@@ -371,7 +376,7 @@ def cross_attention(model: Transformer, tokenizer: Tokenizer, sentence: str, cfg
     weights = torch.stack(state.attention)[: len(out) + 1, 0].tolist()  # (steps, src_len), eos's step included
     return AttentionMap([tokenizer.src.id_to_piece(i) for i in ids] + ["</s>"],
                         [tokenizer.tgt.id_to_piece(i) for i in out] + ["</s>"], weights,
-                        tokenizer.decode_tgt([out])[0])
+                        tokenizer.decode_tgt([out])[0], len(all_ids))
 
 
 class FullRecompute:

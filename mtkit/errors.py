@@ -5,6 +5,18 @@ class UserError(Exception):
     """A clear, one-line message for the user; the CLI prints it and exits with status 2."""
 
 
+class Interrupted(BaseException):
+    """A signal (SIGTERM, SIGINT) stopped the command; the CLI exits with 128 + the signal's number,
+    as a shell reports a process killed by it. Like KeyboardInterrupt, not an Exception: only
+    clean-up (`finally`, `except BaseException`: temporary files removed, a replaced run restored)
+    sees it on its way out. Not a KeyboardInterrupt, which the command-line library would turn
+    into exit status 130 whatever the signal."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
 class CheckFailed(Exception):
     """A self-check found mtkit wrong (e.g. `mtkit bleu --sacrebleu` disagrees): exit status 1."""
 

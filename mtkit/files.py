@@ -4,8 +4,13 @@
   and fsyncs the directory: a reader (or a crash, or a power loss) sees the old file or the new
   one, never half of one. The file gets the permissions of a normal `open()` (0666 minus the
   umask), not mkstemp's 0600, so a model shared between users loads.
-- Temporary names all look like `.NAME.XXXXXXXX.tmp` (`TEMP_GLOB`), so that what a killed process
-  left behind can be recognised and removed by the next one that holds the lock.
+- Temporary names all look like `.NAME.PID-XXXXXXXX.tmp` (`TEMP_GLOB`), so that what a killed
+  process left behind can be recognised and removed: by the next process that holds the
+  directory's lock (all of them), or by the next writer of the same NAME (those whose PID is no
+  longer alive, `remove_stale_temps`), so that a killed `translate -o` or `tokenizer train`
+  leaves nothing behind for long.
+- A failed write (a full disk, a read-only file system) becomes one line naming the file and
+  saying what happened (`write_error`), never a traceback.
 - `DirLock` is an advisory `flock` on `DIR/.lock`: the kernel releases it when its process dies,
   so a lock left by a dead process is simply taken over.
 
@@ -16,6 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
+import gzip
+import io
 import os
 import secrets
 import shutil
@@ -23,15 +31,85 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from mtkit.errors import UserError
+from mtkit.errors import UserError, describe
 
 TEMP_GLOB = ".*.tmp"
 LOCK_NAME = ".lock"
 
 
 def temp_name(path: Path) -> Path:
-    """A fresh temporary name beside `path` that TEMP_GLOB matches."""
-    return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    """A fresh temporary name beside `path` that TEMP_GLOB matches, naming this process."""
+    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+
+
+def _owner_alive(temp: Path) -> bool:
+    """Whether the process that made `temp` (named by temp_name) may still be running."""
+    pid = temp.name.rsplit(".", 2)[-2].partition("-")[0]
+    if not pid.isdigit():
+        return False  # not named by a process: a leftover
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. EPERM: another user's live process
+        return True
+    return True
+
+
+def remove_path(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def remove_stale_temps(path: Path) -> list[Path]:
+    """Delete the temporary files and folders for `path` that processes no longer alive left
+    beside it (a killed `translate -o`, `tokenizer train`, `convert`); returns what was removed."""
+    removed = []
+    with contextlib.suppress(OSError):
+        for temp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+            if not _owner_alive(temp):
+                remove_path(temp)
+                removed.append(temp)
+    return removed
+
+
+def make_temp_dir(path: Path) -> Path:
+    """A fresh temporary directory beside `path` (named by temp_name, stale ones of earlier
+    processes removed first) with the permissions `mkdir` gives, for a result that appears
+    whole by one rename."""
+    remove_stale_temps(path)
+    work = temp_name(path)
+    try:
+        work.mkdir(mode=default_dir_mode())
+    except OSError as e:
+        raise write_error(path, e) from None
+    return work
+
+
+def disk_full(directory: Path) -> bool:
+    """Whether the file system of `directory` has (next to) no room left: libraries that report
+    a failed write in their own words (torch.save, SentencePiece) are told apart by this."""
+    directory = Path(directory).absolute()
+    while not directory.exists() and directory != directory.parent:  # the file system it would be on
+        directory = directory.parent
+    try:
+        return shutil.disk_usage(directory).free < (1 << 20)
+    except OSError:
+        return False
+
+
+def write_error(path: Path, error: BaseException) -> UserError:
+    """One line for a write of `path` that failed: a full disk names the directory that is full."""
+    path = Path(path)
+    no_room = getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or disk_full(path.parent)
+    if no_room:
+        return UserError(f"{path.parent}: the disk is full (no space left on device while writing {path.name}); "
+                         "free some space and run the command again (nothing else was changed)")
+    if isinstance(error, OSError) and error.strerror:
+        return UserError(f"{path}: cannot write ({error.strerror})")
+    return UserError(f"{path}: cannot write ({describe(error)})")
 
 
 def fsync_dir(directory: Path) -> None:
@@ -50,17 +128,36 @@ def fsync_dir(directory: Path) -> None:
 
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "wb", encoding: str | None = None) -> Iterator[IO]:
-    """Write `path` whole or not at all (see the module docstring). On an exception the
-    temporary file is removed and `path` is left as it was."""
+    """Write `path` whole or not at all (see the module docstring); mode "wb" or "w". A name
+    ending in .gz is written gzip-compressed, as every reader of mtkit's reads it. On an exception
+    the temporary file is removed and `path` is left as it was; a failed write (OSError) becomes
+    a UserError naming the file (write_error)."""
     path = Path(path)
+    remove_stale_temps(path)
     tmp = temp_name(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
     try:
-        with os.fdopen(fd, mode, encoding=encoding) as f:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
+    except OSError as e:
+        raise write_error(path, e) from None
+    try:
+        with os.fdopen(fd, "wb") as raw:
+            binary: IO[bytes] = raw
+            if path.name.endswith(".gz"):
+                binary = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0)  # type: ignore[assignment]
+            f: IO = binary if "b" in mode else io.TextIOWrapper(binary, encoding=encoding or "utf-8")
             yield f
-            f.flush()
-            os.fsync(f.fileno())
+            if f is not binary:
+                f.flush()
+                f.detach()  # type: ignore[attr-defined]
+            if binary is not raw:
+                binary.close()  # the gzip trailer; the file itself stays open
+            raw.flush()
+            os.fsync(raw.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        failure = write_error(path, e)  # while the temporary file still takes its room
+        tmp.unlink(missing_ok=True)
+        raise failure from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -77,10 +174,7 @@ def remove_leftovers(directory: Path) -> list[Path]:
     (only call this while holding the directory's lock); returns what was removed."""
     removed = []
     for path in directory.glob(TEMP_GLOB):
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
+        remove_path(path)
         removed.append(path)
     return removed
 

@@ -6,9 +6,8 @@ Library modules never print; they return values or emit events, and this module 
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -35,14 +34,12 @@ def print_warning(message: str) -> None:
     stderr_console().print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
 
 
-def render_reports(reports: Sequence[Report], names: Sequence[str], fmt: str, width: int) -> None:
-    """Each metric's report (mtkit.metrics.base.Report) on each system, as text lines or JSON."""
+def render_reports(reports: Sequence[Report], names: Sequence[str], fmt: str, width: int, out: IO[str]) -> None:
+    """Each metric's report (mtkit.metrics.base.Report) on each system, as text lines or JSON, to `out`."""
     if fmt == "json":
         rows = [_json_row(report, k, name) for report in reports for k, name in enumerate(names)]
-        json.dump(rows[0] if len(rows) == 1 else rows, sys.stdout, indent=1, ensure_ascii=False)
-        sys.stdout.write("\n")
+        out.write(json.dumps(rows[0] if len(rows) == 1 else rows, indent=1, ensure_ascii=False) + "\n")
         return
-    out = sys.stdout
     for k, name in enumerate(names):
         for report in reports:
             if report.sentence_scores:
@@ -51,7 +48,7 @@ def render_reports(reports: Sequence[Report], names: Sequence[str], fmt: str, wi
             out.write((f"{name}: " if len(names) > 1 else "") + report.scores[k].format(width) + "\n")
     for report in reports:
         if report.paired:
-            _paired_table(report, names, width)
+            _paired_table(report, names, width, out)
 
 
 def _json_row(report: Report, k: int, name: str) -> dict:
@@ -65,7 +62,7 @@ def _json_row(report: Report, k: int, name: str) -> dict:
     return row
 
 
-def _paired_table(report: Report, names: Sequence[str], width: int) -> None:
+def _paired_table(report: Report, names: Sequence[str], width: int, out: IO[str]) -> None:
     metric = report.scores[0].name
     table = Table(title=f"{metric}: paired bootstrap resampling (first system is the baseline)")
     for col in ("system", metric, "mean", "95% CI", "p-value"):
@@ -76,8 +73,9 @@ def _paired_table(report: Report, names: Sequence[str], width: int) -> None:
             escape(name), f"{p.score:.{width}f}", f"{p.mean:.{width}f}",
             f"[{p.ci_low:.{width}f}, {p.ci_high:.{width}f}]", p_str,
         )
-    Console(highlight=False).print(table)
-    Console(highlight=False).print("* p < 0.05: the difference to the baseline is significant")
+    console = Console(file=out, highlight=False)
+    console.print(table)
+    console.print("* p < 0.05: the difference to the baseline is significant")
 
 
 def print_info(message: str) -> None:

@@ -3,15 +3,21 @@
     check_inputs(job)         everything that can be checked before work: settings, files, the
                               corpus (line counts, UTF-8), the tokenizer, the directory's state
     with ModelDirClaim(job):  rank 0 holds the directory: a lock (`.lock`, taken over from a dead
-                              process), leftovers of a killed run removed, with --overwrite the
-                              old run moved aside -- restored if setup fails, deleted by commit()
+                              process), an interrupted replacement undone, leftovers of a killed
+                              run removed, and the old run's files moved aside when it is replaced
+                              (--overwrite, or a run that never saved a checkpoint started again
+                              with other settings) -- restored if setup fails, deleted by commit()
         prepare_model_dir()   tokenizer (copied or trained) and config.toml for a fresh run; the
                               stored config checked against the wanted one for a resumed run
         ...
         claim.commit()        setup succeeded: the replaced run is deleted
 
-Only mtkit model directories (with a config.toml) are ever resumed, replaced or deleted; a
-directory that mtkit created is removed again if setup fails.
+Only mtkit's own files (RUN_FILES) of an mtkit model directory are ever resumed, replaced or
+deleted: a user's notes or evaluations beside them are kept, and a directory that is not an mtkit
+model directory is refused, with or without --overwrite. A directory that mtkit created is removed
+again if setup fails. The replaced run waits in `.replaced-run/` (a name no clean-up removes) until
+the new run is set up: if the process is killed before, the next `mtkit train` on the directory
+puts it back first.
 """
 
 from __future__ import annotations
@@ -20,15 +26,26 @@ import json
 import platform
 import shutil
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mtkit import __version__
 from mtkit import config as C
-from mtkit.errors import UserError
-from mtkit.files import LOCK_NAME, TEMP_GLOB, DirLock, remove_leftovers, write_text_atomic
+from mtkit.checkpoint import REPLACED, RUN_FILES
+from mtkit.errors import UserError, describe
+from mtkit.files import (
+    LOCK_NAME,
+    TEMP_GLOB,
+    DirLock,
+    fsync_dir,
+    remove_leftovers,
+    remove_path,
+    temp_name,
+    write_error,
+    write_text_atomic,
+)
+from mtkit.textio import require_file
 from mtkit.tokenizer import Tokenizer, TokenizerOptions, train_tokenizer
 
 # Settings that may change when a run is resumed: when to stop, log and save, and where and in
@@ -54,6 +71,7 @@ class TrainJob:
     tokenizer_dir: Path | None = None
     tokenizer_options: TokenizerOptions = field(default_factory=TokenizerOptions)
     overwrite: bool = False
+    vocab_size_given: bool = False  # --vocab-size was given (it must then match a resumed run's tokenizer)
     cache_dir: Path | None = None
     reset_data: bool = False  # resume on a corpus other than the run's, from its first batch
     command_line: list[str] = field(default_factory=lambda: list(sys.argv))
@@ -67,8 +85,8 @@ def check_inputs(job: TrainJob, check_model_dir: bool = True) -> None:
 
     job.cfg.validate()
     for path in (job.train_src, job.train_tgt, job.valid_src, job.valid_tgt):
-        if path is not None and not Path(path).is_file():
-            raise UserError(f"{path}: no such file")
+        if path is not None:
+            require_file(path)
     if (job.valid_src is None) != (job.valid_tgt is None):
         raise UserError("give both --valid-src and --valid-tgt, or neither")
     if job.tokenizer_dir is not None:
@@ -77,7 +95,8 @@ def check_inputs(job: TrainJob, check_model_dir: bool = True) -> None:
         job.tokenizer_options.validate()
     if job.model_dir.exists() and not job.model_dir.is_dir():
         raise UserError(f"{job.model_dir}: exists and is not a directory")
-    if check_model_dir and _state(job) == "run" and not job.overwrite:
+    if check_model_dir and _state(job) == "run" and not job.overwrite and (job.model_dir / "config.toml").is_file() \
+            and has_updates(job.model_dir):
         _check_same_settings(job)
     if source_from_paths(job.train_src, job.train_tgt).check() == 0:
         raise UserError(f"{job.train_src}: the training corpus is empty")
@@ -85,29 +104,70 @@ def check_inputs(job: TrainJob, check_model_dir: bool = True) -> None:
         source_from_paths(job.valid_src, job.valid_tgt).check()
 
 
+
+
+def is_model_dir(directory: Path) -> bool:
+    """Whether `directory` holds an mtkit run: a config.toml with mtkit's sections (a [model]
+    table, nothing foreign), or a manifest.json that mtkit wrote."""
+    import tomllib
+
+    try:
+        config = tomllib.loads((directory / "config.toml").read_text(encoding="utf-8"))
+        if isinstance(config.get("model"), dict) and set(config) <= {"preset", *C.SECTIONS}:
+            return True
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        pass
+    try:
+        manifest = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
+        return isinstance(manifest, dict) and "mtkit" in manifest
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+
+
 def _state(job: TrainJob) -> str:
-    """'new' (no directory), 'fresh' (empty, or only what a killed setup left), 'run' (a model
-    directory); anything else is refused, with or without --overwrite."""
+    """'new' (no directory), 'fresh' (nothing of a run in it: empty, or only what a killed setup
+    left), 'run' (an mtkit model directory, or one whose replacement was interrupted); anything
+    else is refused, with or without --overwrite."""
     d = job.model_dir
     if not d.exists():
         return "new"
-    if (d / "config.toml").is_file():
+    if is_model_dir(d) or is_model_dir(d / REPLACED):
         return "run"
-    if any(p.name != LOCK_NAME and not p.match(TEMP_GLOB) for p in d.iterdir()):
+    if (d / "config.toml").exists():
+        raise UserError(f"{d}: holds a config.toml that is not an mtkit run's; nothing was changed: choose "
+                        "another -o (mtkit only ever replaces its own model directories)")
+    if any(p.name not in (LOCK_NAME, REPLACED) and not p.match(TEMP_GLOB) for p in d.iterdir()):
         raise UserError(f"{d}: exists and is not an mtkit model directory (no config.toml); nothing was changed: "
                         "choose another -o (--overwrite only replaces model directories)")
     return "fresh"
 
 
+def has_updates(model_dir: Path) -> bool:
+    """Whether the run saved training state (a run without it has lost nothing if restarted)."""
+    return (model_dir / "checkpoints" / "last.pt").is_file()
+
+
 def _check_same_settings(job: TrainJob) -> None:
-    wanted = C.from_dict(C.to_dict(job.cfg), "settings")
-    tokenizer = job.model_dir / "tokenizer"
-    if tokenizer.is_dir():
-        fix_vocabulary(wanted, Tokenizer.load(tokenizer))
-    diffs = _differences(C.load_toml(job.model_dir / "config.toml"), wanted)
+    diffs = setting_differences(job)
     if diffs:
         raise UserError(f"{job.model_dir} holds a run with other settings ({'; '.join(diffs)}); "
                         "use --overwrite to start over, or another -o")
+
+
+def setting_differences(job: TrainJob) -> list[str]:
+    """What the wanted run changes of the stored one, beyond what a resume may change: settings,
+    and the tokenizer (another --tokenizer, or a --vocab-size that the run's tokenizer has not)."""
+    wanted = C.from_dict(C.to_dict(job.cfg), "settings")
+    diffs = []
+    tokenizer = job.model_dir / "tokenizer"
+    if tokenizer.is_dir():
+        tok = Tokenizer.load(tokenizer)
+        fix_vocabulary(wanted, tok)
+        if job.tokenizer_dir is not None and Tokenizer.load(job.tokenizer_dir).fingerprint() != tok.fingerprint():
+            diffs.append(f"--tokenizer {job.tokenizer_dir} is not the run's tokenizer ({tokenizer})")
+        elif job.tokenizer_dir is None and job.vocab_size_given and job.tokenizer_options.vocab_size != tok.src_vocab_size:
+            diffs.append(f"--vocab-size: {tok.src_vocab_size} -> {job.tokenizer_options.vocab_size}")
+    return diffs + _differences(C.load_toml(job.model_dir / "config.toml"), wanted)
 
 
 def _differences(stored: C.RunConfig, wanted: C.RunConfig) -> list[str]:
@@ -135,7 +195,7 @@ class ModelDirClaim:
         self.job, self.main = job, main
         self.lock = DirLock(job.model_dir)
         self.created = self.committed = False
-        self.aside: Path | None = None  # the replaced run, while --overwrite is not committed
+        self.aside: Path | None = None  # the replaced run, while its replacement is not committed
         self.resuming = False
 
     def __enter__(self) -> ModelDirClaim:
@@ -147,30 +207,60 @@ class ModelDirClaim:
             d.mkdir(parents=True, exist_ok=True)
             self.lock.acquire()
         except OSError as e:
-            raise UserError(f"{d}: cannot write ({e.strerror or e})") from None
+            raise write_error(d / LOCK_NAME, e) from None
         except BaseException:
             if self.created:
                 shutil.rmtree(d, ignore_errors=True)
             raise
+        try:
+            self._take_over()
+        except BaseException:
+            self.lock.release()
+            raise
+        return self
+
+    def _take_over(self) -> None:
+        """Undo an interrupted replacement, remove leftovers, and move the old run aside if it is
+        to be replaced."""
+        d = self.job.model_dir
+        if (d / REPLACED).is_dir():
+            self._put_back(d / REPLACED)
         for sub in (d, d / "checkpoints", self.job.cache_dir or d / "cache"):
             remove_leftovers(sub)
         state = _state(self.job)
-        self.resuming = state == "run" and not self.job.overwrite
-        if state == "run" and self.job.overwrite:
+        replace = state == "run" and (self.job.overwrite or (not has_updates(d) and bool(setting_differences(self.job))))
+        self.resuming = state == "run" and not replace
+        if replace:
             self._move_aside()
-        return self
 
     def _move_aside(self) -> None:
+        """The run's own files into REPLACED (renames within the directory: nothing is copied)."""
         d = self.job.model_dir
-        self.aside = Path(tempfile.mkdtemp(dir=d, prefix=".replaced.", suffix=".tmp"))
-        for entry in list(d.iterdir()):
-            if entry.name != LOCK_NAME and entry != self.aside:
-                entry.rename(self.aside / entry.name)
+        self.aside = d / REPLACED
+        self.aside.mkdir()
+        fsync_dir(d)
+        for name in RUN_FILES:
+            if (d / name).exists() or (d / name).is_symlink():
+                (d / name).rename(self.aside / name)
+        fsync_dir(d)
+
+    def _put_back(self, aside: Path) -> None:
+        """Undo a replacement that did not finish: what the new run wrote goes, the old run's
+        files come back."""
+        d = self.job.model_dir
+        for name in RUN_FILES:
+            remove_path(d / name)
+        for entry in list(aside.iterdir()):
+            entry.rename(d / entry.name)
+        aside.rmdir()
+        fsync_dir(d)
 
     def commit(self) -> None:
         """Setup succeeded: the replaced run (if any) is deleted for good."""
         if self.main and self.aside is not None:
-            shutil.rmtree(self.aside, ignore_errors=True)
+            doomed = temp_name(self.aside)
+            self.aside.rename(doomed)  # one rename: a kill during the deletion leaves a leftover, not a half run
+            shutil.rmtree(doomed, ignore_errors=True)
             self.aside = None
         self.committed = True
 
@@ -179,23 +269,14 @@ class ModelDirClaim:
             return
         undo = exc_type is not None and not self.committed and not self.resuming
         if undo:
-            self._remove_new_entries()
             if self.aside is not None:
-                for entry in list(self.aside.iterdir()):
-                    entry.rename(self.job.model_dir / entry.name)
-                self.aside.rmdir()
+                self._put_back(self.aside)
+            else:
+                for name in RUN_FILES:
+                    remove_path(self.job.model_dir / name)
         self.lock.release()
         if undo and self.created:
             shutil.rmtree(self.job.model_dir, ignore_errors=True)
-
-    def _remove_new_entries(self) -> None:
-        for entry in list(self.job.model_dir.iterdir()):
-            if entry.name == LOCK_NAME or entry == self.aside:
-                continue
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------- setting up
@@ -221,7 +302,7 @@ def prepare_model_dir(job: TrainJob, on_event: Callable[[dict], None]) -> Tokeni
     try:
         tok = _tokenizer_for(job, fresh, on_event)
     except OSError as e:
-        raise UserError(f"{job.model_dir}: cannot write ({e.strerror or e})") from None
+        raise write_error(job.model_dir / "tokenizer", e) from None
     fix_vocabulary(job.cfg, tok)
     job.cfg.validate()
     if not fresh:
@@ -237,9 +318,15 @@ def check_data_unchanged(job: TrainJob, identity: dict) -> bool:
     if not (job.model_dir / "checkpoints" / "last.pt").is_file() or not manifest.is_file():
         return True
     try:
-        trained_on = json.loads(manifest.read_text(encoding="utf-8")).get("data")
-    except (OSError, ValueError, AttributeError):
-        trained_on = None
+        stored = json.loads(manifest.read_text(encoding="utf-8"))
+        if not isinstance(stored, dict) or not isinstance(stored.get("data"), dict):
+            raise ValueError("no \"data\" entry")
+        trained_on = stored["data"]
+    except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        if job.reset_data:
+            return False
+        raise UserError(f"{manifest}: damaged ({describe(e, 80)}); it records the corpus the run was trained on: "
+                        "restore it, or pass --reset-data to resume on the given corpus from its first batch") from None
     if trained_on == identity:
         return True
     if not job.reset_data:

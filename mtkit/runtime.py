@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from mtkit.errors import UserError
+from mtkit.errors import Interrupted, UserError
 
 
 @dataclass(frozen=True)
@@ -159,7 +159,7 @@ def stop_on_signals():
 
     def handler(signum, frame):
         if not flag.armed or flag.signal:
-            raise KeyboardInterrupt
+            raise Interrupted(signum)
         flag.signal = signum
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}

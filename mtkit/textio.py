@@ -14,11 +14,17 @@ from pathlib import Path
 from mtkit.errors import UserError
 
 
-def _open_binary(path: Path) -> io.BufferedIOBase:
+def require_file(path: str | Path) -> None:
+    """Refuse, naming it, an input path that is missing or is a directory."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory, expected a file")
     if not path.exists():
         raise UserError(f"{path}: no such file")
-    if path.is_dir():
-        raise UserError(f"{path}: is a directory, expected a text file")
+
+
+def _open_binary(path: Path) -> io.BufferedIOBase:
+    require_file(path)
     try:
         return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # type: ignore[return-value]
     except OSError as e:

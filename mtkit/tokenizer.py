@@ -6,13 +6,13 @@ A tokenizer directory holds `spm.model` (joint, the default) or `src.model` + `t
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import random
 import re
 import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,8 +21,16 @@ from typing import Any
 import sentencepiece as spm
 
 from mtkit.errors import UserError, describe
-from mtkit.files import TEMP_GLOB, atomic_write, default_dir_mode, fsync_dir
-from mtkit.textio import iter_lines
+from mtkit.files import (
+    TEMP_GLOB,
+    atomic_write,
+    default_dir_mode,
+    disk_full,
+    fsync_dir,
+    make_temp_dir,
+    write_error,
+)
+from mtkit.textio import iter_lines, require_file
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 INFO_FILE = "tokenizer.json"
@@ -93,7 +101,11 @@ def _train_one(paths: Sequence[Path], prefix: Path, opts: TokenizerOptions) -> N
             minloglevel=2,
         )
     except RuntimeError as e:
+        if disk_full(prefix.parent):
+            raise OSError(errno.ENOSPC, "No space left on device") from None
         raise UserError(_explain_training_error(str(e), opts)) from None
+    if disk_full(prefix.parent):  # SentencePiece does not report a model it could not write whole
+        raise OSError(errno.ENOSPC, "No space left on device")
 
 
 def _explain_training_error(error: str, opts: TokenizerOptions) -> str:
@@ -135,22 +147,23 @@ def train_tokenizer(
     opts.validate()
     src, tgt = [Path(p) for p in src_files], [Path(p) for p in tgt_files]
     for p in (*src, *tgt):
-        if not p.is_file():
-            raise UserError(f"{p}: no such file")
+        require_file(p)
     out_dir = Path(out_dir).resolve()
     _check_output_dir(out_dir)
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".tmp"))
     except OSError as e:
-        raise UserError(f"{out_dir}: cannot write ({e.strerror or e})") from None
-    work.chmod(default_dir_mode())
+        raise write_error(out_dir, e) from None
+    work = make_temp_dir(out_dir)
     try:
         info = _train_into(work, src, tgt, opts)
         _install(work, out_dir, info["models"])
+    except OSError as e:
+        raise write_error(out_dir / ("spm.model" if opts.joint else "src.model"), e) from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return info
+
 
 
 def _train_into(work: Path, src: list[Path], tgt: list[Path], opts: TokenizerOptions) -> dict:

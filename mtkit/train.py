@@ -133,7 +133,9 @@ class Trainer:
             saved["best_score"] = saved.pop("best_bleu")
         self.progress = Progress(**saved)
         self.batches.load_state(state["data"] if not self.job.reset_data else {"epoch": 1, "index": 0})
-        self.log.resume_at(self.progress.step)
+        damaged = self.log.resume_at(self.progress.step)
+        if damaged:
+            self.on_event({"kind": "warning", "message": f"{self.log.path}: {damaged} damaged line(s) dropped"})
         self.on_event({"kind": "info", "message": f"resumed from {path} at step {self.progress.step}"
                                                   + (" (data from its first batch)" if self.job.reset_data else "")})
         return True
@@ -375,6 +377,7 @@ def build(job: TrainJob, d: Dist, device: torch.device, on_event: Events, stop: 
         objective = DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None)
     update = Updater(model, objective, optimizer, scaler, precision, device, d, t)
     batches = BatchIterator(corpus, job.cfg.data.max_tokens, job.cfg.data.seed, rank=d.rank, world_size=d.world)
+    batches.check()
     log = MetricsLog(job.model_dir / "metrics.jsonl", enabled=d.main)
     tr = Trainer(job, update, batches, tok, d, on_event, log, stop, valid)
     tr.resume()

@@ -5,7 +5,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from helpers import REVERSE_SETTINGS, write_reverse_task
+from helpers import REVERSE_SETTINGS, write_pair, write_reverse_task
 
 ROOT = Path(__file__).resolve().parents[1]
 MULTI30K = ROOT.parent / "shared" / "data" / "multi30k"
@@ -66,3 +66,14 @@ def reverse_model(reverse_data, tmp_path_factory):
 @pytest.fixture(scope="session")
 def reverse_with_tokenizer(reverse_data, reverse_model):
     return {**reverse_data, "tokenizer": reverse_model / "tokenizer"}
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory, reverse_data):
+    """300 pairs of the reverse task (`src`, `tgt`) and their first 200 (`short_src`, `short_tgt`)."""
+    d = tmp_path_factory.mktemp("corpus")
+    src = reverse_data["train_src"].read_text().splitlines()[:300]
+    tgt = reverse_data["train_tgt"].read_text().splitlines()[:300]
+    paths = dict(zip(("src", "tgt"), write_pair(d, src, tgt, "train")))
+    paths["short_src"], paths["short_tgt"] = write_pair(d, src[:200], tgt[:200], "short")
+    return paths

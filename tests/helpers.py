@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import random
 from pathlib import Path
 
@@ -37,16 +38,16 @@ REVERSE_SETTINGS = [
 ]
 
 
-def run_in_process(*args: str, stdin: str | bytes | None = "") -> tuple[int, str, str]:
+def run_in_process(*args: str, stdin: str | bytes | None = "", stdout: io.StringIO | None = None) -> tuple[int, str, str]:
     """mtkit's real entry point, run in this process (no interpreter start-up): (exit status,
-    stdout, stderr). stdin=None runs with standard input closed, as `mtkit ... <&-` does."""
+    stdout, stderr). stdin=None runs with standard input closed, as `mtkit ... <&-` does; `stdout`
+    is the stream standard output writes to (a fresh StringIO by default)."""
     import contextlib
-    import io
     import sys
 
     from mtkit.cli import main
 
-    out, err = io.StringIO(), io.StringIO()
+    out, err = stdout or io.StringIO(), io.StringIO()
     raw = stdin.encode() if isinstance(stdin, str) else stdin
     fake_stdin = None if raw is None else io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8")
     old_argv, old_stdin = sys.argv, sys.stdin
@@ -68,3 +69,24 @@ def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     for fragment in fragments:
         assert fragment in err, (fragment, err)
+
+
+TINY = ["--preset", "tiny", "--max-tokens", "256", "--warmup", "10", "--quiet", "--valid-every", "0"]
+
+
+def train_tiny(out: Path, corpus: dict[str, Path], tokenizer: Path, *extra: str, src: str = "src",
+               tgt: str = "tgt") -> tuple[int, str, str]:
+    """`mtkit train` of the tiny preset on the `corpus` fixture's files, in process."""
+    return run_in_process("train", "-o", str(out), "--src", str(corpus[src]), "--tgt", str(corpus[tgt]),
+                          "--tokenizer", str(tokenizer), *TINY, *extra)
+
+
+def tree(directory: Path) -> list[str]:
+    """Every path below `directory`, relative and sorted."""
+    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*"))
+
+
+def snapshot(directory: Path) -> dict[str, bytes | None]:
+    """Every path below `directory` with the bytes of each file (None for a folder), .lock aside."""
+    return {p: (None if (directory / p).is_dir() else (directory / p).read_bytes())
+            for p in tree(directory) if p != ".lock"}

@@ -1,8 +1,10 @@
 """Nothing lost, nothing hangs: data safety, leftovers, locking, resumption on changed data, and
 one line with exit status 2 for every expected mistake (tables per command, then fuzzing)."""
 
+import errno
 import fcntl
 import gzip
+import io
 import json
 import os
 import signal
@@ -13,36 +15,18 @@ import time
 
 import pytest
 import torch
-from helpers import assert_one_line_error, run_in_process, write_pair
+from helpers import TINY, assert_one_line_error, run_in_process, train_tiny, tree
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mtkit import checkpoint as ckpt
 from mtkit import files
 from mtkit.batching import BatchIterator
+from mtkit.errors import Interrupted
 from mtkit.metrics_log import read as read_metrics
 from mtkit.runtime import stop_on_signals
 
-TINY = ["--preset", "tiny", "--max-tokens", "256", "--warmup", "10", "--quiet", "--valid-every", "0"]
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory, reverse_data):
-    d = tmp_path_factory.mktemp("corpus")
-    src = reverse_data["train_src"].read_text().splitlines()[:300]
-    tgt = reverse_data["train_tgt"].read_text().splitlines()[:300]
-    paths = dict(zip(("src", "tgt"), write_pair(d, src, tgt, "train")))
-    paths["short_src"], paths["short_tgt"] = write_pair(d, src[:200], tgt[:200], "short")
-    return paths
-
-
-def _train(out, corpus, tokenizer, *extra, src="src", tgt="tgt"):
-    return run_in_process("train", "-o", str(out), "--src", str(corpus[src]), "--tgt", str(corpus[tgt]),
-                          "--tokenizer", str(tokenizer), *TINY, *extra)
-
-
-def _tree(directory):
-    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*"))
+_train, _tree = train_tiny, tree
 
 
 # ----------------------------------------------------------------------------- data loss
@@ -167,14 +151,14 @@ def test_a_saved_position_past_the_epoch_end_moves_on(reverse_data, tmp_path):
 
 def test_a_second_signal_always_stops():
     with stop_on_signals() as flag:
-        with pytest.raises(KeyboardInterrupt):  # during setup: at once
+        with pytest.raises(Interrupted):  # during setup: at once
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(1)
         flag.armed = True
         os.kill(os.getpid(), signal.SIGTERM)  # the first asks the loop to save and stop
         time.sleep(0.05)
         assert flag.signal == signal.SIGTERM
-        with pytest.raises(KeyboardInterrupt):  # the second does not wait for the loop
+        with pytest.raises(Interrupted):  # the second does not wait for the loop
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(1)
 
@@ -504,3 +488,77 @@ def test_fuzz_damaged_checkpoint_and_tokenizer(tmp_path_factory, reverse_model, 
         target.write_bytes(bytes(data))
     _assert_clean(*run_in_process("translate", "-m", str(model), "--greedy", stdin="alpha bravo\n")[::2])
     _assert_clean(*run_in_process("tokenizer", "encode", "-m", str(model), stdin="alpha bravo\n")[::2])
+
+
+@pytest.fixture(scope="module")
+def resumable(tmp_path_factory, corpus, reverse_with_tokenizer):
+    """A tiny run that saved at step 2, and the command that resumes it."""
+    model = tmp_path_factory.mktemp("resumable") / "m"
+    assert _train(model, corpus, reverse_with_tokenizer["tokenizer"], "--max-steps", "2", "--save-every", "2")[0] == 0
+    return model, ["train", "-o", "MODEL", "--src", str(corpus["src"]), "--tgt", str(corpus["tgt"]), *TINY,
+                   "--max-steps", "2"]
+
+
+def _damage(data: bytes, cut: float, flips: list[tuple[float, int]]) -> bytes:
+    damaged = bytearray(data[: max(1, int(len(data) * cut))] if cut < 0.5 else data)
+    for where, xor in flips:
+        damaged[min(len(damaged) - 1, int(where * len(damaged)))] ^= xor
+    return bytes(damaged)
+
+
+DAMAGE = dict(cut=st.floats(0, 1), flips=st.lists(st.tuples(st.floats(0, 1), st.integers(1, 255)), max_size=4))
+
+
+@pytest.mark.slow
+@settings(FUZZ, max_examples=max(1, FUZZ.max_examples // 2))
+@given(name=st.sampled_from(["manifest.json", "metrics.jsonl", "config.toml", "tokenizer/tokenizer.json"]), **DAMAGE)
+def test_fuzz_damaged_files_of_a_run_on_resume(tmp_path_factory, resumable, name, cut, flips):
+    import shutil
+
+    source, command = resumable
+    model = tmp_path_factory.mktemp("damaged") / "m"
+    shutil.copytree(source, model)
+    (model / name).write_bytes(_damage((source / name).read_bytes(), cut, flips))
+    _assert_clean(*run_in_process(*[str(model) if a == "MODEL" else a for a in command])[::2])
+
+
+@pytest.mark.slow
+@FUZZ
+@given(**DAMAGE)
+def test_fuzz_damaged_converted_model_metadata(tmp_path_factory, reverse_model, cut, flips):
+    pytest.importorskip("ctranslate2", reason="CTranslate2 is optional (pip install 'mtkit[ct2]')")
+    converted = tmp_path_factory.getbasetemp() / "fuzz-ct2"
+    if not converted.exists():
+        assert run_in_process("convert", "-m", str(reverse_model), "-o", str(converted))[0] == 0
+        (converted / "mtkit.json.orig").write_bytes((converted / "mtkit.json").read_bytes())
+    (converted / "mtkit.json").write_bytes(_damage((converted / "mtkit.json.orig").read_bytes(), cut, flips))
+    _assert_clean(*run_in_process("translate", "-m", str(converted), stdin="alpha bravo\n")[::2])
+
+
+class _FullAfter(io.StringIO):
+    """A standard output whose device fills up after `room` characters."""
+
+    def __init__(self, room: int):
+        super().__init__()
+        self.room = room
+
+    def write(self, text: str) -> int:
+        if self.tell() + len(text) > self.room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return super().write(text)
+
+
+@FUZZ
+@given(room=st.integers(0, 3000), command=st.sampled_from(["translate", "encode", "decode", "bleu", "score"]))
+@pytest.mark.slow
+def test_fuzz_a_standard_output_that_fills_up(reverse_model, reverse_data, room, command):
+    src, ref = str(reverse_data["valid_src"]), str(reverse_data["valid_tgt"])
+    args = {"translate": ["translate", "-m", str(reverse_model), "-i", src, "--greedy"],
+            "encode": ["tokenizer", "encode", "-m", str(reverse_model)],
+            "decode": ["tokenizer", "decode", "-m", str(reverse_model)],
+            "bleu": ["bleu", ref, "-i", ref, ref, "--sentence-level"],
+            "score": ["score", ref, "-i", ref, "--format", "json"]}[command]
+    code, _, stderr = run_in_process(*args, stdin=reverse_data["valid_src"].read_text(), stdout=_FullAfter(room))
+    _assert_clean(code, stderr)
+    if code == 2:
+        assert "standard output: cannot write (No space left on device)" in stderr, stderr

@@ -9,11 +9,14 @@ import contextlib
 import functools
 import gc
 import os
+import signal
 import sys
+import threading
+from typing import IO, cast
 
 import typer
 
-from mtkit.errors import CheckFailed, UserError
+from mtkit.errors import CheckFailed, Interrupted, UserError
 
 try:  # typer >= 0.2x carries its own click, whose errors derive from TyperException
     from typer import TyperException as _CommandLineError
@@ -50,15 +53,18 @@ app.add_typer(tokenizer_app, name="tokenizer")
 
 
 def main() -> None:
-    """Entry point: expected mistakes become one line on stderr and exit status 2."""
+    """Entry point: expected mistakes become one line on stderr and exit status 2; a signal
+    (SIGTERM, SIGINT) stops the command with its clean-up run, one line, and status 128 + signal."""
     bound_onednn_cache()
     try:
-        with _start_up_without_cycle_collection():
+        with _start_up_without_cycle_collection(), _interrupt_on_signals():
             rv = app(standalone_mode=False)
-        if sys.stdout is not None:
-            sys.stdout.flush()  # here, where a reader that went away (`| head`) is handled below
+            if sys.stdout is not None:
+                Stdout(sys.stdout).flush()  # here, where a full or closed output is handled below
     except UserError as e:
         _print_error(str(e))
+        if isinstance(e, StdoutFailed):
+            _discard_stdout()
         sys.exit(2)
     except CheckFailed as e:
         _print_error(str(e))
@@ -68,14 +74,41 @@ def main() -> None:
     except _CommandLineError as e:  # a missing option, a value of the wrong type: one line too
         _print_error(e.format_message().rstrip(".") + " (see --help)")  # type: ignore[attr-defined]
         sys.exit(e.exit_code)  # type: ignore[attr-defined]
-    except KeyboardInterrupt:
-        sys.exit(130)
+    except (Interrupted, KeyboardInterrupt) as e:
+        signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
+        _print_error(f"interrupted by {signal.Signals(signum).name}; nothing half-written was left behind")
+        sys.exit(128 + signum)
     except (_PipeClosed, BrokenPipeError):
-        # nothing more can be written: point stdout at /dev/null so the exit flush cannot fail
-        with contextlib.suppress(OSError, ValueError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _discard_stdout()
         sys.exit(0)
     sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _discard_stdout() -> None:
+    """Nothing more can be written: point stdout at /dev/null so that the flush at exit cannot fail."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+@contextlib.contextmanager
+def _interrupt_on_signals():
+    """SIGTERM (what `kill`, timeout and job schedulers send) and SIGINT (Ctrl-C) raise Interrupted
+    in the command, so that its clean-up runs and it exits with 128 + the signal; the handlers
+    found are put back afterwards. (`mtkit train` arms its own: the first signal lets the step
+    finish and saves.) Only the main thread may set handlers; in-process callers may not be it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Interrupted(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 @contextlib.contextmanager
@@ -121,23 +154,53 @@ def _print_error(message: str) -> None:
     print_error(message)
 
 
-def _stdin():
-    if sys.stdin is None:
-        raise UserError("standard input is closed: give the input with -i FILE (or pipe it in)")
-    return sys.stdin
+class StdoutFailed(UserError):
+    """Standard output cannot take what a command writes (a full disk, /dev/full, an I/O error)."""
 
 
-def stdout():
+class Stdout:
+    """Standard output as the commands write it: a write that fails (other than a reader that went
+    away, which stays a BrokenPipeError) becomes one line naming standard output."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except OSError as e:
+            raise self._failed(e) from None
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except OSError as e:
+            raise self._failed(e) from None
+
+    @staticmethod
+    def _failed(e: OSError) -> Exception:
+        if isinstance(e, BrokenPipeError):
+            return e
+        return StdoutFailed(f"standard output: cannot write ({e.strerror or e})")
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)
+
+
+def stdout() -> IO[str]:
     if sys.stdout is None:
         raise UserError("standard output is closed: nowhere to write the result (redirect it, or use -o FILE)")
-    return sys.stdout
+    return cast(IO[str], Stdout(sys.stdout))
 
 
-def stdin_lines():
-    """Lines of stdin, decoded as UTF-8 with errors naming <stdin> and the line."""
+def stdin_lines(alternative: str = "give the input with -i FILE (or pipe it in)"):
+    """Lines of stdin, decoded as UTF-8 with errors naming <stdin> and the line. `alternative`
+    says how else the command takes its input, should stdin be closed."""
     from mtkit.textio import decode_line
 
-    for i, raw in enumerate(_stdin().buffer, start=1):
+    if sys.stdin is None:
+        raise UserError(f"standard input is closed: {alternative}")
+    for i, raw in enumerate(sys.stdin.buffer, start=1):
         yield decode_line(raw, "<stdin>", i)
 
 

@@ -118,10 +118,10 @@ def _score(ref_files: list[str], hyp_files: list[str], metrics: list, fmt: str, 
         raise UserError(f"--format: expected text or json, got {fmt!r}")
     if not 0 <= width <= 20:
         raise UserError(f"--width must be between 0 and 20 decimals, got {width}")
-    if paired_bs and paired_bs_n < 1:
-        raise UserError(f"--paired-bs-n must be at least 1, got {paired_bs_n}")
+    if paired_bs:
+        base.check_bootstrap(paired_bs_n)
     base.check_jobs(jobs)
-    stdout()
+    stdout()  # closed: refused before reading anything
     references = [read_lines(f) for f in ref_files]
     systems = [read_lines(f) for f in hyp_files] if hyp_files else [list(stdin_lines())]
     names = hyp_files or ["<stdin>"]
@@ -132,6 +132,11 @@ def _score(ref_files: list[str], hyp_files: list[str], metrics: list, fmt: str, 
                 raise UserError(f"{name} has {len(hyps)} lines but reference {ref_name} has {len(refs)}")
     if paired_bs and len(systems) < 2:
         raise UserError("--paired-bs needs a baseline and at least one more system: -i BASE SYS [SYS ...]")
+    if paired_bs:
+        base.check_bootstrap(paired_bs_n, len(systems[0]))
+    if check_sacrebleu and not systems[0]:
+        raise UserError(f"{names[0]}: no lines to score; --sacrebleu cannot check an empty corpus "
+                        "(sacreBLEU itself fails on one)")
     prepared = base.prepare(references)
     reports = []
     for metric in metrics:
@@ -143,7 +148,7 @@ def _score(ref_files: list[str], hyp_files: list[str], metrics: list, fmt: str, 
             for name, hyps, result in zip(names, systems, report.scores):
                 check_equal(metric, result, hyps, references, name)
         reports.append(report)
-    progress.render_reports(reports, names, fmt, width)
+    progress.render_reports(reports, names, fmt, width, stdout())
 
 
 def _split_inputs(args: list[str], command: str) -> tuple[list[str], list[str], list[str]]:

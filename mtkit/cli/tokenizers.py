@@ -43,7 +43,7 @@ def tokenizer_encode(
     proc = _side(_load_tokenizer(model_dir), side)
     out = stdout()
     work_begins()
-    for line in stdin_lines():
+    for line in stdin_lines("pipe the text in (tokenizer encode reads standard input only)"):
         pieces = proc.encode(line, out_type=int if ids else str)
         out.write(" ".join(map(str, pieces)) + "\n")
         out.flush()
@@ -60,7 +60,8 @@ def tokenizer_decode(
     proc = _side(_load_tokenizer(model_dir), side)
     out = stdout()
     work_begins()
-    for lineno, line in enumerate(stdin_lines(), start=1):
+    for lineno, line in enumerate(stdin_lines("pipe the pieces or ids in (tokenizer decode reads standard input only)"),
+                                  start=1):
         parts = line.split()
         if parts and all(re.fullmatch(r"-?[0-9]+", p) for p in parts):
             values = [int(p) for p in parts]

@@ -60,7 +60,8 @@ def train(
     valid_src: Path | None = typer.Option(None, "--valid-src"),
     valid_tgt: Path | None = typer.Option(None, "--valid-tgt"),
     tokenizer: Path | None = typer.Option(None, "--tokenizer", help="Tokenizer directory (else one is trained)."),
-    vocab_size: int = typer.Option(8000, "--vocab-size", help="Of the tokenizer trained when --tokenizer is absent."),
+    vocab_size: int | None = typer.Option(None, "--vocab-size", help="Of the tokenizer trained when --tokenizer is "
+                                                                     "absent (default 8000)."),
     config_file: Path | None = typer.Option(None, "--config", help="TOML file with \\[model] \\[data] \\[train] \\[decode] sections."),
     overrides: list[str] = typer.Option([], "--set", help="section.key=value, repeatable (any config setting)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a model directory holding another run."),
@@ -79,8 +80,13 @@ def train(
     cfg = assemble(config_file, settings, overrides)
     if src is None:
         raise UserError("--src is required (with --tgt, or alone for a TSV/JSONL corpus)")
-    job = TrainJob(output, cfg, src, tgt, valid_src, valid_tgt, tokenizer,
-                   TokenizerOptions(vocab_size=vocab_size, seed=cfg.train.seed), overwrite, reset_data=reset_data)
+    options = TokenizerOptions(seed=cfg.train.seed)
+    if vocab_size is not None:
+        options.vocab_size = vocab_size
+    job = TrainJob(output, cfg, src, tgt, valid_src, valid_tgt, tokenizer, options, overwrite,
+                   vocab_size_given=vocab_size is not None, reset_data=reset_data)
+    if tokenizer is not None and vocab_size is not None:
+        progress.print_warning(f"--vocab-size {vocab_size} has no effect: --tokenizer {tokenizer} gives the vocabulary")
     renderer = progress.TrainRenderer(quiet=quiet)
     work_begins()
     with renderer:

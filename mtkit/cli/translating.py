@@ -38,7 +38,7 @@ def translate(
     import json as _json
 
     from mtkit.config import DEVICE_RE, DecodeConfig, validate_labelled
-    from mtkit.textio import iter_lines
+    from mtkit.textio import iter_lines, require_file
     from mtkit.translation import TranslateStats, open_engine
 
     if fmt not in ("text", "jsonl"):
@@ -49,8 +49,8 @@ def translate(
         raise UserError(f"--device: expected auto, cpu, cuda or cuda:N, got {device!r}")
     cfg = DecodeConfig(1 if greedy else beam, length_penalty, max_len_a, max_len_b, nbest, max_tokens)
     validate_labelled(cfg, {f"decode.{k}": f"--{k.replace('_', '-')}" for k in vars(cfg)})
-    if input_file is not None and not input_file.is_file():
-        raise UserError(f"{input_file}: no such file")
+    if input_file is not None:
+        require_file(input_file)
     engine = open_engine(model_dir, checkpoint, device, precision)
     work_begins()
     lines = iter_lines(input_file) if input_file else stdin_lines()
@@ -96,14 +96,21 @@ def attention(
     model_dir: Path = typer.Option(..., "-m", "--model", help="Model directory."),
     output: Path | None = typer.Option(None, "-o", "--output", help="Write a PNG heatmap (needs matplotlib)."),
     checkpoint: str = typer.Option("best", "--checkpoint"),
+    max_src: int = typer.Option(100, "--max-src-pieces", help="Longest source shown, in pieces (longer ones are cut)."),
 ) -> None:
     """Show the cross-attention of a sentence's greedy translation as a heatmap."""
     from mtkit import progress
     from mtkit.checkpoint import load_for_inference
     from mtkit.decode import cross_attention
 
+    if max_src < 1:
+        raise UserError(f"--max-src-pieces must be at least 1, got {max_src}")
     model, tok, _ = load_for_inference(model_dir, checkpoint, "cpu")
-    result = cross_attention(model, tok, sentence)
+    result = cross_attention(model, tok, sentence, max_src=max_src)
+    shown = len(result.src_pieces) - 1
+    if result.src_length > shown:
+        progress.print_warning(f"the sentence has {result.src_length} pieces: only its first {shown} were "
+                               "translated and are shown (--max-src-pieces)")
     if output is not None:
         progress.attention_png(result, output)
         progress.print_info(f"wrote {output}")

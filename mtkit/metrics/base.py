@@ -150,7 +150,7 @@ def _rows(metric: Metric, systems: Sequence[Sequence[str]], segments: Sequence[l
     return rows
 
 
-_work: tuple = ()  # in a forked process: (metric, systems, reference segments), inherited, never pickled
+_work: tuple[Any, ...] = ()  # in a forked process: (metric, systems, reference segments), inherited, never pickled
 
 
 def _receive_work(*work: Any) -> None:
@@ -159,7 +159,8 @@ def _receive_work(*work: Any) -> None:
 
 
 def _rows_between(bounds: tuple[int, int]) -> list[list[list]]:
-    return _rows(*_work, *bounds)
+    metric, systems, segments = _work
+    return _rows(metric, systems, segments, *bounds)
 
 
 def clipped_matches(grams: Iterable, ref_counts: dict) -> int:
@@ -200,6 +201,20 @@ class PairedResult:
     p_value: float | None  # None for the baseline itself
 
 
+MAX_BOOTSTRAP_SAMPLES = 100_000  # sacreBLEU's default is 1,000; 10,000 is the most papers use
+MAX_BOOTSTRAP_CELLS = 50_000_000  # samples x segments held at once (about 0.4 GB)
+
+
+def check_bootstrap(n_samples: int, n_segments: int | None = None) -> None:
+    """Refuse a paired bootstrap that would not fit in memory, before any work."""
+    if not 1 <= n_samples <= MAX_BOOTSTRAP_SAMPLES:
+        raise UserError(f"--paired-bs-n must be between 1 and {MAX_BOOTSTRAP_SAMPLES:,}, got {n_samples:,}")
+    if n_segments is not None and n_samples * n_segments > MAX_BOOTSTRAP_CELLS:
+        raise UserError(f"--paired-bs-n {n_samples:,} on {n_segments:,} segments would hold {n_samples * n_segments:,} "
+                        f"counts in memory (at most {MAX_BOOTSTRAP_CELLS:,}): use at most "
+                        f"{MAX_BOOTSTRAP_CELLS // n_segments:,} samples")
+
+
 def _resample_weights(n_segments: int, n_samples: int, seed: int) -> list[list[int]]:
     """For each bootstrap sample, how many times each segment was drawn (shared by all systems)."""
     rng = random.Random(seed)
@@ -222,6 +237,7 @@ def paired_bootstrap(systems_stats: Sequence[Sequence[Sequence[float]]], metric:
     n_segments = len(systems_stats[0])
     if n_segments == 0:
         raise UserError("paired bootstrap needs at least one segment")
+    check_bootstrap(n_samples, n_segments)
     weights = _resample_weights(n_segments, n_samples, seed)
     samples = []
     for stats in systems_stats:
