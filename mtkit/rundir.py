@@ -104,18 +104,15 @@ def check_inputs(job: TrainJob, check_model_dir: bool = True) -> None:
         source_from_paths(job.valid_src, job.valid_tgt).check()
 
 
-
-
 def is_model_dir(directory: Path) -> bool:
-    """Whether `directory` holds an mtkit run: a config.toml with mtkit's sections (a [model]
-    table, nothing foreign), or a manifest.json that mtkit wrote."""
-    import tomllib
-
+    """Whether `directory` holds an mtkit run: the manifest.json that mtkit writes, or the
+    config.toml it writes (every section, nothing foreign) beside the tokenizer it copies first.
+    A user's own `--config` file in a directory is not enough to make it a run."""
     try:
-        config = tomllib.loads((directory / "config.toml").read_text(encoding="utf-8"))
-        if isinstance(config.get("model"), dict) and set(config) <= {"preset", *C.SECTIONS}:
+        config = C.tomllib.loads((directory / "config.toml").read_text(encoding="utf-8"))
+        if set(config) == {"preset", *C.SECTIONS} and (directory / "tokenizer" / "tokenizer.json").is_file():
             return True
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+    except (OSError, UnicodeDecodeError, C.tomllib.TOMLDecodeError):
         pass
     try:
         manifest = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))

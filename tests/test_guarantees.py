@@ -86,13 +86,14 @@ def test_overwrite_never_touches_a_directory_that_is_not_a_run(tmp_path, corpus,
     proj = tmp_path / "proj"
     (proj / "src").mkdir(parents=True)
     (proj / "src" / "main.py").write_text("print(1)\n")
-    (proj / "config.toml").write_text('[tool.x]\nname = "p"\n')
     (proj / "thesis.txt").write_text("three years of work\n")
-    before = snapshot(proj)
-    for extra in ([], ["--overwrite"]):
-        code, _, err = train_tiny(proj, corpus, reverse_with_tokenizer["tokenizer"], "--max-steps", "1", *extra)
-        assert_one_line_error(code, err, "not an mtkit run's", "nothing was changed")
-        assert snapshot(proj) == before
+    for config in ('[tool.x]\nname = "p"\n', '[train]\nlr = 0.001\n'):  # another tool's, the user's own --config
+        (proj / "config.toml").write_text(config)
+        before = snapshot(proj)
+        for extra in ([], ["--overwrite"]):
+            code, _, err = train_tiny(proj, corpus, reverse_with_tokenizer["tokenizer"], "--max-steps", "1", *extra)
+            assert_one_line_error(code, err, "not an mtkit run's", "nothing was changed")
+            assert snapshot(proj) == before
 
 
 def test_overwrite_replaces_only_mtkit_files_of_a_run(tmp_path, corpus, reverse_with_tokenizer):
