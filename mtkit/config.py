@@ -156,7 +156,7 @@ class DecodeConfig:
     max_len_a: float = 1.2  # longest output: a * source length + b tokens
     max_len_b: int = 10
     nbest: int = 1
-    max_tokens: int = 0  # batch budget (source tokens x beam); 0: by device (mtkit.decode.AUTO_MAX_TOKENS)
+    max_tokens: int = 0  # batch budget (source tokens x beam); 0: by device (mtkit.inference.types.AUTO_MAX_TOKENS)
 
     def validate(self) -> None:
         _check_finite(self)

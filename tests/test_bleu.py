@@ -1,4 +1,4 @@
-"""mtkit.bleu against sacrebleu: known values, random corpora, Multi30k, and the CLI."""
+"""mtkit.metrics.bleu against sacrebleu: known values, random corpora, Multi30k, and the CLI."""
 
 import gzip
 import json
@@ -11,10 +11,10 @@ import sacrebleu
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mtkit import bleu
+from mtkit.data.textio import read_lines
 from mtkit.errors import UserError
+from mtkit.metrics import bleu
 from mtkit.metrics import tokenizers as T
-from mtkit.textio import read_lines
 
 TOKENIZERS = ["13a", "intl", "zh", "char", "none"]
 SMOOTHING = ["none", "floor", "add-k", "exp"]
@@ -194,7 +194,7 @@ def test_paired_bootstrap_is_seeded_and_sensible():
     refs = [f"sentence number {i} is here ." for i in range(60)]
     good = list(refs)
     bad = [r.replace("number", "no") if i % 2 else "" for i, r in enumerate(refs)]
-    opts = bleu.BLEUOptions()
+    opts = bleu.BLEU()
     a = bleu.evaluate([bad, good, bad], [refs], opts, paired_bs_samples=200, seed=7).paired
     b = bleu.evaluate([bad, good, bad], [refs], opts, paired_bs_samples=200, seed=7).paired
     assert a == b
@@ -263,7 +263,7 @@ def test_cli_bad_input(files, mtkit_cli, make_args, message):
 
 
 def test_bleu_and_cli_help_do_not_import_torch():
-    code = "import sys, mtkit.bleu, mtkit.cli; assert 'torch' not in sys.modules and 'datasets' not in sys.modules"
+    code = "import sys, mtkit.metrics.bleu, mtkit.cli; assert 'torch' not in sys.modules and 'datasets' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
     out = subprocess.run([sys.executable, "-m", "mtkit", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "bleu" in out.stdout

@@ -6,11 +6,11 @@ import sys
 import pytest
 from helpers import assert_one_line_error, run_in_process
 
-from mtkit.checkpoint import load_for_inference
 from mtkit.config import DecodeConfig
-from mtkit.decode import quantize_int8, translate
+from mtkit.data.textio import read_lines
+from mtkit.inference.search import quantize_int8, translate
 from mtkit.metrics.bleu import corpus_bleu
-from mtkit.textio import read_lines
+from mtkit.model.checkpoint import load_for_inference
 
 pytestmark = pytest.mark.slow
 
@@ -57,8 +57,8 @@ def test_converted_int8_bleu_is_within_half_a_point(converted, reverse_model, re
 def test_a_cpu_translates_a_batch_per_thread(converted, reverse_data):
     """As mtkit's own decoding: on a CPU each thread decodes batches of its own (CTranslate2's
     inter_threads), unless told otherwise; the output is the same."""
-    from mtkit import ct2
-    from mtkit.translation import TranslateStats
+    from mtkit.inference import ct2
+    from mtkit.inference.types import TranslateStats
 
     lines, cfg = read_lines(reverse_data["valid_src"]), DecodeConfig(beam=3, max_tokens=200)
     per_thread = ct2.Translator(converted["int8"], "cpu", "int8", threads=2)

@@ -8,11 +8,11 @@ import pytest
 import torch
 from helpers import write_pair
 
-from mtkit import batching as B
-from mtkit import data as D
 from mtkit.config import DataConfig
+from mtkit.data import batching as B
+from mtkit.data import corpus as D
+from mtkit.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer, TokenizerOptions, train_tokenizer
 from mtkit.errors import UserError
-from mtkit.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer, TokenizerOptions, train_tokenizer
 
 SENTENCES = [
     "A man in an orange hat starring at something.",
@@ -266,7 +266,7 @@ def test_parallel_encoding_equals_serial(tmp_path, tok):
 
 def test_ragged_column_across_chunk_boundaries():
     """A column split into several Arrow chunks reads and gathers like one flat list."""
-    from mtkit.data import CleaningReport, EncodedCorpus, RaggedColumn
+    from mtkit.data.corpus import CleaningReport, EncodedCorpus, RaggedColumn
 
     rng = np.random.default_rng(0)
     rows = [rng.integers(4, 100, rng.integers(1, 9)).astype(np.int32) for _ in range(50)]

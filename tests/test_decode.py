@@ -6,12 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mtkit.batching import pad_sequences
-from mtkit.checkpoint import load_for_inference
 from mtkit.config import DecodeConfig
-from mtkit.decode import beam_search, greedy, length_penalty, translate
-from mtkit.textio import read_lines
-from mtkit.tokenizer import BOS_ID, EOS_ID
+from mtkit.data.batching import pad_sequences
+from mtkit.data.textio import read_lines
+from mtkit.data.tokenizer import BOS_ID, EOS_ID
+from mtkit.inference.search import beam_search, greedy, length_penalty, translate
+from mtkit.model.checkpoint import load_for_inference
 
 
 @pytest.fixture(scope="module")
@@ -80,18 +80,18 @@ def test_a_cpu_decodes_a_batch_per_thread(loaded, sources, monkeypatch):
     also after a batch fails."""
     import threading
 
-    import mtkit.decode
+    import mtkit.inference.search
 
     model, tok = loaded
     cfg = DecodeConfig(beam=3, max_tokens=300)  # ~10 batches of the 100 sentences
     seen: list[tuple[int, int]] = []  # (thread, its torch threads) of each batch
-    search = mtkit.decode.search
+    search = mtkit.inference.search.search
 
     def spy(*args):
         seen.append((threading.get_ident(), torch.get_num_threads()))
         return search(*args)
 
-    monkeypatch.setattr(mtkit.decode, "search", spy)
+    monkeypatch.setattr(mtkit.inference.search, "search", spy)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -104,7 +104,7 @@ def test_a_cpu_decodes_a_batch_per_thread(loaded, sources, monkeypatch):
         def fails(*args):
             raise RuntimeError("a batch failed")
 
-        monkeypatch.setattr(mtkit.decode, "search", fails)
+        monkeypatch.setattr(mtkit.inference.search, "search", fails)
         with pytest.raises(RuntimeError, match="a batch failed"):
             list(translate(model, tok, sources, cfg))
         assert torch.get_num_threads() == 2
@@ -115,7 +115,7 @@ def test_a_cpu_decodes_a_batch_per_thread(loaded, sources, monkeypatch):
 @pytest.mark.parametrize("search", [greedy, beam_search])
 def test_finished_sentences_leave_the_batch(loaded, sources, search):
     """Rows that have ended cost nothing more: the decoder sees fewer rows as sentences finish."""
-    from mtkit.decode import FullRecompute
+    from mtkit.inference.search import FullRecompute
 
     class Counting(FullRecompute):
         def __init__(self, model):
@@ -140,7 +140,7 @@ def test_finished_sentences_leave_the_batch(loaded, sources, search):
 def test_candidates_ranked_by_blocks_equal_one_top_k(vocab, beams, count):
     """A CPU ranks vocabulary blocks first: the same candidates as one top-k over every
     (beam, token), with beams at -inf (the first step) and vocabularies not a multiple of the block."""
-    from mtkit.decode import _best_candidates
+    from mtkit.inference.search import _best_candidates
 
     torch.manual_seed(vocab + beams)
     n = 7
@@ -156,14 +156,14 @@ def test_candidates_ranked_by_blocks_equal_one_top_k(vocab, beams, count):
 def test_search_by_blocks_equals_search_by_top_k(loaded, sources, monkeypatch):
     """The test model's 43-token vocabulary is ranked by plain top-k; with blocks of 4 tokens it
     goes through the blocked ranking (padded to 44): the same translations and scores."""
-    import mtkit.decode
+    import mtkit.inference.search
 
     model, tok = loaded
     src = _src(tok, sources[:40])
     for search, beam in ((greedy, 1), (beam_search, 5)):
         cfg = DecodeConfig(beam=beam, nbest=beam)
         plain = search(model, src, cfg)
-        monkeypatch.setattr(mtkit.decode, "BLOCK", 4)
+        monkeypatch.setattr(mtkit.inference.search, "BLOCK", 4)
         blocked = search(model, src, cfg)
         monkeypatch.undo()
         assert [[h.tokens for h in x] for x in blocked] == [[h.tokens for h in x] for x in plain]
@@ -265,7 +265,7 @@ def test_average_and_attention(reverse_model, mtkit_cli):
 
 @pytest.mark.parametrize("beam", [1, 4])
 def test_cached_search_equals_full_recompute(loaded, sources, beam):
-    from mtkit.decode import FullRecompute
+    from mtkit.inference.search import FullRecompute
 
     model, tok = loaded
     cfg = DecodeConfig(beam=beam, nbest=beam)
@@ -313,11 +313,11 @@ def test_cycle_collection_is_off_while_translate_starts_and_back_for_its_work(re
 
     from helpers import run_in_process
 
-    import mtkit.textio
-    import mtkit.translation
+    import mtkit.data.textio
+    import mtkit.inference.engine
 
     seen = {}
-    open_engine, iter_lines = mtkit.translation.open_engine, mtkit.textio.iter_lines
+    open_engine, iter_lines = mtkit.inference.engine.open_engine, mtkit.data.textio.iter_lines
 
     def spy_open(*args):
         seen.setdefault("start-up", gc.isenabled())
@@ -327,8 +327,8 @@ def test_cycle_collection_is_off_while_translate_starts_and_back_for_its_work(re
         seen.setdefault("work", (gc.isenabled(), gc.get_freeze_count() > 0))
         return iter_lines(path)
 
-    monkeypatch.setattr(mtkit.translation, "open_engine", spy_open)
-    monkeypatch.setattr(mtkit.textio, "iter_lines", spy_lines)
+    monkeypatch.setattr(mtkit.inference.engine, "open_engine", spy_open)
+    monkeypatch.setattr(mtkit.data.textio, "iter_lines", spy_lines)
     assert gc.isenabled()
     code, out, _ = run_in_process("translate", "-m", str(reverse_model), "--checkpoint", "last",
                                   "-i", str(reverse_data["valid_src"]))

@@ -17,7 +17,7 @@ import pytest
 import torch
 from helpers import assert_one_line_error, run_in_process, snapshot, train_tiny
 
-from mtkit import checkpoint as ckpt
+from mtkit.model import checkpoint as ckpt
 
 DISK_FULL = "the disk is full"
 
@@ -61,9 +61,9 @@ def _fill(disk: Path, leave: int) -> None:
 def _prepare(corpus: dict, tokenizer: Path, cache: Path) -> tuple[int, str]:
     """Encode the corpus into `cache`, as `mtkit train` does: (0, "") or (2, the error's line)."""
     from mtkit.config import DataConfig
-    from mtkit.data import TextPair, prepare_corpus
+    from mtkit.data.corpus import TextPair, prepare_corpus
+    from mtkit.data.tokenizer import Tokenizer
     from mtkit.errors import UserError
-    from mtkit.tokenizer import Tokenizer
 
     try:
         prepare_corpus(TextPair(corpus["src"], corpus["tgt"]), Tokenizer.load(tokenizer), DataConfig(), cache)
@@ -111,7 +111,7 @@ def test_overwrite_replaces_only_mtkit_files_of_a_run(tmp_path, corpus, reverse_
 
 
 def test_a_failed_setup_of_an_overwrite_keeps_the_users_files(tmp_path, corpus, reverse_with_tokenizer, monkeypatch):
-    import mtkit.train as T
+    import mtkit.training.trainer as T
 
     tok, model = reverse_with_tokenizer["tokenizer"], tmp_path / "m"
     assert train_tiny(model, corpus, tok, "--max-steps", "2", "--save-every", "2")[0] == 0
@@ -136,7 +136,7 @@ def test_a_killed_overwrite_leaves_the_old_run_and_the_next_train_restores_it(tm
     before = snapshot(model)
     killed = _run_script("""
         import os, signal, sys
-        import mtkit.train as T
+        import mtkit.training.trainer as T
         def die(*args, **kwargs):  # SIGKILL in the middle of the new run's setup
             os.kill(os.getpid(), signal.SIGKILL)
         T.Transformer = die
@@ -199,7 +199,7 @@ def test_resume_refuses_another_tokenizer_and_says_when_vocab_size_does_nothing(
 
 
 def test_a_run_that_never_saved_does_not_block_its_correction(tmp_path, corpus, reverse_with_tokenizer, monkeypatch):
-    import mtkit.train as T
+    import mtkit.training.trainer as T
     from mtkit.errors import UserError
 
     tok, model = reverse_with_tokenizer["tokenizer"], tmp_path / "m"
@@ -365,7 +365,7 @@ def test_sigterm_stops_translate_with_143_and_leaves_nothing(tmp_path, reverse_m
 
 def test_sigterm_during_setup_and_a_second_one_in_training_exit_143(tmp_path, corpus, reverse_with_tokenizer,
                                                                      monkeypatch):
-    import mtkit.train as T
+    import mtkit.training.trainer as T
 
     tok = reverse_with_tokenizer["tokenizer"]
     real_transformer, real_save = T.Transformer, T.Trainer.save

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from mtkit.config import preset
-from mtkit.model import Transformer, count_parameters, sinusoidal_table
-from mtkit.tokenizer import BOS_ID, PAD_ID
+from mtkit.data.tokenizer import BOS_ID, PAD_ID
+from mtkit.model.transformer import Transformer, count_parameters, sinusoidal_table
 
 V = 50
 
@@ -217,7 +217,7 @@ def _reference_loss(hidden, weight, target, eps):
 
 @pytest.mark.parametrize("chunk_elements", [7 * 30, 1 << 22])  # 7 rows a chunk (several, ragged), one chunk
 def test_fused_loss_equals_cross_entropy_values_and_gradients(monkeypatch, chunk_elements):
-    import mtkit.loss as L
+    import mtkit.model.loss as L
 
     monkeypatch.setitem(L.CHUNK_ELEMENTS, "cpu", chunk_elements)
     torch.manual_seed(0)
@@ -240,7 +240,7 @@ def test_fused_loss_equals_cross_entropy_values_and_gradients(monkeypatch, chunk
 
 
 def test_fused_loss_under_bf16_autocast_and_without_gradients():
-    import mtkit.loss as L
+    import mtkit.model.loss as L
 
     torch.manual_seed(0)
     hidden = torch.randn(64, 32, requires_grad=True)
@@ -266,7 +266,7 @@ def test_cuda_attention_backends_are_chosen_and_agree(dtype, monkeypatch):
     precision's tolerance."""
     from torch.nn.attention import SDPBackend
 
-    import mtkit.model as M
+    import mtkit.model.transformer as M
 
     model = tiny().cuda()
     src, tgt = rand_ids(3, 11).cuda(), rand_ids(3, 7).cuda()

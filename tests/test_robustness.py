@@ -19,12 +19,12 @@ from helpers import TINY, assert_one_line_error, run_in_process, train_tiny, tre
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mtkit import checkpoint as ckpt
 from mtkit import files
-from mtkit.batching import BatchIterator
+from mtkit.data.batching import BatchIterator
 from mtkit.errors import Interrupted
-from mtkit.metrics_log import read as read_metrics
+from mtkit.model import checkpoint as ckpt
 from mtkit.runtime import stop_on_signals
+from mtkit.training.metrics_log import read as read_metrics
 
 _train, _tree = train_tiny, tree
 
@@ -90,7 +90,7 @@ def test_overwrite_refuses_a_directory_that_is_not_a_model(tmp_path, corpus, rev
 
 
 def test_failed_setup_of_an_overwrite_restores_the_old_run(tmp_path, corpus, reverse_with_tokenizer, monkeypatch):
-    import mtkit.train as T
+    import mtkit.training.trainer as T
 
     tok, model = reverse_with_tokenizer["tokenizer"], tmp_path / "m"
     assert _train(model, corpus, tok, "--max-steps", "2", "--save-every", "2")[0] == 0
@@ -136,8 +136,8 @@ def test_resuming_on_another_corpus_is_refused_unless_reset(tmp_path, corpus, re
 
 def test_a_saved_position_past_the_epoch_end_moves_on(reverse_data, tmp_path):
     from mtkit.config import DataConfig
-    from mtkit.data import TextPair, prepare_corpus
-    from mtkit.tokenizer import Tokenizer, TokenizerOptions, train_tokenizer
+    from mtkit.data.corpus import TextPair, prepare_corpus
+    from mtkit.data.tokenizer import Tokenizer, TokenizerOptions, train_tokenizer
 
     train_tokenizer([reverse_data["valid_src"]], [reverse_data["valid_tgt"]], tmp_path / "tok", TokenizerOptions(40))
     corpus = prepare_corpus(TextPair(reverse_data["valid_src"], reverse_data["valid_tgt"]),

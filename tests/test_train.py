@@ -12,14 +12,14 @@ import pytest
 import torch
 from helpers import write_pair
 
-from mtkit import checkpoint as ckpt
 from mtkit import config as C
-from mtkit.metrics_log import read as read_metrics
-from mtkit.rundir import TrainJob
-from mtkit.textio import read_lines
-from mtkit.tokenizer import PAD_ID
-from mtkit.train import TrainingDiverged, train
-from mtkit.update import lr_at
+from mtkit.data.textio import read_lines
+from mtkit.data.tokenizer import PAD_ID
+from mtkit.model import checkpoint as ckpt
+from mtkit.training.metrics_log import read as read_metrics
+from mtkit.training.rundir import TrainJob
+from mtkit.training.trainer import TrainingDiverged, train
+from mtkit.training.update import lr_at
 
 
 def test_lr_schedule():
@@ -31,7 +31,7 @@ def test_lr_schedule():
 
 
 def test_linear_schedule_ends_at_zero_with_the_tighter_budget():
-    from mtkit.update import learning_rate
+    from mtkit.training.update import learning_rate
 
     t = C.TrainConfig(lr=1e-3, warmup=100, schedule="linear", max_steps=1000)
     assert learning_rate(t, 50, 0.0) == pytest.approx(5e-4)  # warmup
@@ -89,7 +89,7 @@ def _job(tmp_path, data, **train_overrides) -> TrainJob:
         C.apply_override(cfg, f"train.{k}={v}")
     cfg.data.max_tokens = 512
     return TrainJob(tmp_path / "model", cfg, data["train_src"], data["train_tgt"],
-                    tokenizer_options=__import__("mtkit.tokenizer", fromlist=["x"]).TokenizerOptions(vocab_size=43))
+                    tokenizer_options=__import__("mtkit.data.tokenizer", fromlist=["x"]).TokenizerOptions(vocab_size=43))
 
 
 @pytest.mark.slow
@@ -180,7 +180,7 @@ def test_ddp_two_cpu_processes_match_one_process(tmp_path, reverse_with_tokenize
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_autocast_precisions_on_cpu(tmp_path, reverse_data, precision, monkeypatch):
-    import mtkit.model as M
+    import mtkit.model.transformer as M
 
     computed_in, real = set(), M.FeedForward.forward
 
@@ -203,7 +203,7 @@ def test_autocast_precisions_on_cpu(tmp_path, reverse_data, precision, monkeypat
 @pytest.mark.parametrize("env, expected", [({}, "16"), ({"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "256"}, "256")])
 def test_onednn_primitive_cache_is_bounded_unless_the_user_says_otherwise(env, expected):
     environ = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
-    code = ("import os, mtkit.train, mtkit.cli; before = os.environ.get('ONEDNN_PRIMITIVE_CACHE_CAPACITY'); "
+    code = ("import os, mtkit.training.trainer, mtkit.cli; before = os.environ.get('ONEDNN_PRIMITIVE_CACHE_CAPACITY'); "
             "mtkit.cli.bound_onednn_cache(); print(before, os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])")
     out = subprocess.run([sys.executable, "-c", code], env={**environ, **env}, capture_output=True, text=True, check=True)
     assert out.stdout.split() == [env.get("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "None"), expected]  # not on import
@@ -211,7 +211,7 @@ def test_onednn_primitive_cache_is_bounded_unless_the_user_says_otherwise(env, e
 
 def _poison_loss(monkeypatch, bad_steps):
     """Make the training loss infinite on the given (1-based) calls of the loss."""
-    import mtkit.loss as L
+    import mtkit.model.loss as L
 
     real, calls = L.projected_label_smoothed_nll, {"n": 0}
 
@@ -314,8 +314,8 @@ def test_compiled_layers_share_two_graphs_and_equal_eager_over_many_shapes():
     every decoder layer another, whatever the batch shape; loss and gradients equal eager's."""
     import torch._dynamo.utils as dynamo_utils
 
-    from mtkit.loss import LabelSmoothedObjective
-    from mtkit.model import Transformer
+    from mtkit.model.loss import LabelSmoothedObjective
+    from mtkit.model.transformer import Transformer
 
     torch.manual_seed(0)
     model = Transformer(C.preset("tiny", src_vocab_size=100, tgt_vocab_size=100))
@@ -342,7 +342,7 @@ def test_compile_trains_and_saves_the_plain_module(tmp_path, reverse_with_tokeni
     assert res.returncode == 0, res.stderr[-2000:]
     state = _params(tmp_path / "m" / "checkpoints" / "last.pt")
     assert state["step"] == 3
-    from mtkit.model import Transformer
+    from mtkit.model.transformer import Transformer
 
     fresh = Transformer(C.from_dict(state["config"], "last.pt").model)
     fresh.load_state_dict(state["model"])  # the plain module's names and shapes, not the compiled wrapper's
@@ -350,7 +350,7 @@ def test_compile_trains_and_saves_the_plain_module(tmp_path, reverse_with_tokeni
 
 # ----------------------------------------------------------------------------- the loop's policy
 def test_plan_of_the_loop():
-    from mtkit.train import plan
+    from mtkit.training.trainer import plan
 
     t = C.TrainConfig(log_every=10, valid_every=100, save_every=50)
     assert plan(7, t, None) == plan(7, t, None) and not plan(7, t, None).reads
@@ -376,7 +376,7 @@ def test_stop_conditions(tmp_path, reverse_data):
 
 def test_masked_loss_path_equals_the_compacted_one(monkeypatch):
     """On a GPU every row is scored and padding masked (no host sync); on a CPU only real rows."""
-    import mtkit.loss as L
+    import mtkit.model.loss as L
 
     torch.manual_seed(0)
     hidden = torch.randn(4, 9, 16, dtype=torch.float64, requires_grad=True)
@@ -419,10 +419,10 @@ def test_ddp_ranks_keep_their_own_rng_streams(tmp_path, reverse_with_tokenizer):
 
 # ----------------------------------------------------------------------------- on a GPU
 def _cuda_updater(precision: str, compile: bool = False):
-    from mtkit.loss import LabelSmoothedObjective
-    from mtkit.model import Transformer
+    from mtkit.model.loss import LabelSmoothedObjective
+    from mtkit.model.transformer import Transformer
     from mtkit.runtime import Dist, resolve_precision
-    from mtkit.update import Updater
+    from mtkit.training.update import Updater
 
     torch.manual_seed(0)
     model = Transformer(C.preset("tiny", src_vocab_size=100, tgt_vocab_size=100, d_model=64, n_heads=4)).cuda()
@@ -434,7 +434,7 @@ def _cuda_updater(precision: str, compile: bool = False):
 
 
 def _random_batches(n: int, seed: int = 0):
-    from mtkit.batching import Batch
+    from mtkit.data.batching import Batch
 
     g = torch.Generator().manual_seed(seed)
     out = []
@@ -506,7 +506,7 @@ def test_patience_keep_last_and_valid_max_sentences(tmp_path, reverse_data):
 
 # ----------------------------------------------------------------------------- warnings that save a run
 def test_warmup_longer_than_the_budget_is_warned_about(tmp_path, reverse_data):
-    from mtkit.advice import vocabulary_warning, warmup_warning
+    from mtkit.training.advice import vocabulary_warning, warmup_warning
 
     t = C.TrainConfig(warmup=4000, max_steps=1500)
     assert "--warmup 4000 is longer than the 1,500 updates --max-steps 1500 allows" in warmup_warning(t, 1500, "--max-steps 1500")

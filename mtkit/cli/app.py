@@ -144,12 +144,12 @@ def bound_onednn_cache() -> None:
     tensor shape, up to 1,024. Length-bucketed batches bring new shapes at every step: bf16 training
     of the `small` model measured 4.4 GB after 600 updates (5.4 GB later) with the default, 2.7 GB
     with 16 entries, at the same speed (README, Speed). It is read when torch creates its first
-    primitive; a value in the environment wins. (mtkit.train.train sets it too, for library use.)"""
+    primitive; a value in the environment wins. (mtkit.training.trainer.train sets it too, for library use.)"""
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "16")
 
 
 def _print_error(message: str) -> None:
-    from mtkit.progress import print_error  # rich is imported only when there is something to show
+    from mtkit.cli.render import print_error  # rich is imported only when there is something to show
 
     print_error(message)
 
@@ -196,7 +196,7 @@ def stdout() -> IO[str]:
 def stdin_lines(alternative: str = "give the input with -i FILE (or pipe it in)"):
     """Lines of stdin, decoded as UTF-8 with errors naming <stdin> and the line. `alternative`
     says how else the command takes its input, should stdin be closed."""
-    from mtkit.textio import decode_line
+    from mtkit.data.textio import decode_line
 
     if sys.stdin is None:
         raise UserError(f"standard input is closed: {alternative}")

@@ -44,10 +44,10 @@ def bleu(
 
     [bold]mtkit bleu[/] ref.de -i hyp.de · [bold]mtkit bleu[/] ref1 ref2 -i base.de new.de --paired-bs
     """
-    from mtkit.metrics.bleu import BLEUOptions
+    from mtkit.metrics.bleu import BLEU
 
     ref_files, hyp_files, _ = _split_inputs(files, "bleu")
-    metric = BLEUOptions(tokenize, lowercase, smooth_method, smooth_value, max_ngram_order)
+    metric = BLEU(tokenize, lowercase, smooth_method, smooth_value, max_ngram_order)
     _score(ref_files, hyp_files, [metric], fmt, width, sentence_level, paired_bs, paired_bs_n, seed, jobs,
            check_sacrebleu)
 
@@ -89,7 +89,7 @@ def score(
 
     [bold]mtkit score[/] ref.de -i a.de b.de -m bleu chrf · [bold]mtkit score[/] ref.de -i a.de --chrf-word-order 2 -m chrf
     """
-    from mtkit.metrics import BLEUOptions, CHRFOptions, TEROptions
+    from mtkit.metrics import BLEU, CHRF, TER
 
     ref_files, hyp_files, names = _split_inputs(files, "score")
     unknown = [n for n in names if n.lower() not in METRIC_NAMES]
@@ -97,10 +97,10 @@ def score(
         raise UserError(f"-m: unknown metric {unknown[0]!r} (choose from {', '.join(METRIC_NAMES)})")
     wanted = list(dict.fromkeys(n.lower() for n in names)) or list(METRIC_NAMES)
     build = {
-        "bleu": lambda: BLEUOptions(tokenize, lowercase, smooth_method, smooth_value, max_ngram_order),
-        "chrf": lambda: CHRFOptions(chrf_char_order, chrf_word_order, chrf_beta, lowercase, chrf_whitespace,
+        "bleu": lambda: BLEU(tokenize, lowercase, smooth_method, smooth_value, max_ngram_order),
+        "chrf": lambda: CHRF(chrf_char_order, chrf_word_order, chrf_beta, lowercase, chrf_whitespace,
                                     chrf_eps_smoothing),
-        "ter": lambda: TEROptions(ter_normalized, ter_no_punct, ter_asian_support, ter_case_sensitive),
+        "ter": lambda: TER(ter_normalized, ter_no_punct, ter_asian_support, ter_case_sensitive),
     }
     metrics = [build[name]() for name in wanted]
     _score(ref_files, hyp_files, metrics, fmt, width, sentence_level, paired_bs, paired_bs_n, seed, jobs,
@@ -110,9 +110,9 @@ def score(
 def _score(ref_files: list[str], hyp_files: list[str], metrics: list, fmt: str, width: int, sentence_level: bool,
            paired_bs: bool, paired_bs_n: int, seed: int, jobs: int, check_sacrebleu: bool) -> None:
     """Read, check and score: every metric on every system, each segment's references prepared once."""
-    from mtkit import progress
+    from mtkit.cli import render
+    from mtkit.data.textio import read_lines
     from mtkit.metrics import base
-    from mtkit.textio import read_lines
 
     if fmt not in ("text", "json"):
         raise UserError(f"--format: expected text or json, got {fmt!r}")
@@ -148,7 +148,7 @@ def _score(ref_files: list[str], hyp_files: list[str], metrics: list, fmt: str, 
             for name, hyps, result in zip(names, systems, report.scores):
                 check_equal(metric, result, hyps, references, name)
         reports.append(report)
-    progress.render_reports(reports, names, fmt, width, stdout())
+    render.render_reports(reports, names, fmt, width, stdout())
 
 
 def _split_inputs(args: list[str], command: str) -> tuple[list[str], list[str], list[str]]:

@@ -23,13 +23,13 @@ def tokenizer_train(
     seed: int = typer.Option(1, "--seed"),
 ) -> None:
     """Train a SentencePiece model with mtkit's fixed special ids (pad 0, unk 1, bos 2, eos 3)."""
-    from mtkit import progress
-    from mtkit.tokenizer import TokenizerOptions, train_tokenizer
+    from mtkit.cli import render
+    from mtkit.data.tokenizer import TokenizerOptions, train_tokenizer
 
     opts = TokenizerOptions(vocab_size, model_type, character_coverage, joint, input_sentence_size, seed)
-    with progress.status(f"training a {vocab_size}-token {model_type} model"):
+    with render.status(f"training a {vocab_size}-token {model_type} model"):
         info = train_tokenizer(src, tgt, out, opts)
-    progress.print_info(f"wrote {out} ({', '.join(info['models'])}; vocabulary {info['src_vocab_size']}"
+    render.print_info(f"wrote {out} ({', '.join(info['models'])}; vocabulary {info['src_vocab_size']}"
                         f"{'' if joint else ' / ' + str(info['tgt_vocab_size'])})")
 
 
@@ -81,7 +81,7 @@ def _side(tok, side: str):
 
 
 def _load_tokenizer(model_dir: Path):
-    from mtkit.tokenizer import Tokenizer
+    from mtkit.data.tokenizer import Tokenizer
 
     if not model_dir.is_dir():
         raise UserError(f"{model_dir}: no such tokenizer or model directory")

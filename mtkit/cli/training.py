@@ -71,11 +71,11 @@ def train(
     settings: dict,
 ) -> None:
     """Train (or resume) a Transformer; the model directory is all `mtkit translate` needs."""
-    from mtkit import progress
+    from mtkit.cli import render
     from mtkit.config import assemble
-    from mtkit.rundir import TrainJob
-    from mtkit.tokenizer import TokenizerOptions
-    from mtkit.train import train as run_training
+    from mtkit.data.tokenizer import TokenizerOptions
+    from mtkit.training.rundir import TrainJob
+    from mtkit.training.trainer import train as run_training
 
     cfg = assemble(config_file, settings, overrides)
     if src is None:
@@ -86,8 +86,8 @@ def train(
     job = TrainJob(output, cfg, src, tgt, valid_src, valid_tgt, tokenizer, options, overwrite,
                    vocab_size_given=vocab_size is not None, reset_data=reset_data)
     if tokenizer is not None and vocab_size is not None:
-        progress.print_warning(f"--vocab-size {vocab_size} has no effect: --tokenizer {tokenizer} gives the vocabulary")
-    renderer = progress.TrainRenderer(quiet=quiet)
+        render.print_warning(f"--vocab-size {vocab_size} has no effect: --tokenizer {tokenizer} gives the vocabulary")
+    renderer = render.TrainRenderer(quiet=quiet)
     work_begins()
     with renderer:
         summary = run_training(job, renderer)
@@ -102,13 +102,13 @@ def average(
     output: Path | None = typer.Option(None, "-o", "--output", help="Default: checkpoints/averaged.pt."),
 ) -> None:
     """Average the weights of the last N checkpoints (use with translate --checkpoint averaged)."""
-    from mtkit import progress
-    from mtkit.checkpoint import average_last
+    from mtkit.cli import render
+    from mtkit.model.checkpoint import average_last
 
     if last < 1:
         raise UserError(f"--last must be at least 1, got {last}")
     path = average_last(model_dir, last, output)
-    progress.print_info(f"wrote {path} (average of the last {last} checkpoints)")
+    render.print_info(f"wrote {path} (average of the last {last} checkpoints)")
 
 
 @app.command()
@@ -123,13 +123,13 @@ def export(
     tgt_key: str | None = typer.Option(None, "--tgt-key", help="Field of the target text (default translation.TGT_LANG)."),
 ) -> None:
     """Write a `datasets` hub translation corpus as two plain-text files (for tokenizer and train)."""
-    from mtkit import progress
-    from mtkit.data import HubCorpus, export_pairs
+    from mtkit.cli import render
+    from mtkit.data.corpus import HubCorpus, export_pairs
 
     work_begins()
     source = HubCorpus(hub, config, split, src_key or f"translation.{src_lang}", tgt_key or f"translation.{tgt_lang}")
     output.parent.mkdir(parents=True, exist_ok=True)
     src_out, tgt_out = Path(f"{output}.{src_lang}"), Path(f"{output}.{tgt_lang}")
-    with progress.status(f"exporting {hub} {config or ''} {split}"):
+    with render.status(f"exporting {hub} {config or ''} {split}"):
         n = export_pairs(source, src_out, tgt_out)
-    progress.print_info(f"wrote {n:,} pairs to {src_out} and {tgt_out}")
+    render.print_info(f"wrote {n:,} pairs to {src_out} and {tgt_out}")

@@ -38,8 +38,9 @@ def translate(
     import json as _json
 
     from mtkit.config import DEVICE_RE, DecodeConfig, validate_labelled
-    from mtkit.textio import iter_lines, require_file
-    from mtkit.translation import TranslateStats, open_engine
+    from mtkit.data.textio import iter_lines, require_file
+    from mtkit.inference.engine import open_engine
+    from mtkit.inference.types import TranslateStats
 
     if fmt not in ("text", "jsonl"):
         raise UserError(f"--format: expected text or jsonl, got {fmt!r}")
@@ -66,9 +67,9 @@ def translate(
             if interactive:
                 out.flush()
     if stats.truncated:
-        from mtkit import progress
+        from mtkit.cli import render
 
-        progress.print_warning(f"{stats.truncated} input line(s) were longer than the model's maximum "
+        render.print_warning(f"{stats.truncated} input line(s) were longer than the model's maximum "
                                f"({engine.max_positions - 1} tokens) and were truncated")
 
 
@@ -82,12 +83,13 @@ def convert(
     checkpoint: str = typer.Option("best", "--checkpoint", help="best, last, averaged or a path."),
 ) -> None:
     r"""Convert a model for CTranslate2 (needs pip install 'mtkit\[ct2]'); mtkit translate -m OUT uses it."""
-    from mtkit import ct2, progress
+    from mtkit.cli import render
+    from mtkit.inference import ct2
 
     if to != "ctranslate2":
         raise UserError(f"--to: the only format is ctranslate2, got {to!r}")
     out = ct2.convert(model_dir, output, quantization, checkpoint)
-    progress.print_info(f"wrote {out} (CTranslate2, {quantization}); translate with: mtkit translate -m {out}")
+    render.print_info(f"wrote {out} (CTranslate2, {quantization}); translate with: mtkit translate -m {out}")
 
 
 @app.command()
@@ -99,9 +101,9 @@ def attention(
     max_src: int = typer.Option(100, "--max-src-pieces", help="Longest source shown, in pieces (longer ones are cut)."),
 ) -> None:
     """Show the cross-attention of a sentence's greedy translation as a heatmap."""
-    from mtkit import progress
-    from mtkit.checkpoint import load_for_inference
-    from mtkit.decode import cross_attention
+    from mtkit.cli import render
+    from mtkit.inference.search import cross_attention
+    from mtkit.model.checkpoint import load_for_inference
 
     if max_src < 1:
         raise UserError(f"--max-src-pieces must be at least 1, got {max_src}")
@@ -109,13 +111,13 @@ def attention(
     result = cross_attention(model, tok, sentence, max_src=max_src)
     shown = len(result.src_pieces) - 1
     if result.src_length > shown:
-        progress.print_warning(f"the sentence has {result.src_length} pieces: only its first {shown} were "
+        render.print_warning(f"the sentence has {result.src_length} pieces: only its first {shown} were "
                                "translated and are shown (--max-src-pieces)")
     if output is not None:
-        progress.attention_png(result, output)
-        progress.print_info(f"wrote {output}")
+        render.attention_png(result, output)
+        render.print_info(f"wrote {output}")
     else:
-        progress.attention_table(result)
+        render.attention_table(result)
 
 
 @contextlib.contextmanager

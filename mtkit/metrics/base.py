@@ -24,6 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from mtkit import __version__
 from mtkit.errors import UserError
 
 
@@ -54,6 +55,17 @@ class OneNumberScore:
 
     def __str__(self) -> str:
         return self.format()
+
+
+def signature(nrefs: int, *fields: tuple[str, str]) -> str:
+    """sacreBLEU's signature: `nrefs:N|key:value|...|version:mtkit-X` (nrefs `var` when the number
+    of references varies by segment, given as a negative number)."""
+    parts = [f"nrefs:{nrefs if nrefs >= 0 else 'var'}", *(f"{key}:{value}" for key, value in fields)]
+    return "|".join([*parts, f"version:mtkit-{__version__}"])
+
+
+def yes_no(flag: bool) -> str:
+    return "yes" if flag else "no"
 
 
 class Metric(Protocol):

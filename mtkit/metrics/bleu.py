@@ -19,7 +19,6 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 
-from mtkit import __version__
 from mtkit.errors import UserError
 from mtkit.metrics import base
 from mtkit.metrics.base import PairedResult, Report, clipped_matches, paired_bootstrap  # noqa: F401  (part of this module's API)
@@ -32,7 +31,7 @@ MAX_NGRAM_ORDER = 10  # BLEU-N beyond this measures nothing useful, and costs ti
 
 # ----------------------------------------------------------------------------- options
 @dataclass(frozen=True)
-class BLEUOptions:
+class BLEU:
     tokenize: str = "13a"
     lowercase: bool = False
     smooth_method: str = "exp"
@@ -63,17 +62,11 @@ class BLEUOptions:
         default = SMOOTH_DEFAULTS[smooth]
         if default is not None:
             smooth += f"[{(self.smooth_value if self.smooth_value is not None else default):.2f}]"
-        parts = [
-            f"nrefs:{num_refs if num_refs >= 0 else 'var'}",
-            f"case:{'lc' if self.lowercase else 'mixed'}",
-            f"eff:{'yes' if self.effective_order else 'no'}",
-            f"tok:{self.tokenize}",
-            f"smooth:{smooth}",
-        ]
+        fields = [("case", "lc" if self.lowercase else "mixed"), ("eff", base.yes_no(self.effective_order)),
+                  ("tok", self.tokenize), ("smooth", smooth)]
         if self.max_ngram_order != 4:
-            parts.append(f"ngram:{self.max_ngram_order}")
-        parts.append(f"version:mtkit-{__version__}")
-        return "|".join(parts)
+            fields.append(("ngram", str(self.max_ngram_order)))
+        return base.signature(num_refs, *fields)
 
     # the metric interface of mtkit.metrics.base
     def reference_info(self, refs: list[str]) -> RefInfo:
@@ -86,7 +79,7 @@ class BLEUOptions:
     def score(self, stats: Sequence[float], nrefs: int = 1) -> BLEUScore:
         return score_from_stats(stats or [0] * (2 + 2 * self.max_ngram_order), self, self.signature(nrefs))
 
-    def sentence_metric(self) -> BLEUOptions:
+    def sentence_metric(self) -> BLEU:
         return replace(self, effective_order=True)
 
 
@@ -162,7 +155,7 @@ class BLEUScore:
         return self.format()
 
 
-def score_from_stats(stats: Sequence[float], opts: BLEUOptions, signature: str = "") -> BLEUScore:
+def score_from_stats(stats: Sequence[float], opts: BLEU, signature: str = "") -> BLEUScore:
     """BLEU from summed statistics: brevity penalty times the geometric mean of precisions."""
     order = opts.max_ngram_order
     sys_len, ref_len = int(stats[0]), int(stats[1])
@@ -210,7 +203,7 @@ def corpus_bleu(
     """Corpus BLEU of hypotheses against one or more reference streams (sacrebleu's defaults)."""
     if isinstance(hypotheses, str) or (references and isinstance(references[0], str)):
         raise TypeError("corpus_bleu takes a list of hypotheses and a list of reference streams (lists)")
-    opts = BLEUOptions(tokenize, lowercase, smooth_method, smooth_value, max_ngram_order, use_effective_order)
+    opts = BLEU(tokenize, lowercase, smooth_method, smooth_value, max_ngram_order, use_effective_order)
     return evaluate([hypotheses], references, opts).scores[0]
 
 
@@ -238,13 +231,10 @@ def sentence_bleu(
     )
 
 
-BLEUReport = Report  # the name `mtkit bleu` has used
-
-
 def evaluate(
     systems: Sequence[Sequence[str]],
     references: Sequence[Sequence[str | None]],
-    opts: BLEUOptions,
+    opts: BLEU,
     *,
     sentence_level: bool = False,
     paired_bs_samples: int = 0,

@@ -8,24 +8,24 @@ from collections.abc import Sequence
 from typing import Any
 
 from mtkit.errors import CheckFailed
-from mtkit.metrics.bleu import BLEUOptions
-from mtkit.metrics.chrf import CHRFOptions
-from mtkit.metrics.ter import TEROptions
+from mtkit.metrics.bleu import BLEU
+from mtkit.metrics.chrf import CHRF
+from mtkit.metrics.ter import TER
 
 
 def sacrebleu_metric(metric: Any) -> Any:
     """The sacreBLEU metric object with the same options."""
     import sacrebleu
 
-    if isinstance(metric, BLEUOptions):
+    if isinstance(metric, BLEU):
         return sacrebleu.BLEU(tokenize=metric.tokenize, lowercase=metric.lowercase, smooth_method=metric.smooth_method,
                               smooth_value=metric.smooth_value, max_ngram_order=metric.max_ngram_order,
                               effective_order=metric.effective_order, force=True)
-    if isinstance(metric, CHRFOptions):
+    if isinstance(metric, CHRF):
         return sacrebleu.CHRF(char_order=metric.char_order, word_order=metric.word_order, beta=metric.beta,
                               lowercase=metric.lowercase, whitespace=metric.whitespace,
                               eps_smoothing=metric.eps_smoothing)
-    if isinstance(metric, TEROptions):
+    if isinstance(metric, TER):
         return sacrebleu.TER(normalized=metric.normalized, no_punct=metric.no_punct,
                              asian_support=metric.asian_support, case_sensitive=metric.case_sensitive)
     raise TypeError(f"no sacreBLEU counterpart for {type(metric).__name__}")

@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from mtkit import __version__
 from mtkit.errors import UserError
 from mtkit.metrics import base
 
@@ -35,7 +34,7 @@ class RefGrams(NamedTuple):
 
 
 @dataclass(frozen=True)
-class CHRFOptions:
+class CHRF:
     char_order: int = 6
     word_order: int = 0  # 2: chrF++
     beta: int = 2  # recall weighs beta times as much as precision
@@ -56,10 +55,9 @@ class CHRFOptions:
         return f"chrF{self.beta}" + "+" * self.word_order
 
     def signature(self, nrefs: int) -> str:
-        return "|".join([f"nrefs:{nrefs if nrefs >= 0 else 'var'}", f"case:{'lc' if self.lowercase else 'mixed'}",
-                         f"eff:{'no' if self.eps_smoothing else 'yes'}", f"nc:{self.char_order}",
-                         f"nw:{self.word_order}", f"space:{'yes' if self.whitespace else 'no'}",
-                         f"version:mtkit-{__version__}"])
+        return base.signature(nrefs, ("case", "lc" if self.lowercase else "mixed"),
+                              ("eff", base.yes_no(not self.eps_smoothing)), ("nc", str(self.char_order)),
+                              ("nw", str(self.word_order)), ("space", base.yes_no(self.whitespace)))
 
     def ngrams(self, text: str) -> list[Sequence[str]]:
         """Per order (characters, then words), the n-grams of a segment, in order."""
@@ -95,7 +93,7 @@ class CHRFOptions:
         return CHRFScore(f_score(stats, self.beta, self.eps_smoothing), self.char_order, self.word_order, self.beta,
                          self.name, self.signature(nrefs))
 
-    def sentence_metric(self) -> CHRFOptions:
+    def sentence_metric(self) -> CHRF:
         return self
 
 
@@ -165,7 +163,7 @@ def corpus_chrf(hypotheses: Sequence[str], references: Sequence[Sequence[str | N
                 word_order: int = 0, beta: int = 2, lowercase: bool = False, whitespace: bool = False,
                 eps_smoothing: bool = False) -> CHRFScore:
     """Corpus chrF (word_order=2: chrF++) of hypotheses against one or more reference streams."""
-    metric = CHRFOptions(char_order, word_order, beta, lowercase, whitespace, eps_smoothing)
+    metric = CHRF(char_order, word_order, beta, lowercase, whitespace, eps_smoothing)
     return base.evaluate([hypotheses], base.prepare(references), metric).scores[0]
 
 

@@ -26,7 +26,6 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from mtkit import __version__
 from mtkit.metrics import base
 
 MAX_SHIFT_SIZE = 10
@@ -257,7 +256,7 @@ def edit_count(hyp: list[str], ref: list[str]) -> int:
 
 # ----------------------------------------------------------------------------- the metric
 @dataclass(frozen=True)
-class TEROptions:
+class TER:
     normalized: bool = False  # Tercom's normalisation (punctuation, XML entities, numbers)
     no_punct: bool = False  # remove punctuation
     asian_support: bool = False  # CJK characters as words, CJK punctuation (with the two above)
@@ -270,10 +269,9 @@ class TEROptions:
                                 self.case_sensitive).split()
 
     def signature(self, nrefs: int) -> str:
-        yes = {True: "yes", False: "no"}
-        return "|".join([f"nrefs:{nrefs if nrefs >= 0 else 'var'}", f"case:{'mixed' if self.case_sensitive else 'lc'}",
-                         "tok:tercom", f"norm:{yes[self.normalized]}", f"punct:{yes[not self.no_punct]}",
-                         f"asian:{yes[self.asian_support]}", f"version:mtkit-{__version__}"])
+        return base.signature(nrefs, ("case", "mixed" if self.case_sensitive else "lc"), ("tok", "tercom"),
+                              ("norm", base.yes_no(self.normalized)), ("punct", base.yes_no(not self.no_punct)),
+                              ("asian", base.yes_no(self.asian_support)))
 
     # the metric interface of mtkit.metrics.base
     def reference_info(self, refs: list[str]) -> list[list[str]]:
@@ -291,7 +289,7 @@ class TEROptions:
         rate = edits / ref_length if ref_length > 0 else (1.0 if edits > 0 else 0.0)
         return TERScore(100 * rate, int(edits), ref_length, self.signature(nrefs))
 
-    def sentence_metric(self) -> TEROptions:
+    def sentence_metric(self) -> TER:
         return self
 
 
@@ -307,7 +305,7 @@ class TERScore(base.OneNumberScore):
 def corpus_ter(hypotheses: Sequence[str], references: Sequence[Sequence[str | None]], *, normalized: bool = False,
                no_punct: bool = False, asian_support: bool = False, case_sensitive: bool = False) -> TERScore:
     """Corpus TER of hypotheses against one or more reference streams."""
-    metric = TEROptions(normalized, no_punct, asian_support, case_sensitive)
+    metric = TER(normalized, no_punct, asian_support, case_sensitive)
     return base.evaluate([hypotheses], base.prepare(references), metric).scores[0]
 
 

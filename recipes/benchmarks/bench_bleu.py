@@ -1,4 +1,4 @@
-"""Corpus BLEU speed: mtkit.bleu.corpus_bleu vs sacrebleu.corpus_bleu on the same inputs, one run.
+"""Corpus BLEU speed: mtkit.metrics.bleu.corpus_bleu vs sacrebleu.corpus_bleu on the same inputs, one run.
 
 Inputs: Multi30k test_2016_flickr German references x3 (3,000 sentences) and perturbed
 hypotheses, default options (13a, exp smoothing). Prints seconds per call and the speed ratio.
@@ -13,7 +13,7 @@ import sys
 import sacrebleu
 from common import corpus_lines, repeat, summary
 
-from mtkit import bleu
+from mtkit.metrics import bleu
 
 
 def main(repeats: int = 7) -> dict:

@@ -62,8 +62,8 @@ def child(src: str, tgt: str, tok: str, cache: str, num_proc: str) -> None:
     import threading
 
     from mtkit.config import DataConfig
-    from mtkit.data import TextPair, prepare_corpus
-    from mtkit.tokenizer import Tokenizer
+    from mtkit.data.corpus import TextPair, prepare_corpus
+    from mtkit.data.tokenizer import Tokenizer
 
     peak, done = [0.0], threading.Event()
 
@@ -88,7 +88,7 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     ap.add_argument("--num-proc", type=int, default=2)
     args = ap.parse_args()
-    from mtkit.tokenizer import TokenizerOptions, train_tokenizer
+    from mtkit.data.tokenizer import TokenizerOptions, train_tokenizer
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

@@ -34,13 +34,14 @@ from pathlib import Path
 import torch
 from common import MULTI30K, corpus_lines, summary
 
-from mtkit.batching import pad_sequences
-from mtkit.checkpoint import load_for_inference
 from mtkit.config import DecodeConfig
-from mtkit.decode import FullRecompute, beam_search, greedy
+from mtkit.data.batching import pad_sequences
+from mtkit.data.tokenizer import EOS_ID
+from mtkit.inference.engine import open_engine
+from mtkit.inference.search import FullRecompute, beam_search, greedy
+from mtkit.inference.types import TranslateStats
 from mtkit.metrics.bleu import corpus_bleu
-from mtkit.tokenizer import EOS_ID
-from mtkit.translation import TranslateStats, open_engine
+from mtkit.model.checkpoint import load_for_inference
 
 SEARCHES = (("beam 5", 5), ("greedy", 1))
 
@@ -139,7 +140,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    os.environ["OMP_NUM_THREADS"] = str(args.threads)  # CTranslate2's threads in this process (mtkit.ct2)
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)  # CTranslate2's threads in this process (mtkit.inference.ct2)
     print(f"{MULTI30K.name} test_2016_flickr, model {args.model_dir} ({args.checkpoint})")
     if args.device.startswith("cuda"):
         engines = [("mtkit fp32", args.model_dir, "fp32", 0), ("mtkit bf16", args.model_dir, "bf16", 0)]

@@ -21,7 +21,7 @@ import time
 import sacrebleu
 from common import corpus_lines, summary
 
-from mtkit.metrics import BLEUOptions, CHRFOptions, TEROptions, base
+from mtkit.metrics import BLEU, CHRF, TER, base
 
 
 def make_data(n_sentences: int, n_systems: int) -> tuple[list[str], list[list[str]]]:
@@ -70,10 +70,10 @@ def main() -> None:
     print(f"{args.systems} systems x {args.sentences} sentences (mean {statistics.mean(len(r.split()) for r in refs):.1f} "
           f"words), each segment's references prepared once per metric; wall seconds for all systems, {args.repeats} runs")
     cases = [
-        ("BLEU", BLEUOptions(), lambda references: sacrebleu.BLEU(references=references)),
-        ("chrF2", CHRFOptions(), lambda references: sacrebleu.CHRF(references=references)),
-        ("chrF2++", CHRFOptions(word_order=2), lambda references: sacrebleu.CHRF(word_order=2, references=references)),
-        ("TER", TEROptions(), lambda references: sacrebleu.TER(references=references)),
+        ("BLEU", BLEU(), lambda references: sacrebleu.BLEU(references=references)),
+        ("chrF2", CHRF(), lambda references: sacrebleu.CHRF(references=references)),
+        ("chrF2++", CHRF(word_order=2), lambda references: sacrebleu.CHRF(word_order=2, references=references)),
+        ("TER", TER(), lambda references: sacrebleu.TER(references=references)),
     ]
     for name, metric, factory in cases:
         ours: dict[int, list[float]] = {jobs: [] for jobs in args.jobs}

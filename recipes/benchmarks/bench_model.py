@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtkit.config import preset
-from mtkit.model import Transformer
-from mtkit.tokenizer import PAD_ID
+from mtkit.data.tokenizer import PAD_ID
+from mtkit.model.transformer import Transformer
 
 VOCAB = 8000
 

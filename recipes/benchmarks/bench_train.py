@@ -24,11 +24,11 @@ from bench_model import TorchTransformer
 from common import MULTI30K, peak_rss_since_reset_mb, reset_peak_rss
 
 from mtkit import config as C
-from mtkit.batching import BatchIterator
-from mtkit.data import TextPair, prepare_corpus
-from mtkit.rundir import TrainJob
-from mtkit.tokenizer import PAD_ID, Tokenizer, TokenizerOptions, train_tokenizer
-from mtkit.train import train
+from mtkit.data.batching import BatchIterator
+from mtkit.data.corpus import TextPair, prepare_corpus
+from mtkit.data.tokenizer import PAD_ID, Tokenizer, TokenizerOptions, train_tokenizer
+from mtkit.training.rundir import TrainJob
+from mtkit.training.trainer import train
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:

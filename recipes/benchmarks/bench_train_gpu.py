@@ -3,7 +3,7 @@
 For each configuration (preset, corpus, token budget) both train on the same length-bucketed
 batches, bf16 autocast, AdamW, label smoothing 0.1, gradient clipping:
 
-  mtkit        mtkit.update.Updater, the very step `mtkit train` runs (chunked fused loss, no host
+  mtkit        mtkit.training.update.Updater, the very step `mtkit train` runs (chunked fused loss, no host
                sync), eager and with --compile (each encoder and decoder layer compiled with dynamic shapes)
   nn.T         torch.nn.Transformer with the same embeddings/positions/tied output, F.cross_entropy,
                fused AdamW, as a user would write it (torch's default attention backends)
@@ -36,13 +36,13 @@ from bench_model import TorchTransformer
 from common import MULTI30K
 
 from mtkit import config as C
-from mtkit.batching import Batch, BatchIterator
-from mtkit.data import CleaningReport, EncodedCorpus, RaggedColumn, TextPair, prepare_corpus
-from mtkit.loss import LabelSmoothedObjective
-from mtkit.model import Transformer
+from mtkit.data.batching import Batch, BatchIterator
+from mtkit.data.corpus import CleaningReport, EncodedCorpus, RaggedColumn, TextPair, prepare_corpus
+from mtkit.data.tokenizer import PAD_ID, Tokenizer, TokenizerOptions, train_tokenizer
+from mtkit.model.loss import LabelSmoothedObjective
+from mtkit.model.transformer import Transformer
 from mtkit.runtime import Dist, Precision
-from mtkit.tokenizer import PAD_ID, Tokenizer, TokenizerOptions, train_tokenizer
-from mtkit.update import Updater
+from mtkit.training.update import Updater
 
 WMT_VOCAB = 32000
 

@@ -34,7 +34,7 @@ def train(args: argparse.Namespace) -> None:
     from bench_train_gpu import WMT_VOCAB, mtkit_step, synthetic_corpus
 
     from mtkit import config as C
-    from mtkit.batching import BatchIterator
+    from mtkit.data.batching import BatchIterator
 
     cfg = C.preset(args.preset, src_vocab_size=WMT_VOCAB, tgt_vocab_size=WMT_VOCAB)
     it = iter(BatchIterator(synthetic_corpus(100_000), args.max_tokens, seed=1, pad_multiple=args.pad_multiple))
@@ -58,7 +58,8 @@ def decode(args: argparse.Namespace) -> None:
     from common import corpus_lines
 
     from mtkit.config import DecodeConfig
-    from mtkit.translation import TranslateStats, open_engine
+    from mtkit.inference.engine import open_engine
+    from mtkit.inference.types import TranslateStats
 
     lines = corpus_lines("test_2016_flickr", "en")
     engine = open_engine(args.model, "averaged", "cuda", "auto")

@@ -1,9 +1,9 @@
 """The training loop: label-smoothed cross-entropy, AdamW, warmup + inverse square root, one
-autocast code path for fp32/bf16/fp16, gradient accumulation and clipping (mtkit.update),
+autocast code path for fp32/bf16/fp16, gradient accumulation and clipping (mtkit.training.update),
 validation with loss and BLEU, atomic checkpoints, exact resume, DistributedDataParallel.
 
 The loop asks the device for numbers only at its boundaries (logging, validation, checkpoints):
-see mtkit.update for why, and `plan` for when.
+see mtkit.training.update for why, and `plan` for when.
 """
 
 from __future__ import annotations
@@ -19,24 +19,15 @@ from typing import Any
 
 import torch
 
-from mtkit import checkpoint as ckpt
 from mtkit import config as C
-from mtkit.advice import vocabulary_warning, warmup_warning
-from mtkit.batching import BatchIterator
-from mtkit.data import EncodedCorpus, prepare_corpus, source_from_paths
+from mtkit.data.batching import BatchIterator
+from mtkit.data.corpus import EncodedCorpus, prepare_corpus, source_from_paths
+from mtkit.data.textio import read_lines
+from mtkit.data.tokenizer import PAD_ID, Tokenizer
 from mtkit.errors import UserError
-from mtkit.loss import LabelSmoothedObjective
-from mtkit.metrics_log import MetricsLog
-from mtkit.model import Transformer, count_parameters
-from mtkit.rundir import (
-    ModelDirClaim,
-    TrainJob,
-    check_data_unchanged,
-    check_inputs,
-    fix_vocabulary,
-    prepare_model_dir,
-    write_manifest,
-)
+from mtkit.model import checkpoint as ckpt
+from mtkit.model.loss import LabelSmoothedObjective
+from mtkit.model.transformer import Transformer, count_parameters
 from mtkit.runtime import (
     Dist,
     StopFlag,
@@ -51,10 +42,19 @@ from mtkit.runtime import (
     set_rng_state,
     stop_on_signals,
 )
-from mtkit.textio import read_lines
-from mtkit.tokenizer import PAD_ID, Tokenizer
-from mtkit.update import Updater, learning_rate
-from mtkit.validation import validate
+from mtkit.training.advice import vocabulary_warning, warmup_warning
+from mtkit.training.metrics_log import MetricsLog
+from mtkit.training.rundir import (
+    ModelDirClaim,
+    TrainJob,
+    check_data_unchanged,
+    check_inputs,
+    fix_vocabulary,
+    prepare_model_dir,
+    write_manifest,
+)
+from mtkit.training.update import Updater, learning_rate
+from mtkit.training.validation import validate
 
 Events = Callable[[dict], None]
 Valid = tuple[EncodedCorpus, list[str], list[str]]  # the encoded validation corpus, its sources and references
@@ -128,10 +128,7 @@ class Trainer:
         self.update.optimizer.load_state_dict(state["optimizer"])
         self._load_scaler(state["scaler"])
         self._load_rng(state["rng"])
-        saved = dict(state["progress"])
-        if "best_bleu" in saved:  # checkpoints written before train.best_metric
-            saved["best_score"] = saved.pop("best_bleu")
-        self.progress = Progress(**saved)
+        self.progress = Progress(**state["progress"])
         self.batches.load_state(state["data"] if not self.job.reset_data else {"epoch": 1, "index": 0})
         damaged = self.log.resume_at(self.progress.step)
         if damaged:

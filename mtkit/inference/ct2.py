@@ -3,7 +3,7 @@
     convert(model_dir, out)     OUT/ holds CTranslate2's model (model.bin, config.json, vocabularies),
                                 mtkit's tokenizer (tokenizer/) and mtkit.json (what it was made from)
     Translator(out).translate(lines, cfg, stats)
-                                the same Translation stream as mtkit's own search (mtkit.decode.translate)
+                                the same Translation stream as mtkit's own search (mtkit.inference.search.translate)
 
 The mapping: pre- or post-norm layers; self-attention's fused in_proj is CTranslate2's linear[0],
 cross-attention's q_proj and kv_proj its linear[0] and linear[1]; embeddings scaled by
@@ -23,9 +23,17 @@ from pathlib import Path
 from typing import Any
 
 from mtkit import __version__
+from mtkit.config import DecodeConfig
 from mtkit.errors import UserError, describe
 from mtkit.files import disk_full, make_temp_dir, write_error
-from mtkit.translation import AUTO_MAX_TOKENS, TranslateStats, Translation, chunks, cpu_threads, decode_nbests
+from mtkit.inference.types import (
+    AUTO_MAX_TOKENS,
+    TranslateStats,
+    Translation,
+    chunks,
+    cpu_threads,
+    decode_nbests,
+)
 
 MARKER = "mtkit.json"
 # mtkit translate --precision -> CTranslate2's compute type ("default": the model's own quantization)
@@ -61,7 +69,7 @@ def read_info(directory: Path) -> dict:
 # ----------------------------------------------------------------------------- converting
 def convert(model_dir: Path, out: Path, quantization: str = "int8", checkpoint: str = "best") -> Path:
     """Write a CTranslate2 model of model_dir's checkpoint to `out` (new or empty, written whole)."""
-    from mtkit.checkpoint import load_for_inference, resolve
+    from mtkit.model.checkpoint import load_for_inference, resolve
 
     ct2 = _ctranslate2()
     if quantization not in QUANTIZATIONS:
@@ -166,7 +174,7 @@ def _ffn(spec: Any, ff: Any, norm: Any) -> None:
 
 # ----------------------------------------------------------------------------- translating
 class Translator:
-    """A converted model, loaded once; translates like mtkit.decode.translate."""
+    """A converted model, loaded once; translates like mtkit.inference.search.translate."""
 
     def __init__(self, directory: Path, device: str = "auto", compute_type: str = "default", threads: int = 0,
                  workers: int = 0):
@@ -174,7 +182,7 @@ class Translator:
         workers: batches decoded at once on a CPU, threads / workers threads each (0: one thread
         each, as mtkit's own decoding does; CTranslate2's own default is one worker)."""
         ct2 = _ctranslate2()
-        from mtkit.tokenizer import Tokenizer
+        from mtkit.data.tokenizer import Tokenizer
 
         self.info = read_info(directory)
         self.tokenizer = Tokenizer.load(directory / "tokenizer")
@@ -195,11 +203,16 @@ class Translator:
             raise UserError(f"{directory}: CTranslate2 cannot load this model ({e})") from None
         self.device = device.split(":")[0]
 
-    def translate(self, lines: Iterable[str], cfg: Any, stats: TranslateStats, chunk_size: int = 2000) -> Iterator[Translation]:
+    @property
+    def max_positions(self) -> int:
+        return self.info["max_positions"]
+
+    def translate(self, lines: Iterable[str], cfg: DecodeConfig, stats: TranslateStats,
+                  chunk_size: int = 2000) -> Iterator[Translation]:
         for chunk in chunks(lines, chunk_size):
             yield from self._chunk(chunk, cfg, stats)
 
-    def _chunk(self, lines: list[str], cfg: Any, stats: TranslateStats) -> list[Translation]:
+    def _chunk(self, lines: list[str], cfg: DecodeConfig, stats: TranslateStats) -> list[Translation]:
         max_src = self.info["max_positions"] - 1
         pieces = [self.tokenizer.src.encode(line, out_type=str) for line in lines]
         for i, p in enumerate(pieces):

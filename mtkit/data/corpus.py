@@ -5,7 +5,7 @@
       -> token ids                                    (.map(batched=True, num_proc=...))
       -> cleaned (empty, too long, length ratio, duplicates), each removal counted
       -> cached Arrow files, memory-mapped, keyed by (inputs, tokenizer, cleaning settings)
-      -> length-bucketed batches under a token budget (mtkit.batching)
+      -> length-bucketed batches under a token budget (mtkit.data.batching)
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from mtkit.config import DataConfig
+from mtkit.data.textio import check_text, iter_lines
+from mtkit.data.tokenizer import Tokenizer, file_sha256
 from mtkit.errors import UserError
 from mtkit.files import atomic_write, disk_full, make_temp_dir, write_error
-from mtkit.textio import check_text, iter_lines
-from mtkit.tokenizer import Tokenizer, file_sha256
 
 CACHE_VERSION = 1
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from mtkit.model import LayerCalls, Transformer
+from mtkit.model.transformer import LayerCalls, Transformer
 
 # Elements of one chunk of logits. CPU: 16 MB in float32, under glibc's mmap threshold (so the
 # buffers are reused rather than page-faulted in afresh). GPU: 256 MB in bf16, large enough that

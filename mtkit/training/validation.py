@@ -9,16 +9,16 @@ from pathlib import Path
 import torch
 
 from mtkit import config as C
-from mtkit.batching import collate, make_batches
-from mtkit.data import EncodedCorpus
-from mtkit.decode import translate
+from mtkit.data.batching import collate, make_batches
+from mtkit.data.corpus import EncodedCorpus
+from mtkit.data.tokenizer import PAD_ID, Tokenizer
 from mtkit.files import write_text_atomic
-from mtkit.loss import LabelSmoothedObjective
+from mtkit.inference.search import translate
 from mtkit.metrics.bleu import corpus_bleu
 from mtkit.metrics.chrf import corpus_chrf
-from mtkit.model import Transformer
+from mtkit.model.loss import LabelSmoothedObjective
+from mtkit.model.transformer import Transformer
 from mtkit.runtime import Precision, autocast
-from mtkit.tokenizer import PAD_ID, Tokenizer
 
 
 @torch.no_grad()

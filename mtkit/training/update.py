@@ -23,8 +23,8 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
-from mtkit.batching import Batch
 from mtkit.config import TrainConfig
+from mtkit.data.batching import Batch
 from mtkit.errors import UserError
 from mtkit.runtime import Dist, Precision, autocast
 

@@ -12,7 +12,7 @@ ends with eos, every target starts with bos).
     start_state(memory, src_pad, beams) -> DecoderState      cross-attention keys/values, once per source
     decode_step(tokens, state)          -> logits            (batch, tgt_vocab), cache grows by one
 
-Training does not compute whole logits: mtkit.loss projects decoder states chunk by chunk.
+Training does not compute whole logits: mtkit.model.loss projects decoder states chunk by chunk.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from mtkit.config import ModelConfig
-from mtkit.tokenizer import PAD_ID
+from mtkit.data.tokenizer import PAD_ID
 
 KV = tuple[Tensor, Tensor]  # keys, values: (batch, n_heads, len, d_head) each
 LayerCalls = tuple[Sequence[Callable[..., Tensor]], Sequence[Callable[..., Tensor]]]  # encoder's, decoder's
@@ -131,10 +131,6 @@ class SelfAttention(Attention):
         q, k, v = self.in_proj(x).split(self.d_model, dim=-1)  # (batch, len, d_model) each
         return self.split_heads(q), (self.split_heads(k), self.split_heads(v))
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
-        _fuse_old_projections(state_dict, prefix, {"in_proj": "qkv"})
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
 
 class CrossAttention(Attention):
     """Queries from the decoder (q_proj); keys and values from the encoder's memory, computed once
@@ -152,25 +148,6 @@ class CrossAttention(Attention):
     def project_kv(self, memory: Tensor) -> KV:
         k, v = self.kv_proj(memory).split(self.d_model, dim=-1)
         return self.split_heads(k), self.split_heads(v)
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
-        for kind in ("weight", "bias"):  # a fused in_proj, as written by mtkit for a while: split it
-            fused = state_dict.pop(f"{prefix}in_proj.{kind}", None)
-            if fused is not None:
-                q, kv = fused.split([self.d_model, 2 * self.d_model])
-                state_dict[f"{prefix}q_proj.{kind}"], state_dict[f"{prefix}kv_proj.{kind}"] = q, kv
-        _fuse_old_projections(state_dict, prefix, {"kv_proj": "kv"})
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-
-def _fuse_old_projections(state_dict: dict, prefix: str, targets: dict[str, str]) -> None:
-    """Checkpoints written before the fused projections hold q_proj/k_proj/v_proj: concatenate
-    the named ones (e.g. {"in_proj": "qkv"}) into the fused parameter."""
-    for target, names in targets.items():
-        for kind in ("weight", "bias"):
-            parts = [f"{prefix}{n}_proj.{kind}" for n in names]
-            if all(p in state_dict for p in parts):
-                state_dict[f"{prefix}{target}.{kind}"] = torch.cat([state_dict.pop(p) for p in parts])
 
 
 # On CUDA the backends are chosen, not left to torch: the memory-efficient kernel, never cuDNN's,
@@ -345,7 +322,7 @@ class Transformer(nn.Module):
 
     def encode(self, src: Tensor, layers: Sequence[Callable[..., Tensor]] | None = None) -> Tensor:
         """(batch, src_len) -> (batch, src_len, d_model). layers: callables to run in place of the
-        encoder's layers (compiled ones, see mtkit.loss)."""
+        encoder's layers (compiled ones, see mtkit.model.loss)."""
         mask = self.attention_mask(src.eq(PAD_ID))
         x = self.src_embed(src)
         for layer in self.encoder if layers is None else layers:

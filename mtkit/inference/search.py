@@ -28,13 +28,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mtkit.batching import pad_sequences
 from mtkit.config import DecodeConfig, ModelConfig
+from mtkit.data.batching import pad_sequences
+from mtkit.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 from mtkit.errors import UserError
-from mtkit.model import Transformer
+from mtkit.inference.types import AUTO_MAX_TOKENS, TranslateStats, Translation, chunks, decode_nbests
+from mtkit.model.transformer import Transformer
 from mtkit.runtime import autocast
-from mtkit.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
-from mtkit.translation import AUTO_MAX_TOKENS, TranslateStats, Translation, chunks, decode_nbests
 
 
 class Searchable(Protocol):

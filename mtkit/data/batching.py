@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from mtkit.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from mtkit.errors import UserError
-from mtkit.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 if TYPE_CHECKING:  # decoding imports this module and needs no corpus machinery
-    from mtkit.data import EncodedCorpus
+    from mtkit.data.corpus import EncodedCorpus
 
 
 def padded_len(n_tokens: np.ndarray) -> np.ndarray:

@@ -34,7 +34,7 @@ RUN_FILES = ("config.toml", "manifest.json", "metrics.jsonl", "valid_output.txt"
 REPLACED = ".replaced-run"  # a run being replaced (`mtkit train --overwrite`) waits here until its successor is set up
 
 FORMAT = "mtkit-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: fused attention projections, progress.best_score; 1 is read through _upgrade_v1
 STEP_RE = re.compile(r"step_(\d+)\.pt$")
 
 
@@ -78,11 +78,47 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
         raise UserError(f"{path}: not a readable mtkit checkpoint ({describe(e)})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise UserError(f"{path}: not an mtkit checkpoint (foreign file)")
-    if data.get("version") != FORMAT_VERSION:
-        raise UserError(f"{path}: checkpoint format version {data.get('version')} is not supported (expected {FORMAT_VERSION})")
     if not isinstance(data.get("model"), dict) or not isinstance(data.get("config"), dict):
         raise UserError(f"{path}: damaged mtkit checkpoint (no model weights or config)")
+    if data.get("version") == 1:
+        data = _upgrade_v1(data)
+    if data.get("version") != FORMAT_VERSION:
+        raise UserError(f"{path}: checkpoint format version {data.get('version')} is not supported (expected "
+                        f"{FORMAT_VERSION}; a newer mtkit wrote it?)")
     return data
+
+
+_PROJECTION = re.compile(r"^(.*\.(self_attn|cross_attn)\.)(q|k|v|in)_proj\.(weight|bias)$")
+
+
+def _upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 -> 2. Version 1 files hold one of three attention layouts (the version was not
+    bumped when the layout changed): separate q/k/v projections, a fused (3 d, d) in_proj in both
+    attentions, or today's (self-attention's fused in_proj; cross-attention's q_proj and fused
+    kv_proj). Their progress may name the best score `best_bleu`."""
+    weights = dict(data["model"])
+    found: dict[tuple[str, str, str], dict[str, str]] = {}  # (prefix, attention, weight|bias) -> {q|k|v|in: name}
+    for name in weights:
+        if m := _PROJECTION.match(name):
+            found.setdefault((m.group(1), m.group(2), m.group(4)), {})[m.group(3)] = name
+    for (prefix, kind, param), names in found.items():
+        parts = {p: weights[n] for p, n in names.items()}
+        if kind == "self_attn" and set(parts) == {"q", "k", "v"}:
+            for n in names.values():
+                del weights[n]
+            weights[f"{prefix}in_proj.{param}"] = torch.cat([parts["q"], parts["k"], parts["v"]])
+        elif kind == "cross_attn" and "in" in parts:
+            q, kv = parts["in"].split([parts["in"].size(0) // 3, 2 * parts["in"].size(0) // 3])
+            del weights[names["in"]]
+            weights[f"{prefix}q_proj.{param}"], weights[f"{prefix}kv_proj.{param}"] = q, kv
+        elif kind == "cross_attn" and {"k", "v"} <= set(parts):
+            del weights[names["k"]], weights[names["v"]]
+            weights[f"{prefix}kv_proj.{param}"] = torch.cat([parts["k"], parts["v"]])
+    upgraded = {**data, "model": weights, "version": 2}
+    progress = data.get("progress")
+    if isinstance(progress, dict) and "best_bleu" in progress:
+        upgraded["progress"] = {("best_score" if k == "best_bleu" else k): v for k, v in progress.items()}
+    return upgraded
 
 
 def load_weights(module: torch.nn.Module, weights: dict[str, torch.Tensor], path: Path) -> None:
@@ -180,8 +216,8 @@ def resolve(model_dir: Path, which: str) -> Path:
 
 def load_for_inference(model_dir: str | Path, which: str = "best", device: str | torch.device = "cpu"):
     """(model in eval mode, tokenizer, run config) from a model directory."""
-    from mtkit.model import Transformer
-    from mtkit.tokenizer import Tokenizer
+    from mtkit.data.tokenizer import Tokenizer
+    from mtkit.model.transformer import Transformer
 
     model_dir = Path(model_dir)
     if not model_dir.is_dir():

@@ -20,6 +20,7 @@ from typing import Any
 
 import sentencepiece as spm
 
+from mtkit.data.textio import iter_lines, require_file
 from mtkit.errors import UserError, describe
 from mtkit.files import (
     TEMP_GLOB,
@@ -30,7 +31,6 @@ from mtkit.files import (
     make_temp_dir,
     write_error,
 )
-from mtkit.textio import iter_lines, require_file
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 INFO_FILE = "tokenizer.json"

@@ -32,7 +32,8 @@ from pathlib import Path
 
 from mtkit import __version__
 from mtkit import config as C
-from mtkit.checkpoint import REPLACED, RUN_FILES
+from mtkit.data.textio import require_file
+from mtkit.data.tokenizer import Tokenizer, TokenizerOptions, train_tokenizer
 from mtkit.errors import UserError, describe
 from mtkit.files import (
     LOCK_NAME,
@@ -45,8 +46,7 @@ from mtkit.files import (
     write_error,
     write_text_atomic,
 )
-from mtkit.textio import require_file
-from mtkit.tokenizer import Tokenizer, TokenizerOptions, train_tokenizer
+from mtkit.model.checkpoint import REPLACED, RUN_FILES
 
 # Settings that may change when a run is resumed: when to stop, log and save, and where and in
 # which precision to run.
@@ -81,7 +81,7 @@ class TrainJob:
 def check_inputs(job: TrainJob, check_model_dir: bool = True) -> None:
     """Everything that can be checked before any work is done (and before anything is deleted):
     settings, input files, the corpora (readable, UTF-8, parallel), the tokenizer, the directory."""
-    from mtkit.data import source_from_paths
+    from mtkit.data.corpus import source_from_paths
 
     job.cfg.validate()
     for path in (job.train_src, job.train_tgt, job.valid_src, job.valid_tgt):

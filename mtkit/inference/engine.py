@@ -1,0 +1,82 @@
+"""What `mtkit translate` (and every other user of a trained model) opens: an Engine.
+
+    open_engine(model_dir, ...)  an mtkit model directory -> TorchEngine (mtkit's own search);
+                                 a directory written by `mtkit convert` -> ct2.Translator
+    engine.translate(lines, cfg, stats, chunk_size)
+                                 translations in input order, `chunk_size` lines read at a time
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from mtkit.config import DecodeConfig
+from mtkit.errors import UserError
+from mtkit.inference.types import TranslateStats, Translation
+
+if TYPE_CHECKING:
+    import torch
+
+    from mtkit.data.tokenizer import Tokenizer
+    from mtkit.model.transformer import Transformer
+
+
+class Engine(Protocol):
+    """A loaded model, ready to translate."""
+
+    @property
+    def max_positions(self) -> int: ...  # longest sequence the model takes, eos included
+
+    def translate(self, lines: Iterable[str], cfg: DecodeConfig, stats: TranslateStats,
+                  chunk_size: int = 2000) -> Iterator[Translation]: ...
+
+
+class TorchEngine:
+    """mtkit's own search on a loaded Transformer (mtkit.inference.search.translate)."""
+
+    def __init__(self, model: Transformer, tokenizer: Tokenizer, device: torch.device,
+                 autocast_dtype: torch.dtype | None, workers: int = 0):
+        self.model, self.tokenizer, self.device = model, tokenizer, device
+        self.autocast_dtype, self.workers = autocast_dtype, workers
+
+    @property
+    def max_positions(self) -> int:
+        return self.model.cfg.max_positions
+
+    def translate(self, lines: Iterable[str], cfg: DecodeConfig, stats: TranslateStats,
+                  chunk_size: int = 2000) -> Iterator[Translation]:
+        from mtkit.inference.search import translate
+
+        return translate(self.model, self.tokenizer, lines, cfg, stats, chunk_size, device=self.device,
+                         autocast_dtype=self.autocast_dtype, workers=self.workers)
+
+
+def open_engine(model_dir: Path, checkpoint: str = "best", device: str = "auto", precision: str = "auto",
+                workers: int = 0) -> Engine:
+    """An mtkit model directory (mtkit's search on torch; precision auto, fp32, bf16, fp16, or int8
+    on a CPU) or a model written by `mtkit convert` (CTranslate2, without torch). workers: batches
+    decoded at once on a CPU, each by its own thread (0: one per thread the CPU engine uses)."""
+    from mtkit.inference import ct2
+
+    if ct2.is_ct2_dir(model_dir):
+        return ct2.Translator(model_dir, device, ct2.COMPUTE_TYPES[precision], workers=workers)
+    import torch
+
+    from mtkit.inference.search import quantize_int8
+    from mtkit.model.checkpoint import load_for_inference
+    from mtkit.runtime import resolve_device, resolve_precision
+
+    dev = resolve_device("cpu" if precision == "int8" and device == "auto" else device, 0)  # int8: CPU decoding
+    if precision == "int8" and dev.type != "cpu":
+        raise UserError("--precision int8 is mtkit's CPU decoding; on a GPU use bf16, or convert the model "
+                        "(mtkit convert --quantization int8_float16)")
+    dtype = None if precision == "int8" else resolve_precision(precision, dev).dtype
+    model, tok, _ = load_for_inference(model_dir, checkpoint, dev)
+    if precision == "int8":
+        model = quantize_int8(model)
+    elif dev.type == "cuda" and dtype != torch.float32:
+        # weights cast once, not by autocast at every layer of every decoding step
+        model, dtype = model.to(dtype), None
+    return TorchEngine(model, tok, dev, dtype, workers)
