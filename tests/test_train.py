@@ -16,6 +16,7 @@ from mtkit import config as C
 from mtkit.data.textio import read_lines
 from mtkit.data.tokenizer import PAD_ID
 from mtkit.model import checkpoint as ckpt
+from mtkit.training import events as ev
 from mtkit.training.metrics_log import read as read_metrics
 from mtkit.training.rundir import TrainJob
 from mtkit.training.trainer import TrainingDiverged, train
@@ -101,7 +102,7 @@ def test_loss_falls_on_a_multi30k_subset(multi30k, tmp_path):
     job.tokenizer_options.vocab_size = 1000
     events: list = []
     train(job, events.append)
-    losses = [e["loss"] for e in events if e["kind"] == "train"]
+    losses = [e.loss for e in events if isinstance(e, ev.TrainStats)]
     assert len(losses) == 40 and sum(losses[-5:]) / 5 < 0.85 * sum(losses[:5]) / 5
 
 
@@ -193,9 +194,9 @@ def test_autocast_precisions_on_cpu(tmp_path, reverse_data, precision, monkeypat
     job = _job(tmp_path, reverse_data, max_steps=6, precision=precision, device="cpu")
     events: list = []
     summary = train(job, events.append)
-    assert summary["step"] == 6
-    assert all(math.isfinite(e["loss"]) for e in events if e["kind"] == "train")
-    assert next(e for e in events if e["kind"] == "start")["precision"] == precision
+    assert summary.step == 6
+    assert all(math.isfinite(e.loss) for e in events if isinstance(e, ev.TrainStats))
+    assert next(e for e in events if isinstance(e, ev.Start)).precision == precision
     # the layers really ran in that precision (this job has no validation, which would add float32 calls)
     assert computed_in == {torch.bfloat16 if precision == "bf16" else torch.float16}
 
@@ -230,7 +231,7 @@ def test_overflowing_fp16_steps_are_skipped_and_counted(tmp_path, reverse_data, 
     _poison_loss(monkeypatch, {3})
     job = _job(tmp_path, reverse_data, max_steps=6, precision="fp16", device="cpu")
     summary = train(job, lambda e: None)
-    assert summary["step"] == 6 and summary["skipped_steps"] == 1
+    assert summary.step == 6 and summary.skipped_steps == 1
     params = _params(tmp_path / "model" / "checkpoints" / "last.pt")["model"]
     assert all(torch.isfinite(t).all() for t in params.values())
 
@@ -304,8 +305,8 @@ def test_cuda_amp_training(tmp_path, reverse_data, precision):
     job = _job(tmp_path, reverse_data, max_steps=20, precision=precision, device="cuda")
     events: list = []
     summary = train(job, events.append)
-    losses = [e["loss"] for e in events if e["kind"] == "train"]
-    assert summary["step"] == 20 and losses[-1] < losses[0]
+    losses = [e.loss for e in events if isinstance(e, ev.TrainStats)]
+    assert summary.step == 20 and losses[-1] < losses[0]
 
 
 @pytest.mark.slow
@@ -368,10 +369,10 @@ def test_plan_of_the_loop():
 @pytest.mark.slow
 def test_stop_conditions(tmp_path, reverse_data):
     summary = train(_job(tmp_path / "a", reverse_data, max_epochs=1), lambda e: None)
-    assert summary["reason"] == "max_epochs" and summary["epoch"] == 2
+    assert summary.reason == "max_epochs" and summary.epoch == 2
     start = time.monotonic()
     summary = train(_job(tmp_path / "b", reverse_data, max_time=2), lambda e: None)
-    assert summary["reason"] == "max_time" and 2 <= summary["elapsed"] < 2 + 30 and time.monotonic() - start < 120
+    assert summary.reason == "max_time" and 2 <= summary.elapsed < 2 + 30 and time.monotonic() - start < 120
 
 
 def test_masked_loss_path_equals_the_compacted_one(monkeypatch):
@@ -400,9 +401,9 @@ def test_resume_in_another_precision(tmp_path, reverse_data):
     a new scale: both continue, with a message instead of a traceback."""
     events: list = []
     train(_job(tmp_path, reverse_data, max_steps=3, precision="fp16", device="cpu", save_every=3), events.append)
-    assert train(_job(tmp_path, reverse_data, max_steps=5, precision="bf16", device="cpu"), events.append)["step"] == 5
-    assert train(_job(tmp_path, reverse_data, max_steps=7, precision="fp16", device="cpu"), events.append)["step"] == 7
-    assert any("new one" in e.get("message", "") for e in events)
+    assert train(_job(tmp_path, reverse_data, max_steps=5, precision="bf16", device="cpu"), events.append).step == 5
+    assert train(_job(tmp_path, reverse_data, max_steps=7, precision="fp16", device="cpu"), events.append).step == 7
+    assert any("new one" in getattr(e, "message", "") for e in events)
 
 
 @pytest.mark.slow
@@ -485,7 +486,7 @@ def test_cuda_compiled_step_equals_eager_over_many_shapes():
 def test_a_cuda_run_resumes_on_the_cpu(tmp_path, reverse_data):
     train(_job(tmp_path, reverse_data, max_steps=4, device="cuda", save_every=4), lambda e: None)
     summary = train(_job(tmp_path, reverse_data, max_steps=6, device="cpu"), lambda e: None)
-    assert summary["step"] == 6
+    assert summary.step == 6
     assert _params(tmp_path / "model" / "checkpoints" / "last.pt")["model"]["output.weight"].device.type == "cpu"
 
 
@@ -497,10 +498,10 @@ def test_patience_keep_last_and_valid_max_sentences(tmp_path, reverse_data):
     job.valid_src, job.valid_tgt = reverse_data["valid_src"], reverse_data["valid_tgt"]
     events: list = []
     summary = train(job, events.append)
-    assert summary["reason"] == "patience" and summary["step"] == 4
+    assert summary.reason == "patience" and summary.step == 4
     assert [p.name for p in ckpt.step_checkpoints(job.model_dir)] == ["step_00000003.pt", "step_00000004.pt"]
-    valid = [e for e in events if e["kind"] == "valid"]
-    assert [e["valid_sentences"] for e in valid] == [10, 10] and valid[1]["improved"] is False
+    valid = [e for e in events if isinstance(e, ev.Validation)]
+    assert [e.valid_sentences for e in valid] == [10, 10] and valid[1].improved is False
     assert len((job.model_dir / "valid_output.txt").read_text().splitlines()) == 10
 
 
@@ -513,11 +514,11 @@ def test_warmup_longer_than_the_budget_is_warned_about(tmp_path, reverse_data):
     assert warmup_warning(C.TrainConfig(warmup=100), 1500, "x") is None
     events: list = []
     train(_job(tmp_path / "steps", reverse_data, warmup=40, max_steps=8), events.append)
-    warned = [e["message"] for e in events if e["kind"] == "warning"]
+    warned = [e.message for e in events if isinstance(e, ev.Warn)]
     assert any("--warmup 40" in w and "--max-steps 8" in w for w in warned)
     events = []
     train(_job(tmp_path / "time", reverse_data, warmup=100000, max_time=4, log_every=25), events.append)
-    assert any("--max-time 4" in e["message"] and "estimated" in e["message"] for e in events if e["kind"] == "warning")
+    assert any("--max-time 4" in e.message and "estimated" in e.message for e in events if isinstance(e, ev.Warn))
     big = C.preset("tiny", src_vocab_size=8000, tgt_vocab_size=8000)
     assert "large for this corpus" in vocabulary_warning(20_000, big) and vocabulary_warning(200_000, big) is None
 
@@ -527,7 +528,7 @@ def test_best_checkpoint_by_chrf(tmp_path, reverse_data):
     job.valid_src, job.valid_tgt = reverse_data["valid_src"], reverse_data["valid_tgt"]
     events: list = []
     summary = train(job, events.append)
-    valid = [e for e in events if e["kind"] == "valid"]
-    assert summary["best_metric"] == "chrf" and summary["best_score"] == max(e["chrf"] for e in valid)
+    valid = [e for e in events if isinstance(e, ev.Validation)]
+    assert summary.best_metric == "chrf" and summary.best_score == max(e.chrf for e in valid)
     best = _params(job.model_dir / "checkpoints" / "best.pt")
-    assert best["metric"] == "chrf" and best["score"] == summary["best_score"]
+    assert best["metric"] == "chrf" and best["score"] == summary.best_score

@@ -13,6 +13,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from mtkit.training import events as ev
+
 if TYPE_CHECKING:
     from mtkit.metrics.base import Report
 
@@ -93,9 +95,8 @@ def _duration(seconds: float) -> str:
 
 
 class TrainRenderer:
-    """Shows training events: a live line on a terminal, plain log lines otherwise, a summary table.
-
-    Call it with each event dict (kind: info, data, start, train, valid, done)."""
+    """Shows training's events (mtkit.training.events): a live line on a terminal, plain log lines
+    otherwise, a summary table at the end. Warnings and the summary are shown even when quiet."""
 
     def __init__(self, quiet: bool = False):
         self.console = stderr_console()
@@ -103,7 +104,6 @@ class TrainRenderer:
         self.live = self.console.is_terminal and not quiet
         self.progress: Any = None  # a rich Progress while it is live
         self.task: Any = None
-        self.last_valid: dict | None = None
 
     def __enter__(self) -> TrainRenderer:
         if self.live:
@@ -122,52 +122,53 @@ class TrainRenderer:
         if not self.quiet:
             self.console.print(text, soft_wrap=True, highlight=False)
 
-    def __call__(self, event: dict) -> None:
-        getattr(self, f"_on_{event['kind']}", self._on_other)(event)
+    def __call__(self, event: ev.Event) -> None:
+        match event:
+            case ev.Info(message):
+                self._line(escape(message))
+            case ev.Warn(message):
+                self.console.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True, highlight=False)
+            case ev.DataReport():
+                removed = ", ".join(f"{k} {v}" for k, v in event.removed.items())
+                self._line(f"corpus: {event.read:,} pairs read, {event.kept:,} kept (removed: {removed})")
+            case ev.Start():
+                self._on_start(event)
+            case ev.TrainStats():
+                self._on_train(event)
+            case ev.Validation():
+                mark = " (best)" if event.improved else ""
+                self._line(f"valid step {event.step}: loss {event.valid_loss:.3f} ppl {event.valid_ppl:.2f} "
+                           f"BLEU {event.bleu:.2f} chrF2 {event.chrf:.2f}{mark}")
+            case ev.Done():
+                self._on_done(event)
 
-    def _on_other(self, event: dict) -> None:
-        self._line(escape(str(event.get("message", event))))
-
-    def _on_warning(self, e: dict) -> None:  # shown even with --quiet
-        self.console.print(f"[yellow]warning:[/] {escape(e['message'])}", soft_wrap=True, highlight=False)
-
-    def _on_start(self, e: dict) -> None:
-        self._line(f"training {e['parameters']:,} parameters on {e['device']} ({e['precision']}, "
-                   f"{e['world_size']} process(es)), {e['pairs']:,} pairs, from step {e['step']}")
+    def _on_start(self, e: ev.Start) -> None:
+        self._line(f"training {e.parameters:,} parameters on {e.device} ({e.precision}, "
+                   f"{e.world_size} process(es)), {e.pairs:,} pairs, from step {e.step}")
         if self.progress is not None:
-            self.task = self.progress.add_task("train", total=None, completed=e["step"], info="")
+            self.task = self.progress.add_task("train", total=None, completed=e.step, info="")
 
-    def _on_data(self, e: dict) -> None:
-        removed = ", ".join(f"{k} {v}" for k, v in e["removed"].items())
-        self._line(f"corpus: {e['read']:,} pairs read, {e['kept']:,} kept (removed: {removed})")
-
-    def _on_train(self, e: dict) -> None:
+    def _on_train(self, e: ev.TrainStats) -> None:
         eta = ""
-        if e.get("max_steps"):
-            rate = e["elapsed"] / max(e["step"], 1)
-            eta = f" eta {_duration(rate * (e['max_steps'] - e['step']))}"
-        info = (f"epoch {e['epoch']} loss {e['loss']:.3f} ppl {e['ppl']:.2f} lr {e['lr']:.2e} "
-                f"{e['tgt_tokens_per_s']:,.0f} tgt tok/s elapsed {_duration(e['elapsed'])}{eta}")
+        if e.max_steps:
+            rate = e.elapsed / max(e.step, 1)
+            eta = f" eta {_duration(rate * (e.max_steps - e.step))}"
+        info = (f"epoch {e.epoch} loss {e.loss:.3f} ppl {e.ppl:.2f} lr {e.lr:.2e} "
+                f"{e.tgt_tokens_per_s:,.0f} tgt tok/s elapsed {_duration(e.elapsed)}{eta}")
         if self.progress is not None and self.task is not None:
-            self.progress.update(self.task, completed=e["step"], total=e.get("max_steps") or None, info=info)
+            self.progress.update(self.task, completed=e.step, total=e.max_steps or None, info=info)
         else:
-            self._line(f"step {e['step']} {info}")
+            self._line(f"step {e.step} {info}")
 
-    def _on_valid(self, e: dict) -> None:
-        self.last_valid = e
-        mark = " (best)" if e["improved"] else ""
-        self._line(f"valid step {e['step']}: loss {e['valid_loss']:.3f} ppl {e['valid_ppl']:.2f} "
-                   f"BLEU {e['bleu']:.2f} chrF2 {e['chrf']:.2f}{mark}")
-
-    def _on_done(self, e: dict) -> None:
+    def _on_done(self, e: ev.Done) -> None:
         table = Table(title="training summary")
         table.add_column("")
         table.add_column("", justify="right")
-        rows = [("stopped by", e["reason"]), ("steps", f"{e['step']:,}"), ("epoch", str(e["epoch"])),
-                ("wall time", _duration(e["elapsed"])), ("skipped updates", str(e["skipped_steps"])),
-                ("pairs longer than --max-tokens", str(e["oversized_pairs"]))]
-        if e.get("best_score") is not None:
-            rows.append((f"best valid {'BLEU' if e['best_metric'] == 'bleu' else 'chrF2'}", f"{e['best_score']:.2f}"))
+        rows = [("stopped by", e.reason), ("steps", f"{e.step:,}"), ("epoch", str(e.epoch)),
+                ("wall time", _duration(e.elapsed)), ("skipped updates", str(e.skipped_steps)),
+                ("pairs longer than --max-tokens", str(e.oversized_pairs))]
+        if e.best_score is not None:
+            rows.append((f"best valid {'BLEU' if e.best_metric == 'bleu' else 'chrF2'}", f"{e.best_score:.2f}"))
         for k, v in rows:
             table.add_row(k, v)
         self.console.print(table)

@@ -90,9 +90,9 @@ def train(
     renderer = render.TrainRenderer(quiet=quiet)
     work_begins()
     with renderer:
-        summary = run_training(job, renderer)
-    if summary.get("reason") == "signal":
-        raise typer.Exit(128 + int(summary.get("signal", 15)))
+        done = run_training(job, renderer)
+    if done.reason == "signal":
+        raise typer.Exit(128 + done.signal)
 
 
 @app.command()

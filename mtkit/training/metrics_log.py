@@ -1,4 +1,4 @@
-"""metrics.jsonl: one JSON object per line, appended and flushed as events happen."""
+"""metrics.jsonl: one JSON object per line (mtkit.training.events.record), appended as events happen."""
 
 from __future__ import annotations
 
@@ -7,18 +7,19 @@ import time
 from pathlib import Path
 
 from mtkit.files import write_error, write_text_atomic
+from mtkit.training.events import Event, record
 
 
 class MetricsLog:
     def __init__(self, path: Path, enabled: bool = True):
         self.path, self.enabled = path, enabled
 
-    def write(self, event: dict) -> None:
+    def write(self, event: Event) -> None:
         if not self.enabled:
             return
         try:
             with open(self.path, "a", encoding="utf-8") as f:
-                f.write(json.dumps({"time": round(time.time(), 3), **event}) + "\n")
+                f.write(json.dumps({"time": round(time.time(), 3), **record(event)}) + "\n")
         except OSError as e:
             raise write_error(self.path, e) from None
 

@@ -26,7 +26,6 @@ import json
 import platform
 import shutil
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +46,7 @@ from mtkit.files import (
     write_text_atomic,
 )
 from mtkit.model.checkpoint import REPLACED, RUN_FILES
+from mtkit.training.events import Info, OnEvent
 
 # Settings that may change when a run is resumed: when to stop, log and save, and where and in
 # which precision to run.
@@ -277,7 +277,7 @@ class ModelDirClaim:
 
 
 # ----------------------------------------------------------------------------- setting up
-def _tokenizer_for(job: TrainJob, fresh: bool, on_event: Callable[[dict], None]) -> Tokenizer:
+def _tokenizer_for(job: TrainJob, fresh: bool, on_event: OnEvent) -> Tokenizer:
     target = job.model_dir / "tokenizer"
     if not fresh and target.is_dir():
         return Tokenizer.load(target)
@@ -286,12 +286,12 @@ def _tokenizer_for(job: TrainJob, fresh: bool, on_event: Callable[[dict], None])
         return Tokenizer.load(target)
     if job.train_tgt is None:
         raise UserError("training a tokenizer needs --src and --tgt text files; pass --tokenizer DIR for TSV/JSONL input")
-    on_event({"kind": "info", "message": f"training a {job.tokenizer_options.vocab_size}-token SentencePiece model"})
+    on_event(Info(f"training a {job.tokenizer_options.vocab_size}-token SentencePiece model"))
     train_tokenizer([job.train_src], [job.train_tgt], target, job.tokenizer_options)
     return Tokenizer.load(target)
 
 
-def prepare_model_dir(job: TrainJob, on_event: Callable[[dict], None]) -> Tokenizer:
+def prepare_model_dir(job: TrainJob, on_event: OnEvent) -> Tokenizer:
     """Fill a fresh model directory (tokenizer, config.toml) or check a resumed one's settings;
     returns the tokenizer and fixes the vocabulary sizes in job.cfg."""
     config_path = job.model_dir / "config.toml"

@@ -8,11 +8,11 @@ see mtkit.training.update for why, and `plan` for when.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import random
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,7 @@ from mtkit.runtime import (
     stop_on_signals,
 )
 from mtkit.training.advice import vocabulary_warning, warmup_warning
+from mtkit.training.events import DataReport, Done, Info, OnEvent, Start, TrainStats, Validation, Warn
 from mtkit.training.metrics_log import MetricsLog
 from mtkit.training.rundir import (
     ModelDirClaim,
@@ -54,9 +55,8 @@ from mtkit.training.rundir import (
     write_manifest,
 )
 from mtkit.training.update import Updater, learning_rate
-from mtkit.training.validation import validate
+from mtkit.training.validation import ValidationResult, validate
 
-Events = Callable[[dict], None]
 Valid = tuple[EncodedCorpus, list[str], list[str]]  # the encoded validation corpus, its sources and references
 
 
@@ -85,7 +85,7 @@ class Trainer:
     batches: BatchIterator
     tokenizer: Tokenizer
     dist: Dist
-    on_event: Events
+    on_event: OnEvent
     log: MetricsLog
     stop: StopFlag
     valid: Valid | None = None
@@ -100,49 +100,49 @@ class Trainer:
         return self.update.model  # type: ignore[return-value]
 
     # ------------------------------------------------------------- checkpoints
+    def weights(self) -> dict[str, Any]:
+        """What every checkpoint holds: the weights, the config they were trained with, the step."""
+        return {"config": C.to_dict(self.cfg), "step": self.progress.step, "model": self.model.state_dict()}
+
+    def state_dict(self, rng: list[dict]) -> dict[str, Any]:
+        """Everything a resume needs (last.pt): the weights, the optimiser and loss scale, every
+        rank's RNG streams (`rng`, gathered by the caller), the data position and the counters."""
+        return {**self.weights(), **self.update.state_dict(), "rng": rng, "data": self.batches.state(),
+                "progress": vars(self.progress)}
+
+    def load_state_dict(self, state: dict[str, Any], path: Path) -> None:
+        for key in ("optimizer", "scaler", "rng", "data", "progress"):
+            if key not in state:
+                raise UserError(f"{path}: not a resumable checkpoint ({key} is missing)")
+        ckpt.load_weights(self.model, state["model"], path)
+        if not self.update.load_state_dict(state):
+            self.on_event(Info("resumed in fp16 a run saved without a loss scale: starting a new one"))
+        self.progress = Progress(**state["progress"])
+        self._load_rng(state["rng"])
+        self.batches.load_state(state["data"] if not self.job.reset_data else {"epoch": 1, "index": 0})
+
     def save(self) -> None:
-        """last.pt (everything needed to resume, each rank's RNG streams included) and step_N.pt
-        (weights); written by rank 0, but every rank must call it."""
+        """last.pt (everything needed to resume) and step_N.pt (weights); written by rank 0, but
+        every rank must call it (the RNG streams are gathered from all)."""
         rng = gather_objects(rng_state(), self.dist)
         if not self.dist.main:
             return
-        u, weights = self.update, self.model.state_dict()
-        base = {"config": C.to_dict(self.cfg), "step": self.progress.step}
         d = ckpt.checkpoint_dir(self.job.model_dir)
-        ckpt.save(d / "last.pt", {
-            **base, "model": weights, "optimizer": u.optimizer.state_dict(), "scaler": u.scaler.state_dict(),
-            "rng": rng, "data": self.batches.state(), "progress": vars(self.progress),
-        })
-        ckpt.save(d / f"step_{self.progress.step:08d}.pt", {**base, "model": weights})  # after last.pt
+        ckpt.save(d / "last.pt", self.state_dict(rng))
+        ckpt.save(d / f"step_{self.progress.step:08d}.pt", self.weights())  # after last.pt
         ckpt.prune(self.job.model_dir, self.cfg.train.keep_last)
 
     def resume(self) -> bool:
         path = ckpt.checkpoint_dir(self.job.model_dir) / "last.pt"
         if not path.is_file():
             return False
-        state = ckpt.load(path, map_location="cpu")
-        for key in ("optimizer", "scaler", "rng", "data", "progress"):
-            if key not in state:
-                raise UserError(f"{path}: not a resumable checkpoint ({key} is missing)")
-        ckpt.load_weights(self.model, state["model"], path)
-        self.update.optimizer.load_state_dict(state["optimizer"])
-        self._load_scaler(state["scaler"])
-        self._load_rng(state["rng"])
-        self.progress = Progress(**state["progress"])
-        self.batches.load_state(state["data"] if not self.job.reset_data else {"epoch": 1, "index": 0})
+        self.load_state_dict(ckpt.load(path, map_location="cpu"), path)
         damaged = self.log.resume_at(self.progress.step)
         if damaged:
-            self.on_event({"kind": "warning", "message": f"{self.log.path}: {damaged} damaged line(s) dropped"})
-        self.on_event({"kind": "info", "message": f"resumed from {path} at step {self.progress.step}"
-                                                  + (" (data from its first batch)" if self.job.reset_data else "")})
+            self.on_event(Warn(f"{self.log.path}: {damaged} damaged line(s) dropped"))
+        self.on_event(Info(f"resumed from {path} at step {self.progress.step}"
+                           + (" (data from its first batch)" if self.job.reset_data else "")))
         return True
-
-    def _load_scaler(self, state: dict) -> None:
-        """fp16's loss scale; a run resumed in fp16 after bf16/fp32 starts from a fresh scale."""
-        if self.update.precision.scaled and not state:
-            self.on_event({"kind": "info", "message": "resumed in fp16 a run saved without a loss scale: starting a new one"})
-            return
-        self.update.scaler.load_state_dict(state)
 
     def _load_rng(self, saved: dict | list) -> None:
         """Each rank continues its own RNG streams (dropout differs per rank); with another number
@@ -153,7 +153,7 @@ class Trainer:
         else:
             torch.manual_seed(self.cfg.train.seed + 1_000_003 * self.dist.rank + self.progress.step)
 
-    def validate(self, valid: Valid) -> dict:
+    def validate(self, valid: Valid) -> ValidationResult:
         corpus, src_lines, refs = valid
         return validate(self.model, self.tokenizer, corpus, src_lines, refs, self.cfg, self.update.device,
                         self.update.precision, self.job.model_dir / "valid_output.txt")
@@ -211,15 +211,15 @@ def _budget_warnings(tr: Trainer) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- the loop
-def run(tr: Trainer) -> dict:
-    """Train until a stop condition; returns a summary."""
+def run(tr: Trainer) -> Done:
+    """Train until a stop condition; returns why and where it stopped."""
     t, p = tr.cfg.train, tr.progress
     started = time.monotonic() - p.elapsed
     it = iter(tr.batches)
     window = _Window(time.monotonic())
     if tr.dist.main and p.step == 0:
         for message in _budget_warnings(tr):
-            tr.on_event({"kind": "warning", "message": message})
+            tr.on_event(Warn(message))
     time_checked = not t.max_time
     first_step, first_elapsed = p.step, p.elapsed
     reason = stop_reason(t, p, tr.batches.epoch)
@@ -242,16 +242,15 @@ def run(tr: Trainer) -> dict:
                 time_checked = True
                 updates = (p.step - first_step) / max(p.elapsed - first_elapsed, 1e-9) * (t.max_time - first_elapsed)
                 if (late := warmup_warning(t, first_step + updates, f"--max-time {t.max_time:g}")) is not None:
-                    tr.on_event({"kind": "warning", "message": late + " (estimated from the speed so far)"})
+                    tr.on_event(Warn(late + " (estimated from the speed so far)"))
         if todo.validate:
             _validate_and_keep_best(tr)
             reason = reason or stop_reason(t, p, tr.batches.epoch)  # patience
         if todo.save or reason:
             tr.save()
-    return {"reason": reason, "step": p.step, "epoch": tr.batches.epoch, "elapsed": p.elapsed,
-            "best_metric": t.best_metric, "best_score": p.best_score if tr.valid else None,
-            "skipped_steps": p.skipped_steps,
-            "oversized_pairs": tr.batches.oversized}
+    return Done(reason=reason, step=p.step, epoch=tr.batches.epoch, elapsed=p.elapsed, best_metric=t.best_metric,
+                best_score=p.best_score if tr.valid else None, skipped_steps=p.skipped_steps,
+                oversized_pairs=tr.batches.oversized)
 
 
 @dataclass
@@ -265,7 +264,7 @@ class _Window:
 def _read_statistics(tr: Trainer, window: _Window, log: bool) -> None:
     """Read the device's sums (the loop's one wait for the device), check for divergence, log."""
     p, t = tr.progress, tr.cfg.train
-    totals = tr.update.totals.read(tr.dist)
+    totals = tr.update.read_totals()
     p.skipped_steps += int(totals["skipped"])
     p.nonfinite_streak = int(totals["streak"])
     if p.nonfinite_streak >= t.max_nonfinite:
@@ -277,13 +276,12 @@ def _read_statistics(tr: Trainer, window: _Window, log: bool) -> None:
     if not log or not tr.dist.main:
         return
     now, scored = time.monotonic(), max(totals["tokens"], 1.0)
-    event = {
-        "kind": "train", "step": p.step, "epoch": tr.batches.epoch,
-        "loss": totals["loss"] / scored, "nll": totals["nll"] / scored,
-        "ppl": math.exp(min(totals["nll"] / scored, 50)), "lr": p.lr,
-        "tgt_tokens_per_s": window.tokens * tr.dist.world / max(now - window.since, 1e-9),
-        "elapsed": p.elapsed, "max_steps": t.max_steps, "max_time": t.max_time, "skipped_steps": p.skipped_steps,
-    }
+    event = TrainStats(
+        step=p.step, epoch=tr.batches.epoch, loss=totals["loss"] / scored, nll=totals["nll"] / scored,
+        ppl=math.exp(min(totals["nll"] / scored, 50)), lr=p.lr,
+        tgt_tokens_per_s=window.tokens * tr.dist.world / max(now - window.since, 1e-9),
+        elapsed=p.elapsed, max_steps=t.max_steps, max_time=t.max_time, skipped_steps=p.skipped_steps,
+    )
     tr.log.write(event)
     tr.on_event(event)
     window.since, window.tokens = now, 0
@@ -294,16 +292,15 @@ def _validate_and_keep_best(tr: Trainer) -> None:
     if tr.valid is not None and tr.dist.main:
         result = tr.validate(tr.valid)
         metric = tr.cfg.train.best_metric
-        improved = result[metric] > p.best_score
+        score = getattr(result, metric)
+        improved = score > p.best_score
         if improved:
-            p.best_score, p.bad_validations = result[metric], 0
-            ckpt.save(ckpt.checkpoint_dir(tr.job.model_dir) / "best.pt",
-                      {"config": C.to_dict(tr.cfg), "step": p.step, "model": tr.model.state_dict(),
-                       "metric": metric, "score": result[metric]})
+            p.best_score, p.bad_validations = score, 0
+            ckpt.save(ckpt.checkpoint_dir(tr.job.model_dir) / "best.pt", {**tr.weights(), "metric": metric, "score": score})
         else:
             p.bad_validations += 1
-        event = {"kind": "valid", "step": p.step, "epoch": tr.batches.epoch, "elapsed": p.elapsed,
-                 "best_metric": metric, "best_score": p.best_score, "improved": improved, **result}
+        event = Validation(step=p.step, epoch=tr.batches.epoch, elapsed=p.elapsed, best_metric=metric,
+                           best_score=p.best_score, improved=improved, **vars(result))
         tr.log.write(event)
         tr.on_event(event)
     if tr.dist.world > 1:  # rank 0 decides early stopping: share its counters
@@ -326,7 +323,7 @@ def _load_valid(job: TrainJob, tok: Tokenizer, cache: Path) -> Valid | None:
     return corpus, src_lines, refs
 
 
-def _setup_data(job: TrainJob, d: Dist, on_event: Events):
+def _setup_data(job: TrainJob, d: Dist, on_event: OnEvent):
     """Rank 0 prepares tokenizer and caches first; the other ranks then reuse them."""
     if not d.main:
         barrier(d)
@@ -343,13 +340,13 @@ def _setup_data(job: TrainJob, d: Dist, on_event: Events):
     valid = _load_valid(job, tok, cache)
     if d.main:
         r = corpus.report
-        on_event({"kind": "data", "read": r.read, "kept": r.kept, "removed": r.removed()})
+        on_event(DataReport(r.read, r.kept, r.removed()))
         write_manifest(job, tok, source.identity())
         barrier(d)
     return tok, corpus, valid
 
 
-def build(job: TrainJob, d: Dist, device: torch.device, on_event: Events, stop: StopFlag) -> Trainer:
+def build(job: TrainJob, d: Dist, device: torch.device, on_event: OnEvent, stop: StopFlag) -> Trainer:
     t = job.cfg.train
     if t.threads:
         torch.set_num_threads(t.threads)
@@ -379,13 +376,12 @@ def build(job: TrainJob, d: Dist, device: torch.device, on_event: Events, stop: 
     tr = Trainer(job, update, batches, tok, d, on_event, log, stop, valid)
     tr.resume()
     model.train()
-    on_event({"kind": "start", "parameters": count_parameters(model), "device": str(device),
-              "precision": precision.name, "world_size": d.world, "step": tr.progress.step,
-              "pairs": len(corpus), "model_dir": str(job.model_dir)})
+    on_event(Start(parameters=count_parameters(model), device=str(device), precision=precision.name,
+                   world_size=d.world, step=tr.progress.step, pairs=len(corpus), model_dir=str(job.model_dir)))
     return tr
 
 
-def train(job: TrainJob, on_event: Events) -> dict:
+def train(job: TrainJob, on_event: OnEvent) -> Done:
     """`mtkit train`: check everything, set up (or resume) the model directory and train it."""
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "16")  # why: mtkit.cli.app.bound_onednn_cache
     d = init_distributed(job.cfg.train.device)
@@ -396,13 +392,10 @@ def train(job: TrainJob, on_event: Events) -> dict:
             tr = build(job, d, device, on_event, stop)
             claim.commit()
             stop.armed = True
-            summary = run(tr)
-            summary["ranks_in_sync"] = ranks_in_sync(tr.model, tr.dist)
-            tr.log.write({"kind": "done", **summary})
-            if summary["reason"] == "signal":
-                summary["signal"] = stop.signal
-            on_event({"kind": "done", **summary})
-            return summary
+            done = dataclasses.replace(run(tr), ranks_in_sync=ranks_in_sync(tr.model, tr.dist), signal=stop.signal)
+            tr.log.write(done)
+            on_event(done)
+            return done
     finally:
         if d.world > 1:
             import torch.distributed as dist

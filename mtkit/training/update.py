@@ -121,6 +121,23 @@ class Updater:
         self.optimizer.zero_grad(set_to_none=True)
         self.totals.add(loss_sum, nll_sum, tokens, nonfinite)
 
+    def read_totals(self) -> dict[str, float]:
+        """The sums since the last read, over every rank (the loop's one wait for the device)."""
+        return self.totals.read(self.dist)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The optimiser's and the loss scaler's state, for a checkpoint."""
+        return {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> bool:
+        """Continue from state_dict()'s; returns False when fp16 resumes a run saved without a loss
+        scale (bf16 or fp32), which then starts from a fresh scale."""
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.precision.scaled and not state["scaler"]:
+            return False
+        self.scaler.load_state_dict(state["scaler"])
+        return True
+
     def _tokens(self, group: list[Batch]) -> int | Tensor:
         """Target tokens of the whole update: counted on the host (the batches are still there);
         with several ranks summed on the device, without waiting for the sum."""

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -21,12 +22,24 @@ from mtkit.model.transformer import Transformer
 from mtkit.runtime import Precision, autocast
 
 
+@dataclass(frozen=True)
+class ValidationResult:
+    valid_loss: float  # label-smoothed, per target token
+    valid_nll: float
+    valid_ppl: float
+    bleu: float
+    bleu_signature: str
+    chrf: float
+    chrf_signature: str
+    valid_sentences: int  # translated
+
+
 @torch.no_grad()
 def validate(
     model: Transformer, tokenizer: Tokenizer, corpus: EncodedCorpus, src_lines: list[str], refs: list[str],
     cfg: C.RunConfig, device: torch.device, precision: Precision, output: Path,
-) -> dict:
-    """Loss, perplexity and BLEU on the validation set; leaves the model in training mode."""
+) -> ValidationResult:
+    """Loss, perplexity, BLEU and chrF on the validation set; leaves the model in training mode."""
     model.eval()
     objective = LabelSmoothedObjective(model, cfg.train.label_smoothing, PAD_ID)
     loss = nll = tokens = 0.0
@@ -41,6 +54,5 @@ def validate(
     model.train()
     write_text_atomic(output, "".join(h + "\n" for h in hyps))
     bleu, chrf = corpus_bleu(hyps, [refs[:limit]]), corpus_chrf(hyps, [refs[:limit]])
-    return {"valid_loss": loss / tokens, "valid_nll": nll / tokens, "valid_ppl": math.exp(min(nll / tokens, 50)),
-            "bleu": bleu.score, "bleu_signature": bleu.signature, "chrf": chrf.score,
-            "chrf_signature": chrf.signature, "valid_sentences": limit}
+    return ValidationResult(loss / tokens, nll / tokens, math.exp(min(nll / tokens, 50)), bleu.score, bleu.signature,
+                            chrf.score, chrf.signature, limit)
