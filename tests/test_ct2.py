@@ -109,3 +109,13 @@ def test_int8_decoding_stays_close_to_fp32(reverse_model, reverse_data):
     assert abs(corpus_bleu(int8, [refs]).score - corpus_bleu(fp32, [refs]).score) <= 2.0
     code, out, err = run_in_process("translate", "-m", str(reverse_model), "--precision", "int8", "-i", str(reverse_data["valid_src"]))
     assert code == 0 and out.splitlines() == int8, err
+
+
+def test_the_batch_budget_means_the_same_to_both_engines(converted):
+    """mtkit's --max-tokens counts sentences x source length x beam; CTranslate2's "tokens" count
+    source tokens once: the Translator gives it the budget over the beam."""
+    from mtkit.inference.ct2 import Translator
+
+    translator = Translator(converted["int8"], "cpu")
+    assert translator.batch_tokens(DecodeConfig(beam=5, max_tokens=8000)) == 1600
+    assert translator.batch_tokens(DecodeConfig(beam=1, max_tokens=0)) == 8000  # the CPU's default budget

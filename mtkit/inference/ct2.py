@@ -207,6 +207,12 @@ class Translator:
     def max_positions(self) -> int:
         return self.info["max_positions"]
 
+    def batch_tokens(self, cfg: DecodeConfig) -> int:
+        """mtkit's batch budget in CTranslate2's terms. mtkit's counts sentences x (longest source +
+        eos) x beam; CTranslate2's "tokens" are the sum of the batch's source lengths, once (it sorts
+        by length too, so padding is small): the same batches come from the budget over the beam."""
+        return max(1, (cfg.max_tokens or AUTO_MAX_TOKENS[self.device]) // cfg.beam)
+
     def translate(self, lines: Iterable[str], cfg: DecodeConfig, stats: TranslateStats,
                   chunk_size: int = 2000) -> Iterator[Translation]:
         for chunk in chunks(lines, chunk_size):
@@ -226,8 +232,8 @@ class Translator:
         limit = min(max(1, math.floor(cfg.max_len_a * (longest + 1) + cfg.max_len_b)), max_src)
         outputs = self.model.translate_batch(
             [pieces[i] for i in todo], beam_size=cfg.beam, num_hypotheses=cfg.nbest, return_scores=True,
-            length_penalty=cfg.length_penalty, max_batch_size=cfg.max_tokens or AUTO_MAX_TOKENS[self.device],
-            batch_type="tokens", max_decoding_length=limit,
+            length_penalty=cfg.length_penalty, max_batch_size=self.batch_tokens(cfg), batch_type="tokens",
+            max_decoding_length=limit,
         ) if todo else []
         all_ids = [[[self.tokenizer.tgt.piece_to_id(p) for p in hyp] for hyp in out.hypotheses] for out in outputs]
         for i, out, ids, texts in zip(todo, outputs, all_ids, decode_nbests(self.tokenizer.decode_tgt, all_ids)):
