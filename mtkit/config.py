@@ -30,6 +30,12 @@ class ConfigError(UserError):
     def relabel(self, labels: dict[str, str]) -> UserError:
         return UserError(f"{labels.get(self.key, self.key)} {self.problem}")
 
+def setting(default: Any, help: str = "", flag: str | None = None) -> Any:
+    """A config field: its default, and the one line of help that `--help` and docs/cli.md show
+    for it; `flag` names a yes/no option's two forms when --NAME/--no-NAME would read badly."""
+    return field(default=default, metadata={"help": help, "flag": flag})
+
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -40,22 +46,31 @@ else:  # pragma: no cover
 class ModelConfig:
     """The Transformer. Sizes of "Attention Is All You Need" for base/big; see PRESETS."""
 
-    src_vocab_size: int = 8000  # set from the tokenizer at training time
-    tgt_vocab_size: int = 8000
-    d_model: int = 256  # width of every residual stream
-    n_heads: int = 4  # attention heads (d_model must divide evenly)
-    d_ff: int = 1024  # hidden width of the position-wise feed-forward
-    n_enc_layers: int = 3
-    n_dec_layers: int = 3
-    dropout: float = 0.1  # on embeddings, sub-layer outputs and in the feed-forward
-    attn_dropout: float = 0.0  # on attention probabilities
-    activation_dropout: float = 0.0  # inside the feed-forward, after the activation (fairseq's default)
-    activation: Literal["relu", "gelu"] = "relu"
-    norm: Literal["pre", "post"] = "pre"  # pre-norm (stable) or post-norm (the original paper)
-    positions: Literal["sinusoidal", "learned"] = "sinusoidal"
-    max_positions: int = 1024  # longest sequence the position table covers
-    share_embeddings: bool = True  # one embedding for source and target (needs a joint vocabulary)
-    tie_output: bool = True  # output projection shares the target embedding matrix
+    src_vocab_size: int = setting(8000, "set from the tokenizer at training time")
+    tgt_vocab_size: int = setting(8000, "set from the tokenizer at training time")
+    d_model: int = setting(256, "width of every residual stream")
+    n_heads: int = setting(4, "attention heads (d_model must divide evenly)")
+    d_ff: int = setting(1024, "hidden width of the position-wise feed-forward")
+    n_enc_layers: int = setting(3, "encoder layers")
+    n_dec_layers: int = setting(3, "decoder layers")
+    dropout: float = setting(0.1, "on embeddings, sub-layer outputs and in the feed-forward")
+    attn_dropout: float = setting(0.0, "on attention probabilities")
+    activation_dropout: float = setting(0.0, "inside the feed-forward, after the activation (fairseq's default)")
+    activation: Literal["relu", "gelu"] = setting("relu", "of the feed-forward")
+    norm: Literal["pre", "post"] = setting("pre", "pre-norm (stable) or post-norm (the original paper)")
+    positions: Literal["sinusoidal", "learned"] = setting("sinusoidal", "position embeddings: fixed or trained")
+    max_positions: int = setting(1024, "longest sequence the position table covers")
+    share_embeddings: bool = setting(True, "one embedding for source and target (needs a joint vocabulary)")
+    tie_output: bool = setting(True, "output projection shares the target embedding matrix")
+
+    def approx_parameters(self) -> int:
+        """The parameter count to within biases and norms (for a size check before any allocation)."""
+        d, f = self.d_model, self.d_ff
+        embeddings = d * self.src_vocab_size + (0 if self.share_embeddings else d * self.tgt_vocab_size)
+        output = 0 if self.tie_output else d * self.tgt_vocab_size
+        positions = 2 * d * self.max_positions if self.positions == "learned" else 0
+        return (embeddings + output + positions + self.n_enc_layers * (4 * d * d + 2 * d * f)
+                + self.n_dec_layers * (8 * d * d + 2 * d * f))
 
     def validate(self) -> None:
         _check_finite(self)
@@ -87,16 +102,22 @@ def preset(name: str, **overrides: Any) -> ModelConfig:
     return ModelConfig(**{**PRESETS[name], **overrides})
 
 
+# Decoding's batch budget (source tokens x beam) when DecodeConfig.max_tokens is 0: on a GPU a few
+# large batches keep it busy (1,000 Multi30k sentences at beam 5 are two batches); on a CPU smaller
+# batches waste less work on finished sentences.
+AUTO_MAX_TOKENS = {"cpu": 8000, "cuda": 65536}
+
+
 @dataclass
 class DataConfig:
     """Reading, cleaning and batching a parallel corpus."""
 
-    max_tokens: int = 4096  # batch budget: sentences x longest padded length, per side
-    max_len: int = 250  # drop pairs longer than this many tokens on either side
-    max_ratio: float = 3.0  # drop pairs whose token-length ratio exceeds this (0 disables)
-    dedup: bool = False  # drop exact duplicate pairs
-    num_proc: int = 1  # processes for encoding
-    seed: int = 1  # batch order is shuffled per epoch from this seed
+    max_tokens: int = setting(4096, "batch budget: sentences x longest padded length, per side")
+    max_len: int = setting(250, "drop pairs longer than this many tokens on either side")
+    max_ratio: float = setting(3.0, "drop pairs whose token-length ratio exceeds this (0 disables)")
+    dedup: bool = setting(False, "drop exact duplicate pairs")
+    num_proc: int = setting(1, "processes for encoding")
+    seed: int = setting(1, "batch order is shuffled per epoch from this seed")
 
     def validate(self) -> None:
         _check_finite(self)
@@ -108,30 +129,30 @@ class DataConfig:
 class TrainConfig:
     """The optimisation loop."""
 
-    lr: float = 5e-4  # peak learning rate, reached after warmup
-    warmup: int = 4000  # linear warmup steps, then the schedule's decay
-    schedule: Literal["inverse_sqrt", "linear"] = "inverse_sqrt"  # linear decays to 0 at the end of max_steps/max_time
-    betas: tuple[float, float] = (0.9, 0.98)
-    weight_decay: float = 0.0  # AdamW's decoupled weight decay
-    label_smoothing: float = 0.1  # probability mass spread over the vocabulary in the target
-    clip_norm: float = 1.0  # largest gradient norm, larger ones are scaled down (0 disables)
-    update_freq: int = 1  # gradient accumulation: batches per optimiser step
-    max_steps: int = 0  # updates to train (0: no limit)
-    max_epochs: int = 0  # passes over the corpus (0: no limit)
-    max_time: float = 0.0  # seconds of wall time, 0: no limit
-    valid_every: int = 1000  # steps between validations (0: only at the end)
-    save_every: int = 1000  # steps between checkpoints (0: only at validations and the end)
-    keep_last: int = 10  # step checkpoints kept besides last/best
-    patience: int = 0  # validations without a better best_metric before stopping (0: never)
-    best_metric: Literal["bleu", "chrf"] = "bleu"  # validation metric that picks best.pt and drives patience
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    device: str = "auto"  # auto, cpu, cuda, cuda:N
-    seed: int = 1  # random seed of initialisation and dropout (data.seed orders the batches)
-    compile: bool = False  # torch.compile each layer (dynamic shapes): pays on a GPU with large batches
-    log_every: int = 50  # steps between progress events
-    valid_max_sentences: int = 0  # decode only the first N validation sentences (0: all)
-    max_nonfinite: int = 10  # consecutive non-finite losses before giving up
-    threads: int = 0  # torch CPU threads (0: torch's default)
+    lr: float = setting(5e-4, "peak learning rate, reached after warmup")
+    warmup: int = setting(4000, "linear warmup steps, then the schedule's decay")
+    schedule: Literal["inverse_sqrt", "linear"] = setting("inverse_sqrt", "linear decays to 0 at the end of max_steps/max_time")
+    betas: tuple[float, float] = setting((0.9, 0.98), "AdamW's beta1, beta2")
+    weight_decay: float = setting(0.0, "AdamW's decoupled weight decay")
+    label_smoothing: float = setting(0.1, "probability mass spread over the vocabulary in the target")
+    clip_norm: float = setting(1.0, "largest gradient norm, larger ones are scaled down (0 disables)")
+    update_freq: int = setting(1, "gradient accumulation: batches per optimiser step")
+    max_steps: int = setting(0, "updates to train (0: no limit)")
+    max_epochs: int = setting(0, "passes over the corpus (0: no limit)")
+    max_time: float = setting(0.0, "seconds of wall time, 0: no limit")
+    valid_every: int = setting(1000, "steps between validations (0: only at the end)")
+    save_every: int = setting(1000, "steps between checkpoints (0: only at validations and the end)")
+    keep_last: int = setting(10, "step checkpoints kept besides last/best")
+    patience: int = setting(0, "validations without a better best_metric before stopping (0: never)")
+    best_metric: Literal["bleu", "chrf"] = setting("bleu", "validation metric that picks best.pt and drives patience")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = setting("auto", "auto: bf16 on GPUs that have it, fp16 on older ones, fp32 on CPUs")
+    device: str = setting("auto", "auto, cpu, cuda, cuda:N")
+    seed: int = setting(1, "random seed of initialisation and dropout (data.seed orders the batches)")
+    compile: bool = setting(False, "torch.compile each layer (dynamic shapes): pays on a GPU with large batches")
+    log_every: int = setting(50, "steps between progress events")
+    valid_max_sentences: int = setting(0, "decode only the first N validation sentences (0: all)")
+    max_nonfinite: int = setting(10, "consecutive non-finite losses before giving up")
+    threads: int = setting(0, "torch CPU threads (0: torch's default)")
 
     def validate(self) -> None:
         _check_finite(self)
@@ -151,12 +172,14 @@ class TrainConfig:
 class DecodeConfig:
     """Search settings for translate and validation."""
 
-    beam: int = 5  # 1 is greedy search
-    length_penalty: float = 1.0  # alpha: scores are log p / len ** alpha (fairseq --lenpen, Marian --normalize)
-    max_len_a: float = 1.2  # longest output: a * source length + b tokens
-    max_len_b: int = 10
-    nbest: int = 1
-    max_tokens: int = 0  # batch budget (source tokens x beam); 0: by device (mtkit.inference.types.AUTO_MAX_TOKENS)
+    beam: int = setting(5, "beam size (1: greedy search)")
+    length_penalty: float = setting(1.0, "alpha: a hypothesis scores log p / length ** alpha (fairseq --lenpen, "
+                                         "Marian --normalize); 0: the raw log-probability")
+    max_len_a: float = setting(1.2, "longest output: a * source length + b tokens (this is a)")
+    max_len_b: int = setting(10, "longest output: a * source length + b tokens (this is b)")
+    nbest: int = setting(1, "hypotheses per sentence (jsonl output lists them)")
+    max_tokens: int = setting(0, f"batch budget, source tokens x beam (0: {AUTO_MAX_TOKENS['cpu']:,} on a CPU, "
+                                 f"{AUTO_MAX_TOKENS['cuda']:,} on a GPU)")
 
     def validate(self) -> None:
         _check_finite(self)
@@ -168,6 +191,32 @@ class DecodeConfig:
             raise ConfigError("decode.beam", f"must be at most {MAX_BEAM} (larger beams do not translate better), got {self.beam}")
         if self.nbest > self.beam:
             raise ConfigError("decode.nbest", f"({self.nbest}) cannot exceed the beam size ({self.beam})")
+
+
+@dataclass
+class TokenizerOptions:
+    """A SentencePiece model to train (`mtkit tokenizer train`, or `mtkit train` without --tokenizer)."""
+
+    vocab_size: int = setting(8000, "pieces in the vocabulary (per side with --separate)")
+    model_type: str = setting("unigram", "unigram or bpe")
+    character_coverage: float = setting(1.0, "share of the characters that get pieces of their own")
+    joint: bool = setting(True, "one model for both sides, or one per side", flag="--joint/--separate")
+    input_sentence_size: int = setting(2_000_000, "sentences sampled per model (0: all)")
+    seed: int = setting(1, "of the sample")
+
+    @property
+    def byte_fallback(self) -> bool:
+        """Unseen characters become UTF-8 byte pieces, so decoding restores them exactly. It takes
+        256 vocabulary entries, so it is used only when the vocabulary has room for them."""
+        return self.vocab_size >= 1024
+
+    def validate(self) -> None:
+        if self.model_type not in ("unigram", "bpe"):
+            raise UserError(f"--model-type: expected unigram or bpe, got {self.model_type!r}")
+        if self.vocab_size < 8:
+            raise UserError(f"--vocab-size must be at least 8, got {self.vocab_size}")
+        if not 0.0 < self.character_coverage <= 1.0:
+            raise UserError(f"--character-coverage must be in (0, 1], got {self.character_coverage}")
 
 
 @dataclass
@@ -314,39 +363,38 @@ def apply_override(cfg: RunConfig, assignment: str) -> str:
     return key
 
 
-def describe(key: str) -> tuple[type, str]:
-    """The type and the one-line description of a setting (`train.lr`, or `preset`): its field's
-    annotation and trailing comment here, for the command line built from these declarations.
-    Literal choices become str, their description lists them."""
+def describe(key: str, root: type = RunConfig) -> Setting:
+    """A setting of `root` (`train.lr` of RunConfig, `preset`, or `vocab_size` of TokenizerOptions)
+    as the command line shows it: its option, type, help (the field's), default (root()'s)."""
     section, _, name = key.rpartition(".")
-    cls: Any = _type_hints(RunConfig)[section] if section else RunConfig
+    cls: Any = _type_hints(root)[section] if section else root
     hint = _type_hints(cls)[name]
-    comment = _field_comments(cls).get(name, "")
+    meta: Any = next((f.metadata for f in fields(cls) if f.name == name), {})
+    text, default = meta.get("help", ""), getattr(getattr(root(), section) if section else root(), name)
+    flag = meta.get("flag") or option_name(key)
     if typing.get_origin(hint) is Literal:
         choices = ", ".join(str(c) for c in typing.get_args(hint))
-        return str, f"{choices}: {comment}" if comment else choices
-    if key == "preset":
-        return str, ", ".join(PRESETS)
-    return hint, comment
+        return Setting(flag, str, f"{choices}: {text}" if text else choices, default)
+    if key == "preset" and root is RunConfig:
+        return Setting(flag, str, ", ".join(PRESETS), default)
+    if hint is bool and "/" not in flag:
+        flag = f"{flag}/--no-{flag[2:]}"
+    return Setting(flag, hint, text, default)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A config field as a command-line option."""
+
+    flag: str  # --max-tokens, or --joint/--separate for a yes/no option
+    kind: Any  # its type
+    help: str
+    default: Any
 
 
 @functools.cache
 def _type_hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
-
-
-@functools.cache
-def _field_comments(cls: type) -> dict[str, str]:
-    """Field name -> its trailing `# comment` in the class's source (this file, read once: cheaper
-    than inspect.getsource, which `mtkit translate`'s start-up would pay)."""
-    comments: dict[str, dict[str, str]] = {}
-    current: dict[str, str] = {}
-    for line in Path(__file__).read_text(encoding="utf-8").splitlines():
-        if m := re.match(r"class (\w+)", line):
-            current = comments.setdefault(m[1], {})
-        elif m := re.match(r"    (\w+): [^#]*#\s*(.+)$", line):
-            current[m[1]] = m[2]
-    return comments.get(cls.__name__, {})
 
 
 def option_name(key: str) -> str:

@@ -129,17 +129,22 @@ def barrier(d: Dist) -> None:
 
 
 def ranks_in_sync(model: torch.nn.Module, d: Dist) -> bool:
-    """True if every rank holds bit-identical parameters (always True for one process)."""
+    """True: every rank holds bit-identical parameters (a SHA-256 of their bytes, compared across
+    ranks); a RuntimeError naming the ranks that differ otherwise. Always True for one process."""
     if d.world == 1:
         return True
+    import hashlib
+
     import torch.distributed as dist
 
-    flat = torch.cat([p.detach().reshape(-1).double().cpu() for p in model.parameters()])
-    digest = [float(flat.sum()), float((flat * torch.arange(1, flat.numel() + 1, dtype=torch.float64)).sum())]
+    digest = hashlib.sha256()
+    for p in model.parameters():
+        digest.update(p.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     everyone: list = [None] * d.world
-    dist.all_gather_object(everyone, digest)
-    if any(d != everyone[0] for d in everyone):
-        raise RuntimeError(f"parameters differ across ranks after training: {everyone}")
+    dist.all_gather_object(everyone, digest.hexdigest())
+    differing = [rank for rank, h in enumerate(everyone) if h != everyone[0]]
+    if differing:
+        raise RuntimeError(f"parameters differ across ranks after training: rank(s) {differing} against rank 0")
     return True
 
 

@@ -267,3 +267,49 @@ def test_bleu_and_cli_help_do_not_import_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
     out = subprocess.run([sys.executable, "-m", "mtkit", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "bleu" in out.stdout
+
+
+def _sacrebleu_resamples(n_segments: int, n_samples: int, seed: int = 12345) -> list[list[int]]:
+    """sacreBLEU's resamples (numpy's default_rng(seed).choice), as counts per segment."""
+    import numpy as np
+
+    idxs = np.random.default_rng(seed).choice(n_segments, size=(n_samples, n_segments), replace=True)
+    return [np.bincount(row, minlength=n_segments).tolist() for row in idxs]
+
+
+def test_paired_bootstrap_means_and_intervals_equal_sacrebleus_on_its_resamples(monkeypatch):
+    from sacrebleu.significance import PairedTest
+
+    from mtkit.metrics import base
+
+    refs = [f"sentence number {i} is here ." for i in range(60)]
+    base_sys = [r.replace("number", "no") if i % 2 else "" for i, r in enumerate(refs)]
+    better = [r if i % 3 else r.replace("here", "there") for i, r in enumerate(refs)]
+    worse = [r.replace("sentence", "") if i % 4 else "" for i, r in enumerate(refs)]
+    systems, n = [base_sys, better, worse], 300
+    monkeypatch.setenv("SACREBLEU_SEED", "12345")
+    theirs = PairedTest([(str(k), s) for k, s in enumerate(systems)], {"BLEU": sacrebleu.BLEU(references=[refs])},
+                        references=None, test_type="bs", n_samples=n)()[1]["BLEU"]
+    monkeypatch.setattr(base, "_resample_weights", lambda segments, samples, seed: _sacrebleu_resamples(segments, samples))
+    ours = bleu.evaluate(systems, [refs], bleu.BLEU(), paired_bs_samples=n, seed=12345).paired
+    for o, t in zip(ours, theirs, strict=True):
+        assert o.score == pytest.approx(t.score, abs=1e-12)
+        # sacreBLEU sums and scores the resampled statistics in float32: equal to its rounding
+        assert o.mean == pytest.approx(t.mean, abs=1e-5)
+        assert (o.ci_high - o.mean) == pytest.approx(t.ci, abs=1e-5) and (o.mean - o.ci_low) == pytest.approx(t.ci, abs=1e-5)
+    assert ours[1].p_value == theirs[1].p_value == 1 / (n + 1)  # clearly different: both at their floor
+
+
+def test_paired_bootstrap_p_values_pinned():
+    """mtkit's own resamples (Python's random, seed 12345) and its two-sided p-value, pinned; a
+    system against itself gets 1.0."""
+    refs = [f"sentence number {i} is here ." for i in range(60)]
+    base_sys = [r.replace("number", "no") if i % 2 else "" for i, r in enumerate(refs)]
+    close = [r if i % 17 == 0 else b for i, (r, b) in enumerate(zip(refs, base_sys))]  # 4 segments fixed
+    result = bleu.evaluate([base_sys, close, base_sys], [refs], bleu.BLEU(), paired_bs_samples=500, seed=12345).paired
+    assert result[2].p_value == 1.0 and result[2].mean == result[0].mean
+    pinned = [(round(r.mean, 4), round(r.ci_low, 4), round(r.ci_high, 4), r.p_value) for r in result[:2]]
+    assert pinned == PINNED_BOOTSTRAP, pinned
+
+
+PINNED_BOOTSTRAP = [(19.6967, 10.0164, 29.3769, None), (25.0145, 13.9286, 36.1004, 38 / 501)]

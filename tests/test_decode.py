@@ -178,9 +178,9 @@ def test_beam_finds_at_least_the_greedy_score(loaded, sources):
     assert all(bb[0].score >= gg[0].score - 1e-5 for gg, bb in zip(g, b, strict=True))
 
 
-def _library(reverse_model, lines, **cfg):
-    model, tok, _ = load_for_inference(reverse_model, "best")
-    return [t.text for t in translate(model, tok, lines, DecodeConfig(**cfg))]
+def _library(reverse_model, lines, checkpoint="best", autocast_dtype=None, **cfg):
+    model, tok, _ = load_for_inference(reverse_model, checkpoint)
+    return [t.text for t in translate(model, tok, lines, DecodeConfig(**cfg), autocast_dtype=autocast_dtype)]
 
 
 def test_cli_stdin_stdout_files_and_empty_lines(reverse_model, mtkit_cli, tmp_path):
@@ -255,7 +255,7 @@ def test_average_and_attention(reverse_model, mtkit_cli):
     name = "encoder.0.ff.fc1.weight"
     torch.testing.assert_close(averaged[name], sum(s[name] for s in steps) / 3)
     out = mtkit_cli("translate", "-m", str(reverse_model), "--checkpoint", "averaged", stdin="alpha bravo\n")
-    assert out.returncode == 0 and out.stdout.strip()
+    assert out.returncode == 0 and out.stdout.splitlines() == _library(reverse_model, ["alpha bravo"], "averaged")
     too_many = mtkit_cli("average", "-m", str(reverse_model), "--last", "99")
     assert too_many.returncode == 2 and "only" in too_many.stderr
     att = mtkit_cli("attention", "-m", str(reverse_model), "alpha bravo charlie")
@@ -282,7 +282,9 @@ def test_cli_precision_and_device(reverse_model, mtkit_cli):
     fp32 = mtkit_cli("translate", "-m", str(reverse_model), "--precision", "fp32", "--device", "cpu", stdin=lines)
     assert fp32.returncode == 0 and fp32.stdout.splitlines() == _library(reverse_model, lines.split("\n")[:2], beam=5)
     bf16 = mtkit_cli("translate", "-m", str(reverse_model), "--precision", "bf16", "--device", "cpu", stdin=lines)
-    assert bf16.returncode == 0 and len(bf16.stdout.splitlines()) == 2
+    assert bf16.returncode == 0, bf16.stderr
+    assert bf16.stdout.splitlines() == _library(reverse_model, lines.split("\n")[:2], autocast_dtype=torch.bfloat16)
+    assert bf16.stdout.splitlines() == ["charlie bravo alpha", "echo delta"]  # the task, learnt: reversed
 
 
 def test_attention_png(reverse_model, mtkit_cli, tmp_path):
@@ -335,3 +337,21 @@ def test_cycle_collection_is_off_while_translate_starts_and_back_for_its_work(re
     assert code == 0 and out.count("\n") == len(read_lines(reverse_data["valid_src"]))
     assert seen == {"start-up": False, "work": (True, True)}
     assert gc.isenabled() and gc.get_freeze_count() == 0
+
+
+def test_a_beam_step_reaches_the_host_exactly():
+    """One transfer per step, every column exact: token ids past 2**24 (a float32 would round them)
+    and log-probabilities to the bit."""
+    from mtkit.inference.search import _StepOnHost
+
+    top = torch.tensor([[-0.1234567, -1e-30], [-3.5, float("-inf")]])
+    beam_of = torch.tensor([[0, 1], [1, 0]])
+    is_eos = torch.tensor([[False, True], [True, False]])
+    hyps = torch.tensor([[0, 1], [3, 2]])
+    last = torch.tensor([[2**24 + 1, 5], [2**31 - 1, 7]])
+    scores = torch.tensor([[-0.5, -0.25], [-9.0, -2.0]])
+    step = _StepOnHost.read(top, beam_of, is_eos, hyps, last, scores)
+    assert step.top.tobytes() == top.numpy().tobytes()
+    assert step.last.tolist() == [2**24 + 1, 5, 2**31 - 1, 7] and step.hyps.tolist() == [0, 1, 3, 2]
+    assert step.beam_of.tolist() == [[0, 1], [1, 0]] and step.is_eos.tolist() == [[False, True], [True, False]]
+    assert step.best_live.tolist() == [-0.25, -2.0]

@@ -45,17 +45,6 @@ def test_linear_schedule_ends_at_zero_with_the_tighter_budget():
         C.TrainConfig(schedule="linear").validate()
 
 
-def test_settings_precedence_file_then_options_then_set(tmp_path):
-    path = tmp_path / "run.toml"
-    path.write_text('preset = "tiny"\n[train]\nlr = 0.1\nwarmup = 7\n[data]\nmax_tokens = 999\n', encoding="utf-8")
-    cfg = C.assemble(path, {"train.lr": 0.2, "train.warmup": None, "data.max_tokens": 500},
-                     ["data.max_tokens=300"])
-    assert cfg.preset == "tiny" and cfg.model == C.preset("tiny")
-    assert cfg.train.lr == 0.2  # an option given beats the file
-    assert cfg.train.warmup == 7  # an option not given (None) leaves the file's value
-    assert cfg.data.max_tokens == 300  # --set comes last
-    assert C.assemble(None, {}, []) == C.RunConfig()
-
 
 def test_reverse_task_is_learnt_to_exact_match(reverse_model, reverse_data, mtkit_cli):
     out = mtkit_cli("translate", "-m", str(reverse_model), "-i", str(reverse_data["valid_src"]), "--greedy")
@@ -249,23 +238,6 @@ def test_repeated_nonfinite_losses_stop_with_last_checkpoint_intact(tmp_path, re
 
 
 # ----------------------------------------------------------------------------- bad input
-@pytest.mark.slow
-def test_train_options_are_the_config_declarations():
-    """Each of `mtkit train`'s setting options is declared once, in mtkit.config: its name, type
-    and help come from the field (data.max_tokens -> --max-tokens), and its value reaches that key."""
-    import typer.main
-
-    from mtkit.cli import app
-    from mtkit.cli.training import TRAIN_OPTIONS
-    from mtkit.config import assemble, describe, option_name
-
-    params = {p.opts[0]: p for p in typer.main.get_command(app).commands["train"].params}
-    for key in TRAIN_OPTIONS:
-        assert params[option_name(key)].help == (describe(key)[1] or None), key
-    assert params["--max-time"].help == "seconds of wall time, 0: no limit"
-    assert params["--compile"].secondary_opts == ["--no-compile"]
-    cfg = assemble(None, {"data.max_tokens": 123, "model.dropout": 0.25, "train.compile": True}, [])
-    assert (cfg.data.max_tokens, cfg.model.dropout, cfg.train.compile) == (123, 0.25, True)
 
 
 def test_bad_options_and_directories(tmp_path, reverse_with_tokenizer, mtkit_cli):
@@ -351,10 +323,10 @@ def test_compile_trains_and_saves_the_plain_module(tmp_path, reverse_with_tokeni
 
 # ----------------------------------------------------------------------------- the loop's policy
 def test_plan_of_the_loop():
-    from mtkit.training.trainer import plan
+    from mtkit.training.trainer import Plan, plan
 
     t = C.TrainConfig(log_every=10, valid_every=100, save_every=50)
-    assert plan(7, t, None) == plan(7, t, None) and not plan(7, t, None).reads
+    assert plan(7, t, None) == Plan(log=False, validate=False, save=False) and not plan(7, t, None).reads
     assert plan(10, t, None).log and not plan(10, t, None).save
     assert plan(50, t, None).save and not plan(50, t, None).validate
     p = plan(100, t, None)
@@ -374,26 +346,6 @@ def test_stop_conditions(tmp_path, reverse_data):
     summary = train(_job(tmp_path / "b", reverse_data, max_time=2), lambda e: None)
     assert summary.reason == "max_time" and 2 <= summary.elapsed < 2 + 30 and time.monotonic() - start < 120
 
-
-def test_masked_loss_path_equals_the_compacted_one(monkeypatch):
-    """On a GPU every row is scored and padding masked (no host sync); on a CPU only real rows."""
-    import mtkit.model.loss as L
-
-    torch.manual_seed(0)
-    hidden = torch.randn(4, 9, 16, dtype=torch.float64, requires_grad=True)
-    weight = torch.randn(30, 16, dtype=torch.float64, requires_grad=True)
-    target = torch.randint(4, 30, (4, 9))
-    target[1, 3:] = PAD_ID
-    monkeypatch.setitem(L.CHUNK_ELEMENTS, "cpu", 5 * 30)
-    results = []
-    for scored_rows in (L._scored_rows, lambda target, ignore_index: None):
-        monkeypatch.setattr(L, "_scored_rows", scored_rows)
-        hidden.grad = weight.grad = None
-        loss, nll = L.projected_label_smoothed_nll(hidden, weight, target, 0.1, PAD_ID)
-        loss.backward()
-        results.append((loss, nll, hidden.grad.clone(), weight.grad.clone()))
-    for a, b in zip(*results, strict=True):  # float32 gradient buffers, chunked differently
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_resume_in_another_precision(tmp_path, reverse_data):

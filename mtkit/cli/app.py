@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Sequence
 from typing import IO, cast
 
 import typer
@@ -50,6 +51,39 @@ def _root(
 
 tokenizer_app = typer.Typer(help="Train and inspect SentencePiece tokenizers.", no_args_is_help=True)
 app.add_typer(tokenizer_app, name="tokenizer")
+
+
+def config_options(keys: Sequence[str], root: type | None = None, show_defaults: bool = False):
+    """Give a command one option per config setting of `keys` (of mtkit.config's `root`, RunConfig
+    by default): name, type and help come from the setting's declaration, so that each is declared
+    once. The command receives them as `settings`: {key: the value given, or None}."""
+    import inspect
+
+    from mtkit.config import RunConfig, describe
+
+    def decorate(command):
+        names = {key: key.rpartition(".")[2] for key in keys}
+        options = []
+        for key, name in names.items():
+            s = describe(key, root or RunConfig)
+            text = s.help
+            if show_defaults:  # escaped: rich would read a bare [default: 5] as markup
+                shown = s.flag.split("/")[0 if s.default else 1] if s.kind is bool else s.default
+                text = f"{text} \\[default: {shown}]"
+            options.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=s.kind | None,
+                                             default=typer.Option(None, s.flag, help=text or None, show_default=False)))
+
+        @functools.wraps(command)
+        def run(**kwargs):
+            return command(**{k: v for k, v in kwargs.items() if k not in names.values()},
+                           settings={key: kwargs[name] for key, name in names.items()})
+
+        own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "settings"]
+        run.__signature__ = inspect.Signature(own + options)  # type: ignore[attr-defined]
+        run.__annotations__ = {p.name: p.annotation for p in own + options}
+        return run
+
+    return decorate
 
 
 def main() -> None:

@@ -2,35 +2,34 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import typer
 
-from mtkit.cli.app import stdin_lines, stdout, tokenizer_app, work_begins
+from mtkit.cli.app import config_options, stdin_lines, stdout, tokenizer_app, work_begins
+from mtkit.config import TokenizerOptions
 from mtkit.errors import UserError
 
 
 @tokenizer_app.command("train")
+@config_options([f.name for f in fields(TokenizerOptions)], root=TokenizerOptions, show_defaults=True)
 def tokenizer_train(
     src: list[Path] = typer.Option(..., "--src", help="Source-side text file(s), .gz allowed."),
     tgt: list[Path] = typer.Option(..., "--tgt", help="Target-side text file(s), .gz allowed."),
     out: Path = typer.Option(..., "-o", "--output", help="Directory to write the tokenizer to."),
-    vocab_size: int = typer.Option(8000, "--vocab-size"),
-    model_type: str = typer.Option("unigram", "--model-type", help="unigram or bpe."),
-    character_coverage: float = typer.Option(1.0, "--character-coverage"),
-    joint: bool = typer.Option(True, "--joint/--separate", help="One model for both sides, or one per side."),
-    input_sentence_size: int = typer.Option(2_000_000, "--input-sentence-size", help="Sentences sampled (0: all)."),
-    seed: int = typer.Option(1, "--seed"),
+    *,
+    settings: dict,
 ) -> None:
     """Train a SentencePiece model with mtkit's fixed special ids (pad 0, unk 1, bos 2, eos 3)."""
     from mtkit.cli import render
-    from mtkit.data.tokenizer import TokenizerOptions, train_tokenizer
+    from mtkit.data.tokenizer import train_tokenizer
 
-    opts = TokenizerOptions(vocab_size, model_type, character_coverage, joint, input_sentence_size, seed)
-    with render.status(f"training a {vocab_size}-token {model_type} model"):
+    opts = TokenizerOptions(**{k: v for k, v in settings.items() if v is not None})
+    with render.status(f"training a {opts.vocab_size}-token {opts.model_type} model"):
         info = train_tokenizer(src, tgt, out, opts)
     render.print_info(f"wrote {out} ({', '.join(info['models'])}; vocabulary {info['src_vocab_size']}"
-                        f"{'' if joint else ' / ' + str(info['tgt_vocab_size'])})")
+                        f"{'' if opts.joint else ' / ' + str(info['tgt_vocab_size'])})")
 
 
 @tokenizer_app.command("encode")

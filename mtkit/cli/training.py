@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import typer
 
-from mtkit.cli.app import app, work_begins
+from mtkit.cli.app import app, config_options, work_begins
+from mtkit.config import TokenizerOptions
 from mtkit.errors import UserError
 
 # The settings `mtkit train` takes as options of their own, each declared once, here: the option's
@@ -21,38 +21,8 @@ TRAIN_OPTIONS = (
 )
 
 
-def _with_config_options(keys: tuple[str, ...]):
-    """Give a command one option per config setting of `keys`; the command receives them as
-    `settings`: {key: value, or None when not given}."""
-    import inspect
-
-    from mtkit.config import describe, option_name
-
-    def decorate(command):
-        names = {key: key.rpartition(".")[2] for key in keys}
-        options = []
-        for key, name in names.items():
-            kind, text = describe(key)
-            flag = option_name(key)
-            decl = f"{flag}/--no-{flag[2:]}" if kind is bool else flag
-            options.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=kind | None,
-                                             default=typer.Option(None, decl, help=text or None)))
-
-        @functools.wraps(command)
-        def run(**kwargs):
-            return command(**{k: v for k, v in kwargs.items() if k not in names.values()},
-                           settings={key: kwargs[name] for key, name in names.items()})
-
-        own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "settings"]
-        run.__signature__ = inspect.Signature(own + options)  # type: ignore[attr-defined]
-        run.__annotations__ = {p.name: p.annotation for p in own + options}
-        return run
-
-    return decorate
-
-
 @app.command()
-@_with_config_options(TRAIN_OPTIONS)
+@config_options(TRAIN_OPTIONS)
 def train(
     output: Path = typer.Option(..., "-o", "--output", help="Model directory (created, or resumed)."),
     src: Path | None = typer.Option(None, "--src", help="Training source file (or a TSV/JSONL file alone)."),
@@ -61,7 +31,7 @@ def train(
     valid_tgt: Path | None = typer.Option(None, "--valid-tgt"),
     tokenizer: Path | None = typer.Option(None, "--tokenizer", help="Tokenizer directory (else one is trained)."),
     vocab_size: int | None = typer.Option(None, "--vocab-size", help="Of the tokenizer trained when --tokenizer is "
-                                                                     "absent (default 8000)."),
+                                          f"absent (default {TokenizerOptions().vocab_size}).", show_default=False),
     config_file: Path | None = typer.Option(None, "--config", help="TOML file with \\[model] \\[data] \\[train] \\[decode] sections."),
     overrides: list[str] = typer.Option([], "--set", help="section.key=value, repeatable (any config setting)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a model directory holding another run."),
@@ -73,7 +43,6 @@ def train(
     """Train (or resume) a Transformer; the model directory is all `mtkit translate` needs."""
     from mtkit.cli import render
     from mtkit.config import assemble
-    from mtkit.data.tokenizer import TokenizerOptions
     from mtkit.training.rundir import TrainJob
     from mtkit.training.trainer import train as run_training
 

@@ -9,27 +9,28 @@ from pathlib import Path
 
 import typer
 
-from mtkit.cli.app import app, stdin_lines, stdout, work_begins
+from mtkit.cli.app import app, config_options, stdin_lines, stdout, work_begins
+from mtkit.config import DecodeConfig
 from mtkit.errors import UserError
+
+# The search settings `mtkit translate` takes, declared in mtkit.config.DecodeConfig.
+DECODE_OPTIONS = ("beam", "length_penalty", "max_len_a", "max_len_b", "nbest", "max_tokens")
 
 
 @app.command()
+@config_options(DECODE_OPTIONS, root=DecodeConfig, show_defaults=True)
 def translate(
     model_dir: Path = typer.Option(..., "-m", "--model", help="Model directory written by mtkit train."),
     input_file: Path | None = typer.Option(None, "-i", "--input", help="Input file (default: stdin)."),
     output_file: Path | None = typer.Option(None, "-o", "--output", help="Output file (default: stdout)."),
-    beam: int = typer.Option(5, "--beam", help="Beam size."),
     greedy: bool = typer.Option(False, "--greedy", help="Greedy search (same as --beam 1)."),
-    length_penalty: float = typer.Option(1.0, "--length-penalty", help="Alpha: score = log p / length**alpha (fairseq --lenpen); 0 = raw log-probability."),
-    max_len_a: float = typer.Option(1.2, "--max-len-a"),
-    max_len_b: int = typer.Option(10, "--max-len-b", help="Longest output: a * source length + b tokens."),
-    nbest: int = typer.Option(1, "--nbest", help="Hypotheses per sentence (jsonl output lists them)."),
-    max_tokens: int = typer.Option(0, "--max-tokens", help="Batch budget: source tokens x beam (0: 8,000 on a CPU, 65,536 on a GPU)."),
     checkpoint: str = typer.Option("best", "--checkpoint", help="best, last, averaged or a path."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
     precision: str = typer.Option("auto", "--precision", help="auto, fp32, bf16, fp16, or int8 (int8 linear layers, on the CPU)."),
     fmt: str = typer.Option("text", "--format", "-f", help="text or jsonl."),
     interactive: bool = typer.Option(False, "--interactive", help="Answer each line as it arrives."),
+    *,
+    settings: dict,
 ) -> None:
     """Translate lines (stdin to stdout by default), one output line per input line, in order.
 
@@ -37,7 +38,7 @@ def translate(
     was chosen at conversion)."""
     import json as _json
 
-    from mtkit.config import DEVICE_RE, DecodeConfig, validate_labelled
+    from mtkit.config import DEVICE_RE, option_name, validate_labelled
     from mtkit.data.textio import iter_lines, require_file
     from mtkit.inference.engine import open_engine
     from mtkit.inference.types import TranslateStats
@@ -48,8 +49,10 @@ def translate(
         raise UserError(f"--precision: expected auto, fp32, bf16, fp16 or int8, got {precision!r}")
     if not DEVICE_RE.fullmatch(device):
         raise UserError(f"--device: expected auto, cpu, cuda or cuda:N, got {device!r}")
-    cfg = DecodeConfig(1 if greedy else beam, length_penalty, max_len_a, max_len_b, nbest, max_tokens)
-    validate_labelled(cfg, {f"decode.{k}": f"--{k.replace('_', '-')}" for k in vars(cfg)})
+    cfg = DecodeConfig(**{key: value for key, value in settings.items() if value is not None})
+    if greedy:
+        cfg.beam = 1
+    validate_labelled(cfg, {f"decode.{key}": option_name(key) for key in DECODE_OPTIONS})
     if input_file is not None:
         require_file(input_file)
     engine = open_engine(model_dir, checkpoint, device, precision)

@@ -14,12 +14,13 @@ import random
 import re
 import shutil
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import sentencepiece as spm
 
+from mtkit.config import TokenizerOptions
 from mtkit.data.textio import iter_lines, require_file
 from mtkit.errors import UserError, describe
 from mtkit.files import (
@@ -34,30 +35,6 @@ from mtkit.files import (
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 INFO_FILE = "tokenizer.json"
-
-
-@dataclass
-class TokenizerOptions:
-    vocab_size: int = 8000
-    model_type: str = "unigram"  # unigram or bpe
-    character_coverage: float = 1.0
-    joint: bool = True  # one model for both sides
-    input_sentence_size: int = 2_000_000  # sentences sampled per model (0: all)
-    seed: int = 1
-
-    @property
-    def byte_fallback(self) -> bool:
-        """Unseen characters become UTF-8 byte pieces, so decoding restores them exactly. It takes
-        256 vocabulary entries, so it is used only when the vocabulary has room for them."""
-        return self.vocab_size >= 1024
-
-    def validate(self) -> None:
-        if self.model_type not in ("unigram", "bpe"):
-            raise UserError(f"--model-type: expected unigram or bpe, got {self.model_type!r}")
-        if self.vocab_size < 8:
-            raise UserError(f"--vocab-size must be at least 8, got {self.vocab_size}")
-        if not 0.0 < self.character_coverage <= 1.0:
-            raise UserError(f"--character-coverage must be in (0, 1], got {self.character_coverage}")
 
 
 def file_sha256(path: str | Path) -> str:

@@ -23,11 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from mtkit import __version__
-from mtkit.config import DecodeConfig
+from mtkit.config import AUTO_MAX_TOKENS, DecodeConfig
 from mtkit.errors import UserError, describe
 from mtkit.files import disk_full, make_temp_dir, write_error
 from mtkit.inference.types import (
-    AUTO_MAX_TOKENS,
     TranslateStats,
     Translation,
     chunks,

@@ -28,11 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mtkit.config import DecodeConfig, ModelConfig
+from mtkit.config import AUTO_MAX_TOKENS, DecodeConfig, ModelConfig
 from mtkit.data.batching import pad_sequences
 from mtkit.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 from mtkit.errors import UserError
-from mtkit.inference.types import AUTO_MAX_TOKENS, TranslateStats, Translation, chunks, decode_nbests
+from mtkit.inference.types import TranslateStats, Translation, chunks, decode_nbests
 from mtkit.model.transformer import Transformer
 from mtkit.runtime import autocast
 
@@ -155,6 +155,50 @@ def _greedy(model: Searchable, src: Tensor, cfg: DecodeConfig, state: Any) -> li
     return results
 
 
+@dataclass
+class _Beams:
+    """The live hypotheses of the sentences still searching, in three index spaces:
+
+        sentence  a sentence's place in the batch (`finished`, the length limits)
+        row       its place among the sentences still searching: sentences[row] is its sentence
+        hyp       row * k + beam: a live hypothesis, and the decoder row that extends it
+
+    The device holds what the next step computes with (scores, last tokens); the host the tokens
+    so far and which sentence each row is."""
+
+    k: int
+    sentences: list[int]  # row -> sentence
+    scores: Tensor  # (rows, k) log-probabilities of the live hypotheses
+    last: Tensor  # (rows * k,) their last tokens
+    prefixes: np.ndarray  # (rows * k, t) host: their tokens so far (no bos)
+
+    @classmethod
+    def start(cls, batch: int, k: int, device: torch.device) -> _Beams:
+        scores = torch.full((batch, k), float("-inf"), device=device)
+        scores[:, 0] = 0.0  # all beams start equal: expand only the first
+        return cls(k, list(range(batch)), scores, torch.full((batch * k,), BOS_ID, dtype=torch.long, device=device),
+                   np.zeros((batch * k, 0), dtype=np.int64))
+
+    def at_limit(self, limits: list[int], t: int) -> list[int]:
+        """The hyps whose sentence may have no more tokens after this step's: eos is forced."""
+        k = self.k
+        return [row * k + b for row, s in enumerate(self.sentences) if limits[s] == t + 1 for b in range(k)]
+
+    def extend(self, step: _StepOnHost) -> None:
+        """The host's half of a step: each new hyp's tokens are its previous hyp's plus its token."""
+        self.prefixes = np.concatenate([self.prefixes[step.hyps], step.last[:, None]], axis=1)
+
+    def keep(self, keep: np.ndarray, state: Any) -> None:
+        """Only the rows where `keep` (rows,) is True go on searching (and decoding)."""
+        kept = np.flatnonzero(keep)
+        kept_hyps = (kept[:, None] * self.k + np.arange(self.k)).reshape(-1)
+        device = self.scores.device
+        kept_dev, kept_hyps_dev = (torch.from_numpy(x).to(device, non_blocking=True) for x in (kept, kept_hyps))
+        self.scores, self.last = self.scores[kept_dev], self.last[kept_hyps_dev]
+        state.reorder(kept_hyps_dev)
+        self.sentences, self.prefixes = [self.sentences[i] for i in kept], self.prefixes[kept_hyps]
+
+
 @torch.inference_mode()
 def beam_search(model: Searchable, src: Tensor, cfg: DecodeConfig) -> list[list[Hypothesis]]:
     """Up to cfg.nbest hypotheses per sentence, best first.
@@ -164,64 +208,67 @@ def beam_search(model: Searchable, src: Tensor, cfg: DecodeConfig) -> list[list[
     batch, k, device = src.size(0), cfg.beam, src.device
     limit_host = max_lengths(src, cfg, model).tolist()  # (batch,) most output tokens
     state = model.start_state(model.encode(src), src.eq(PAD_ID), beams=k)  # k decoder rows per sentence
-    active_host = list(range(batch))  # sentences still searching
-    scores = torch.full((batch, k), float("-inf"), device=device)
-    scores[:, 0] = 0.0  # all beams start equal: expand only the first
-    last = torch.full((batch * k,), BOS_ID, dtype=torch.long, device=device)  # each live hypothesis's last token
-    prefixes = np.zeros((batch * k, 0), dtype=np.int64)  # host: each live hypothesis's tokens (no bos)
+    beams = _Beams.start(batch, k, device)
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
     for t in range(max(limit_host)):
-        n = len(active_host)
-        forced = [row * k + b for row, s in enumerate(active_host) if limit_host[s] == t + 1 for b in range(k)]
-        top, beam_of, token = _best_candidates(_next_logprobs(model, last, state, forced), scores, 2 * k)  # (n, 2k)
+        n = len(beams.sentences)
+        logprobs = _next_logprobs(model, beams.last, state, beams.at_limit(limit_host, t))
+        top, beam_of, token = _best_candidates(logprobs, beams.scores, 2 * k)  # (n, 2k)
         is_eos = token.eq(EOS_ID) & torch.isfinite(top)
         # the k best candidates that do not end: stable sort puts non-eos first, keeping score order
         order = torch.sort(is_eos.int(), dim=1, stable=True).indices[:, :k]  # (n, k)
-        rows = (torch.arange(n, device=device)[:, None] * k + beam_of.gather(1, order)).view(-1)
-        scores, last = top.gather(1, order), token.gather(1, order).view(-1)
-        state.reorder(rows, same_sources=True)
-        step = _StepOnHost.read(top[:, :k], beam_of[:, :k], is_eos[:, :k], rows.view(n, k), last.view(n, k), scores)
-        _collect_finished(finished, active_host, prefixes, step, k, t, cfg)
-        prefixes = np.concatenate([prefixes[step.rows], step.last[:, None]], axis=1)
-        keep = ~_sentences_done(finished, active_host, step.best_live, limit_host, t, cfg)
+        hyps = (torch.arange(n, device=device)[:, None] * k + beam_of.gather(1, order)).view(-1)
+        beams.scores, beams.last = top.gather(1, order), token.gather(1, order).view(-1)
+        state.reorder(hyps, same_sources=True)
+        step = _StepOnHost.read(top[:, :k], beam_of[:, :k], is_eos[:, :k], hyps.view(n, k), beams.last.view(n, k),
+                                beams.scores)
+        _collect_finished(finished, beams.sentences, beams.prefixes, step, k, t, cfg)
+        beams.extend(step)
+        keep = ~_sentences_done(finished, beams.sentences, step.best_live, limit_host, t, cfg)
         if not keep.any():
             break
         if not keep.all():
-            kept = np.flatnonzero(keep)
-            kept_rows = (kept[:, None] * k + np.arange(k)).reshape(-1)
-            kept_dev, kept_rows_dev = (torch.from_numpy(x).to(device, non_blocking=True) for x in (kept, kept_rows))
-            scores, last = scores[kept_dev], last[kept_rows_dev]
-            state.reorder(kept_rows_dev)
-            active_host, prefixes = [active_host[i] for i in kept], prefixes[kept_rows]
+            beams.keep(keep, state)
     return [sorted(hyps, key=lambda h: -h.score)[: cfg.nbest] for hyps in finished]
 
 
 @dataclass
 class _StepOnHost:
-    """What the host needs of one beam-search step, fetched in one transfer."""
+    """What the host needs of one beam-search step, fetched in one transfer: every column packed
+    into one int32 matrix (log-probabilities by their bits), so that nothing is rounded."""
 
-    top: np.ndarray  # (n, k) log-probabilities of the k best candidates
+    top: np.ndarray  # (n, k) float32: log-probabilities of the k best candidates
     beam_of: np.ndarray  # (n, k) the beam each extends
     is_eos: np.ndarray  # (n, k) bool: the candidate ends the hypothesis
-    rows: np.ndarray  # (n*k,) the live hypotheses' previous rows
+    hyps: np.ndarray  # (n*k,) the previous hyp of each new live hypothesis
     last: np.ndarray  # (n*k,) their new last tokens
-    best_live: np.ndarray  # (n,) each sentence's best live log-probability
+    best_live: np.ndarray  # (n,) float32: each sentence's best live log-probability
+
+    # the packed matrix's columns, in order: (field, one column per beam (else one), float32 bits (else integers))
+    LAYOUT = (("top", True, True), ("beam_of", True, False), ("is_eos", True, False), ("hyps", True, False),
+              ("last", True, False), ("best_live", False, True))
 
     @classmethod
-    def read(cls, top: Tensor, beam_of: Tensor, is_eos: Tensor, rows: Tensor, last: Tensor, scores: Tensor) -> _StepOnHost:
-        packed = torch.cat([top, beam_of.float(), is_eos.float(), rows.float(), last.float(),
-                            scores.max(dim=1, keepdim=True).values], dim=1).cpu().numpy()  # ids < 2**24: exact
+    def read(cls, top: Tensor, beam_of: Tensor, is_eos: Tensor, hyps: Tensor, last: Tensor, scores: Tensor) -> _StepOnHost:
         k = top.size(1)
-        cols = [packed[:, i * k:(i + 1) * k] for i in range(5)]
-        return cls(cols[0], cols[1].astype(np.int64), cols[2] > 0, cols[3].reshape(-1).astype(np.int64),
-                   cols[4].reshape(-1).astype(np.int64), packed[:, 5 * k])
+        columns = {"top": top, "beam_of": beam_of, "is_eos": is_eos, "hyps": hyps, "last": last,
+                   "best_live": scores.max(dim=1, keepdim=True).values}
+        packed = torch.cat([columns[name].float().contiguous().view(torch.int32) if bits else columns[name].int()
+                            for name, _, bits in cls.LAYOUT], dim=1).cpu().numpy()
+        fields, start = {}, 0
+        for name, per_beam, bits in cls.LAYOUT:
+            block = packed[:, start:start + (k if per_beam else 1)]
+            start += block.shape[1]
+            fields[name] = block.view(np.float32) if bits else block.astype(np.int64)
+        return cls(fields["top"], fields["beam_of"], fields["is_eos"] > 0, fields["hyps"].reshape(-1),
+                   fields["last"].reshape(-1), fields["best_live"][:, 0])
 
 
-def _collect_finished(finished: list[list[Hypothesis]], active_host: list[int], prefixes: np.ndarray,
+def _collect_finished(finished: list[list[Hypothesis]], sentences: list[int], prefixes: np.ndarray,
                       step: _StepOnHost, k: int, t: int, cfg: DecodeConfig) -> None:
     """Candidates ending in eos among a sentence's top k become finished hypotheses."""
     for row, col in zip(*np.nonzero(step.is_eos)):
-        hyps = finished[active_host[row]]
+        hyps = finished[sentences[row]]
         if len(hyps) >= k:
             continue
         tokens = prefixes[row * k + step.beam_of[row, col]].tolist()
@@ -229,12 +276,12 @@ def _collect_finished(finished: list[list[Hypothesis]], active_host: list[int], 
         hyps.append(Hypothesis(tokens, logprob, logprob / length_penalty(t + 1, cfg.length_penalty)))
 
 
-def _sentences_done(finished: list[list[Hypothesis]], active_host: list[int], best_live: np.ndarray,
+def _sentences_done(finished: list[list[Hypothesis]], sentences: list[int], best_live: np.ndarray,
                     limit: list[int], t: int, cfg: DecodeConfig) -> np.ndarray:
-    """(n,) True where a sentence has k finished hypotheses, reached its length limit, or has an
+    """(rows,) True where a sentence has k finished hypotheses, reached its length limit, or has an
     nbest-th finished score that no live hypothesis can still beat."""
-    done = np.zeros(len(active_host), dtype=bool)
-    for row, sentence in enumerate(active_host):
+    done = np.zeros(len(sentences), dtype=bool)
+    for row, sentence in enumerate(sentences):
         hyps, lim = finished[sentence], limit[sentence]
         if len(hyps) >= cfg.beam or t + 1 >= lim:
             done[row] = True

@@ -8,11 +8,6 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-# Batch budget (source tokens x beam) when DecodeConfig.max_tokens is 0: on a GPU a few large
-# batches keep it busy (1,000 Multi30k sentences at beam 5 are two batches); on a CPU smaller
-# batches waste less work on finished sentences.
-AUTO_MAX_TOKENS = {"cpu": 8000, "cuda": 65536}
-
 
 @dataclass
 class Translation:

@@ -241,32 +241,44 @@ def _resample_weights(n_segments: int, n_samples: int, seed: int) -> list[list[i
 
 def paired_bootstrap(systems_stats: Sequence[Sequence[Sequence[float]]], metric: Metric, nrefs: int = 1,
                      n_samples: int = 1000, seed: int = 12345) -> list[PairedResult]:
-    """Paired bootstrap resampling (Koehn, 2004) of several systems against the first.
-
-    Every system is scored on the same resampled segment sets. The p-value is two-sided: the
-    share of samples whose difference to the baseline, centred on its mean (the null hypothesis),
-    is at least as large in magnitude as the observed difference, with add-one smoothing."""
+    """Paired bootstrap resampling (Koehn, 2004) of several systems against the first: every system
+    is scored on the same `n_samples` resampled segment sets, drawn from `seed`."""
     n_segments = len(systems_stats[0])
     if n_segments == 0:
         raise UserError("paired bootstrap needs at least one segment")
     check_bootstrap(n_samples, n_segments)
-    weights = _resample_weights(n_segments, n_samples, seed)
+    return bootstrap_from_weights(systems_stats, metric, nrefs, _resample_weights(n_segments, n_samples, seed))
+
+
+def bootstrap_from_weights(systems_stats: Sequence[Sequence[Sequence[float]]], metric: Metric, nrefs: int,
+                           weights: Sequence[Sequence[int]]) -> list[PairedResult]:
+    """The paired bootstrap's numbers from the resamples (`weights`: per sample, how often each
+    segment was drawn). The mean of a system's resampled scores and its 95% interval (the mean
+    plus and minus half the distance between the 1/40 and 39/40 order statistics) are sacreBLEU's:
+    the same resamples give the same numbers. The p-value is two-sided, as in Koehn (2004) and
+    Clark et al. (2011): under the null hypothesis the differences to the baseline are centred on
+    0, and p = (1 + samples whose centred difference is at least the observed one in magnitude) /
+    (samples + 1). sacreBLEU centres the absolute differences instead, which gives a system
+    compared with itself p = 1 / (samples + 1); here it gets 1.0."""
+    n_samples = len(weights)
     samples = []
     for stats in systems_stats:
         columns = list(zip(*stats))
         samples.append([metric.score([sum(map(operator.mul, w, c)) for c in columns], nrefs).score for w in weights])
     observed = [metric.score(column_sums(s), nrefs).score for s in systems_stats]
+    lower = n_samples // 40
     results = []
     for k, sample in enumerate(samples):
+        mean = math.fsum(sample) / n_samples
         ordered = sorted(sample)
-        low, high = ordered[int(0.025 * n_samples)], ordered[min(n_samples - 1, int(0.975 * n_samples))]
+        half = 0.5 * (ordered[n_samples - lower - 1] - ordered[lower])
         p_value = None
         if k > 0:
             diffs = [s - b for s, b in zip(sample, samples[0])]
-            mean_diff = math.fsum(diffs) / n_samples
+            centre = math.fsum(diffs) / n_samples
             real = abs(observed[k] - observed[0])
-            p_value = (1 + sum(abs(d - mean_diff) >= real for d in diffs)) / (n_samples + 1)
-        results.append(PairedResult(observed[k], math.fsum(sample) / n_samples, low, high, p_value))
+            p_value = (1 + sum(abs(d - centre) >= real for d in diffs)) / (n_samples + 1)
+        results.append(PairedResult(observed[k], mean, mean - half, mean + half, p_value))
     return results
 
 

@@ -85,24 +85,46 @@ class Attention(nn.Module):
         self,
         q: Tensor,  # queries (batch, heads, q_len, d_head)
         kv: KV,  # keys/values (batch, heads, k_len, d_head)
-        mask: Tensor | None = None,  # (batch, 1, q_len or 1, k_len), True = may attend
+        mask: Tensor | None = None,  # (batch, 1, 1, k_len), True = may attend
         causal: bool = False,
-        sink: list[Tensor] | None = None,
-        beams: int = 1,  # one decoding step of `beams` consecutive query rows per key row (beam search)
+        sink: list[Tensor] | None = None,  # records the probabilities (non-causal attention only)
     ) -> Tensor:
+        """Attention of whole sequences (training, teacher-forced decoding): (batch, q_len, d_model)."""
         k, v = kv
-        rows, q_len = q.size(0), q.size(2)
-        if beams > 1:  # a source's beams query its keys together: one matmul instead of `beams` copies of them
-            q = q.reshape(rows // beams, beams, self.n_heads, self.d_head).transpose(1, 2)  # (sources, heads, beams, d_head)
-        step_on_cpu = q_len == 1 and q.device.type == "cpu" and not self.training  # a decoding step
-        if sink is not None or step_on_cpu:  # there two small matmuls beat torch's CPU flash kernel (1.8x)
+        if sink is not None:
             out = self._explicit(q, k, v, mask, sink)
         else:
             p = self.attn_dropout if self.training else 0.0
             with _kernel_choice(q):
                 out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal)
-        out = out.transpose(1, 2).reshape(rows, q_len, -1)  # (batch, q_len, d_model)
-        return self.out_proj(out)
+        return self.out_proj(self.merge_heads(out))
+
+    def step(
+        self,
+        q: Tensor,  # one query per decoder row (rows, heads, 1, d_head)
+        kv: KV,  # keys/values (rows / beams, heads, k_len, d_head)
+        mask: Tensor | None = None,  # (rows / beams, 1, 1, k_len), True = may attend
+        beams: int = 1,  # consecutive decoder rows per key row (beam search)
+        sink: list[Tensor] | None = None,  # records the probabilities
+    ) -> Tensor:
+        """Attention of one decoding step: (rows, 1, d_model). A source's beams query its keys
+        together, one matmul instead of `beams` copies of the keys; on a CPU two small matmuls
+        beat torch's flash kernel at one query (1.8x)."""
+        k, v = kv
+        rows = q.size(0)
+        if beams > 1:
+            q = q.reshape(rows // beams, beams, self.n_heads, self.d_head).transpose(1, 2)  # (sources, heads, beams, d_head)
+        if sink is not None or q.device.type == "cpu":
+            out = self._explicit(q, k, v, mask, sink)
+        else:
+            with _kernel_choice(q):
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        if beams > 1:
+            out = out.transpose(1, 2).reshape(rows, self.n_heads, 1, self.d_head)  # back to one row per beam
+        return self.out_proj(self.merge_heads(out))
+
+    def merge_heads(self, x: Tensor) -> Tensor:  # (batch, heads, len, d_head) -> (batch, len, d_model)
+        return x.transpose(1, 2).reshape(x.size(0), x.size(2), -1)
 
     @staticmethod
     def _explicit(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, sink: list[Tensor] | None) -> Tensor:
@@ -220,22 +242,34 @@ class DecoderLayer(nn.Module):
         x: Tensor,  # (batch, tgt_len, d_model)
         memory_kv: KV,  # cross-attention keys/values from the encoder output
         src_mask: Tensor,  # (batch, 1, 1, src_len)
-        cache: DecoderCache | None = None,
         sink: list[Tensor] | None = None,
-        beams: int = 1,  # rows of x per row of memory_kv (DecoderState.beams)
     ) -> Tensor:
+        """The whole target at once, under the causal mask (training, teacher-forced decoding)."""
         h = self.self_res.input(x)
-        q, kv = self.self_attn.project(h)
-        if cache is None:  # the whole target at once: the causal mask
-            attended = self.self_attn(q, kv, causal=True)
-        else:  # one new position, which sees every cached one
-            attended = self.self_attn(q, cache.append(kv))
-        x = self.self_res.output(x, attended)
+        x = self.self_res.output(x, self.self_attn(*self.self_attn.project(h), causal=True))
         h = self.cross_res.input(x)
-        x = self.cross_res.output(x, self.cross_attn(self.cross_attn.project_q(h), memory_kv, src_mask, sink=sink,
-                                                     beams=beams))
+        x = self.cross_res.output(x, self.cross_attn(self.cross_attn.project_q(h), memory_kv, src_mask, sink=sink))
         h = self.ff_res.input(x)
         return self.ff_res.output(x, self.ff(h))  # (batch, tgt_len, d_model)
+
+    def step(
+        self,
+        x: Tensor,  # (rows, 1, d_model): the newest position of each decoder row
+        memory_kv: KV,  # cross-attention keys/values, one row per source
+        src_mask: Tensor,  # (sources, 1, 1, src_len)
+        cache: DecoderCache,  # this layer's keys/values of the earlier positions; grows by one
+        beams: int = 1,  # decoder rows per source (DecoderState.beams)
+        sink: list[Tensor] | None = None,
+    ) -> Tensor:
+        """One decoding step: the new position sees every cached one (no mask needed)."""
+        h = self.self_res.input(x)
+        q, kv = self.self_attn.project(h)
+        x = self.self_res.output(x, self.self_attn.step(q, cache.append(kv)))
+        h = self.cross_res.input(x)
+        x = self.cross_res.output(x, self.cross_attn.step(self.cross_attn.project_q(h), memory_kv, src_mask, beams,
+                                                          sink))
+        h = self.ff_res.input(x)
+        return self.ff_res.output(x, self.ff(h))  # (rows, 1, d_model)
 
 
 @dataclass
@@ -370,8 +404,8 @@ class Transformer(nn.Module):
         """Logits (batch, tgt_vocab) of the next token after `tokens` (batch,), the last input."""
         x = self.tgt_embed(tokens[:, None], start=state.step)  # (batch, 1, d_model)
         sink: list[Tensor] | None = [] if state.attention is not None else None
-        for layer, kv, cache in zip(self.decoder, state.memory_kv, state.caches):
-            x = layer(x, kv, state.src_mask, cache=cache, sink=sink, beams=state.beams)
+        for layer, kv, cache in zip(self._decoder_layers(), state.memory_kv, state.caches):
+            x = layer.step(x, kv, state.src_mask, cache, state.beams, sink)
         if sink and state.attention is not None:
             state.attention.append(torch.stack(sink).mean(dim=(0, 2))[:, 0])  # (batch, src_len), layers+heads
         state.step += 1

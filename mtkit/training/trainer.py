@@ -346,6 +346,20 @@ def _setup_data(job: TrainJob, d: Dist, on_event: OnEvent):
     return tok, corpus, valid
 
 
+def check_model_fits(cfg: C.ModelConfig, device: torch.device) -> None:
+    """Refuse, before allocating anything, a model whose training state (fp32 weights, gradients
+    and AdamW's two moments: 16 bytes a parameter) exceeds the memory of the device it trains on."""
+    need = 16 * cfg.approx_parameters()
+    if device.type == "cuda":
+        have, where = torch.cuda.get_device_properties(device).total_memory, f"{device}"
+    else:
+        have, where = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "this machine's memory"
+    if need > have:
+        raise UserError(f"the model has about {cfg.approx_parameters():,} parameters, whose training state needs "
+                        f"{need / 2**30:,.1f} GiB, more than {where} ({have / 2**30:,.1f} GiB): choose a smaller "
+                        "--preset or smaller model.* settings")
+
+
 def build(job: TrainJob, d: Dist, device: torch.device, on_event: OnEvent, stop: StopFlag) -> Trainer:
     t = job.cfg.train
     if t.threads:
@@ -354,6 +368,7 @@ def build(job: TrainJob, d: Dist, device: torch.device, on_event: OnEvent, stop:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     tok, corpus, valid = _setup_data(job, d, on_event)
+    check_model_fits(job.cfg.model, device)
     torch.manual_seed(t.seed)
     random.seed(t.seed)
     model = Transformer(job.cfg.model).to(device)
