@@ -12,7 +12,7 @@ STAMP       = $(VENV)/.installed
 export HF_DATASETS_OFFLINE ?= 1
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install test lint demo bench clean
+.PHONY: install test lint demo bench docs clean
 
 install: $(STAMP)
 
@@ -32,6 +32,9 @@ lint: $(STAMP)
 
 demo: $(STAMP)
 	PATH="$(abspath $(VENV))/bin:$$PATH" DEMO=1 bash recipes/multi30k.sh
+
+docs: $(STAMP)
+	$(PY) -m mtkit.cli.reference > docs/cli.md
 
 bench: $(STAMP)
 	$(PY) recipes/benchmarks/run_all.py $(BENCH_ARGS)

@@ -36,8 +36,10 @@ def test_train_options_are_the_config_declarations():
 
     params = _params("train")
     for key in TRAIN_OPTIONS:
-        assert params[C.option_name(key)].help == (C.describe(key).help or None), key
-    assert params["--max-time"].help == "seconds of wall time, 0: no limit"
+        assert params[C.option_name(key)].help.startswith(C.describe(key).help), key
+    assert params["--max-time"].help.startswith("seconds of wall time, 0: no limit")
+    assert params["--lr"].help.endswith(f"[default: {C.TrainConfig().lr}]")
+    assert "default" not in params["--dropout"].help  # a model's default is its preset's
     assert params["--compile"].secondary_opts == ["--no-compile"]
     cfg = C.assemble(None, {"data.max_tokens": 123, "model.dropout": 0.25, "train.compile": True}, [])
     assert (cfg.data.max_tokens, cfg.model.dropout, cfg.train.compile) == (123, 0.25, True)

@@ -67,7 +67,8 @@ def config_options(keys: Sequence[str], root: type | None = None, show_defaults:
         for key, name in names.items():
             s = describe(key, root or RunConfig)
             text = s.help
-            if show_defaults:  # escaped: rich would read a bare [default: 5] as markup
+            if show_defaults and not key.startswith("model."):  # a model's defaults are its preset's
+                # escaped: rich would read a bare [default: 5] as markup
                 shown = s.flag.split("/")[0 if s.default else 1] if s.kind is bool else s.default
                 text = f"{text} \\[default: {shown}]"
             options.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=s.kind | None,

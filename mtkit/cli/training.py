@@ -22,7 +22,7 @@ TRAIN_OPTIONS = (
 
 
 @app.command()
-@config_options(TRAIN_OPTIONS)
+@config_options(TRAIN_OPTIONS, show_defaults=True)
 def train(
     output: Path = typer.Option(..., "-o", "--output", help="Model directory (created, or resumed)."),
     src: Path | None = typer.Option(None, "--src", help="Training source file (or a TSV/JSONL file alone)."),
