@@ -77,11 +77,12 @@ def remove_stale_temps(path: Path) -> list[Path]:
 
 def make_temp_dir(path: Path) -> Path:
     """A fresh temporary directory beside `path` (named by temp_name, stale ones of earlier
-    processes removed first) with the permissions `mkdir` gives, for a result that appears
-    whole by one rename."""
-    remove_stale_temps(path)
+    processes removed first, `path`'s parent made if missing) with the permissions `mkdir` gives,
+    for a result that appears whole by one rename."""
     work = temp_name(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path)
         work.mkdir(mode=default_dir_mode())
     except OSError as e:
         raise write_error(path, e) from None

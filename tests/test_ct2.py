@@ -8,7 +8,7 @@ from helpers import assert_one_line_error, run_in_process
 
 from mtkit.config import DecodeConfig
 from mtkit.data.textio import read_lines
-from mtkit.inference.search import quantize_int8, translate
+from mtkit.inference.translate import quantize_int8, translate
 from mtkit.metrics.bleu import corpus_bleu
 from mtkit.model.checkpoint import load_for_inference
 

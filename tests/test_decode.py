@@ -10,7 +10,8 @@ from mtkit.config import DecodeConfig
 from mtkit.data.batching import pad_sequences
 from mtkit.data.textio import read_lines
 from mtkit.data.tokenizer import BOS_ID, EOS_ID
-from mtkit.inference.search import beam_search, greedy, length_penalty, translate
+from mtkit.inference.search import beam_search, greedy, length_penalty
+from mtkit.inference.translate import translate
 from mtkit.model.checkpoint import load_for_inference
 
 
@@ -80,18 +81,18 @@ def test_a_cpu_decodes_a_batch_per_thread(loaded, sources, monkeypatch):
     also after a batch fails."""
     import threading
 
-    import mtkit.inference.search
+    import mtkit.inference.translate
 
     model, tok = loaded
     cfg = DecodeConfig(beam=3, max_tokens=300)  # ~10 batches of the 100 sentences
     seen: list[tuple[int, int]] = []  # (thread, its torch threads) of each batch
-    search = mtkit.inference.search.search
+    search = mtkit.inference.translate.search
 
     def spy(*args):
         seen.append((threading.get_ident(), torch.get_num_threads()))
         return search(*args)
 
-    monkeypatch.setattr(mtkit.inference.search, "search", spy)
+    monkeypatch.setattr(mtkit.inference.translate, "search", spy)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -104,7 +105,7 @@ def test_a_cpu_decodes_a_batch_per_thread(loaded, sources, monkeypatch):
         def fails(*args):
             raise RuntimeError("a batch failed")
 
-        monkeypatch.setattr(mtkit.inference.search, "search", fails)
+        monkeypatch.setattr(mtkit.inference.translate, "search", fails)
         with pytest.raises(RuntimeError, match="a batch failed"):
             list(translate(model, tok, sources, cfg))
         assert torch.get_num_threads() == 2

@@ -288,10 +288,6 @@ def prepare_corpus(source: Source, tokenizer: Tokenizer, cfg: DataConfig, cache_
     cache_root = Path(cache_root)
     final = cache_root / cache_key(source, tokenizer, cfg)
     if not (final / "report.json").is_file():
-        try:
-            cache_root.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise write_error(final, e) from None
         work = make_temp_dir(final)
         try:
             _build(source, tokenizer, cfg, work)

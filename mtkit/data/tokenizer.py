@@ -127,10 +127,6 @@ def train_tokenizer(
         require_file(p)
     out_dir = Path(out_dir).resolve()
     _check_output_dir(out_dir)
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise write_error(out_dir, e) from None
     work = make_temp_dir(out_dir)
     try:
         info = _train_into(work, src, tgt, opts)

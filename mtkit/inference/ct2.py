@@ -3,7 +3,7 @@
     convert(model_dir, out)     OUT/ holds CTranslate2's model (model.bin, config.json, vocabularies),
                                 mtkit's tokenizer (tokenizer/) and mtkit.json (what it was made from)
     Translator(out).translate(lines, cfg, stats)
-                                the same Translation stream as mtkit's own search (mtkit.inference.search.translate)
+                                the same Translation stream as mtkit's own search (mtkit.inference.translate)
 
 The mapping: pre- or post-norm layers; self-attention's fused in_proj is CTranslate2's linear[0],
 cross-attention's q_proj and kv_proj its linear[0] and linear[1]; embeddings scaled by
@@ -77,10 +77,6 @@ def convert(model_dir: Path, out: Path, quantization: str = "int8", checkpoint: 
         raise UserError(f"{out}: exists and is not an empty directory; choose a new -o")
     model, tok, _ = load_for_inference(model_dir, checkpoint, "cpu")
     spec = _spec(ct2, model, tok)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise write_error(out, e) from None
     work = make_temp_dir(out)
     try:
         _save(spec, work, quantization)
@@ -173,7 +169,7 @@ def _ffn(spec: Any, ff: Any, norm: Any) -> None:
 
 # ----------------------------------------------------------------------------- translating
 class Translator:
-    """A converted model, loaded once; translates like mtkit.inference.search.translate."""
+    """A converted model, loaded once; translates like mtkit.inference.translate.translate."""
 
     def __init__(self, directory: Path, device: str = "auto", compute_type: str = "default", threads: int = 0,
                  workers: int = 0):

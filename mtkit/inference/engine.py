@@ -34,7 +34,7 @@ class Engine(Protocol):
 
 
 class TorchEngine:
-    """mtkit's own search on a loaded Transformer (mtkit.inference.search.translate)."""
+    """mtkit's own search on a loaded Transformer (mtkit.inference.translate)."""
 
     def __init__(self, model: Transformer, tokenizer: Tokenizer, device: torch.device,
                  autocast_dtype: torch.dtype | None, workers: int = 0):
@@ -47,7 +47,7 @@ class TorchEngine:
 
     def translate(self, lines: Iterable[str], cfg: DecodeConfig, stats: TranslateStats,
                   chunk_size: int = 2000) -> Iterator[Translation]:
-        from mtkit.inference.search import translate
+        from mtkit.inference.translate import translate
 
         return translate(self.model, self.tokenizer, lines, cfg, stats, chunk_size, device=self.device,
                          autocast_dtype=self.autocast_dtype, workers=self.workers)
@@ -64,7 +64,7 @@ def open_engine(model_dir: Path, checkpoint: str = "best", device: str = "auto",
         return ct2.Translator(model_dir, device, ct2.COMPUTE_TYPES[precision], workers=workers)
     import torch
 
-    from mtkit.inference.search import quantize_int8
+    from mtkit.inference.translate import quantize_int8
     from mtkit.model.checkpoint import load_for_inference
     from mtkit.runtime import resolve_device, resolve_precision
 

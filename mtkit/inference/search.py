@@ -1,4 +1,5 @@
-"""Greedy and batched beam search with the decoder's KV cache, and `translate(lines)`.
+"""Greedy and batched beam search with the decoder's KV cache (mtkit.inference.translate runs them
+over lines of text).
 
 Scores. A hypothesis y (its tokens followed by eos) scores  log p(y | x) / |y| ** alpha  where |y|
 counts the eos: fairseq's `--lenpen` and Marian's `--normalize` (alpha 1, the default, is the mean
@@ -17,9 +18,6 @@ decoding goes on.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -28,13 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mtkit.config import AUTO_MAX_TOKENS, DecodeConfig, ModelConfig
+from mtkit.config import DecodeConfig, ModelConfig
 from mtkit.data.batching import pad_sequences
 from mtkit.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
-from mtkit.errors import UserError
-from mtkit.inference.types import TranslateStats, Translation, chunks, decode_nbests
 from mtkit.model.transformer import Transformer
-from mtkit.runtime import autocast
 
 
 class Searchable(Protocol):
@@ -296,105 +291,8 @@ def search(model: Searchable, src: Tensor, cfg: DecodeConfig) -> list[list[Hypot
     return greedy(model, src, cfg) if cfg.beam == 1 else beam_search(model, src, cfg)
 
 
-# ----------------------------------------------------------------------------- translate
-def _batches(lengths: list[int], max_tokens: int, beam: int) -> Iterator[list[int]]:
-    """Indices sorted by length, cut into batches of at most max_tokens (source tokens x beam)."""
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    batch: list[int] = []
-    for i in order:
-        if batch and (len(batch) + 1) * (lengths[i] + 1) * beam > max_tokens:
-            yield batch
-            batch = []
-        batch.append(i)
-    if batch:
-        yield batch
 
 
-def translate_chunk(
-    model: Transformer, tokenizer: Tokenizer, lines: list[str], cfg: DecodeConfig, stats: TranslateStats,
-    device: torch.device | str = "cpu", autocast_dtype: torch.dtype | None = None, workers: int = 0,
-) -> list[Translation]:
-    """Translations of lines, in input order; empty lines give empty translations. workers: batches
-    decoded at once on a CPU (0: one per torch thread; see _decode_batches)."""
-    max_src = model.cfg.max_positions - 1  # room for eos
-    ids = tokenizer.encode_src(lines)
-    for i, seq in enumerate(ids):
-        if len(seq) > max_src:
-            ids[i], stats.truncated = seq[:max_src], stats.truncated + 1
-    results: list[Translation | None] = [Translation("", [], 0.0) if not seq else None for seq in ids]
-    todo = [i for i, seq in enumerate(ids) if seq]
-    device_type = torch.device(device).type
-    budget = cfg.max_tokens or AUTO_MAX_TOKENS.get(device_type, AUTO_MAX_TOKENS["cpu"])
-    batches = [[todo[j] for j in batch] for batch in _batches([len(ids[i]) for i in todo], budget, cfg.beam)]
-
-    def decode(rows: list[int]) -> list[list[Hypothesis]]:
-        src = pad_sequences([ids[i] for i in rows], suffix=EOS_ID).to(device)
-        with autocast(device_type, autocast_dtype), _out_of_memory_explained(src, cfg):
-            return search(model, src, cfg)
-
-    for rows, hyps in zip(batches, _decode_batches(decode, batches, device_type, workers)):
-        all_texts = decode_nbests(tokenizer.decode_tgt, [[h.tokens for h in nbest] for nbest in hyps])
-        for i, nbest, texts in zip(rows, hyps, all_texts):
-            results[i] = Translation(texts[0], nbest[0].tokens, nbest[0].score,
-                                     [(txt, h.score) for txt, h in zip(texts, nbest)])
-            stats.tgt_tokens += len(nbest[0].tokens) + 1
-    stats.sentences += len(lines)
-    return results  # type: ignore[return-value]
-
-
-def _decode_batches(decode: Callable[[list[int]], list[list[Hypothesis]]], batches: list[list[int]],
-                    device_type: str, workers: int = 0) -> list[list[list[Hypothesis]]]:
-    """decode(batch) for every batch, results in the order of batches. On a CPU with several torch
-    threads and several batches, each thread decodes batches of its own, with one intra-op thread
-    (as Marian's CPU workers and CTranslate2's inter_threads do): a decoding step's matrices are
-    too small for two threads to share them well. On the 2-core VM beam 5 ran 1.07-1.39x faster
-    (int8) and 1.10-1.19x (fp32), greedy 0.94-1.20x (its batches are fewer and larger); each batch in
-    flight holds its own memory. The batches are the same either way, so is the output. The
-    longest batches start first, so that no long one runs alone at the end."""
-    threads = torch.get_num_threads()
-    workers = min(workers or threads, threads, len(batches)) if device_type == "cpu" else 1
-    if workers <= 1:
-        return [decode(batch) for batch in batches]
-    pool = ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(threads // workers,))
-    try:
-        futures = {i: pool.submit(decode, batches[i]) for i in reversed(range(len(batches)))}  # _batches: shortest first
-        return [futures[i].result() for i in range(len(batches))]
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        torch.set_num_threads(threads)  # the workers' setting is process-wide for some backends (MKL)
-
-
-@contextlib.contextmanager
-def _out_of_memory_explained(src: Tensor, cfg: DecodeConfig):
-    try:
-        yield
-    except (torch.OutOfMemoryError, RuntimeError) as e:
-        if not isinstance(e, torch.OutOfMemoryError) and "allocate" not in str(e):
-            raise
-        raise UserError(f"out of memory translating {src.size(0)} sentences of up to {src.size(1)} tokens with "
-                        f"beam {cfg.beam}: lower --max-tokens (now {cfg.max_tokens}) or --beam") from None
-
-
-def translate(
-    model: Transformer, tokenizer: Tokenizer, lines: Iterable[str], cfg: DecodeConfig,
-    stats: TranslateStats | None = None, chunk_size: int = 10000, **kw,
-) -> Iterator[Translation]:
-    """Stream translations in input order, reading `chunk_size` lines at a time."""
-    stats = stats if stats is not None else TranslateStats()
-    for chunk in chunks(lines, chunk_size):
-        yield from translate_chunk(model, tokenizer, chunk, cfg, stats, **kw)
-
-
-def quantize_int8(model: Transformer) -> Transformer:
-    """A copy of the model with int8 linear layers (weights quantized once, activations at each
-    call: torch's dynamic quantization), for decoding on a CPU."""
-    import warnings
-
-    from torch.ao.quantization import quantize_dynamic
-
-    with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao
-        warnings.simplefilter("ignore")
-        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 @dataclass

@@ -66,15 +66,10 @@ class TrainStats:
 
 
 @dataclass(frozen=True)
-class Validation:
-    kind: ClassVar[str] = "valid"
-    step: int
-    epoch: int
-    elapsed: float
-    best_metric: str  # bleu or chrf
-    best_score: float  # of best_metric, the best so far
-    improved: bool  # this validation made best.pt
-    valid_loss: float
+class ValidationResult:
+    """What one validation measured (mtkit.training.validation.validate)."""
+
+    valid_loss: float  # label-smoothed, per target token
     valid_nll: float
     valid_ppl: float
     bleu: float
@@ -82,6 +77,17 @@ class Validation:
     chrf: float
     chrf_signature: str
     valid_sentences: int  # translated (train.valid_max_sentences)
+
+
+@dataclass(frozen=True)
+class Validation(ValidationResult):
+    kind: ClassVar[str] = "valid"
+    step: int
+    epoch: int
+    elapsed: float
+    best_metric: str  # bleu or chrf
+    best_score: float  # of best_metric, the best so far
+    improved: bool  # this validation made best.pt
 
 
 @dataclass(frozen=True)

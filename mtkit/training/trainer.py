@@ -43,7 +43,17 @@ from mtkit.runtime import (
     stop_on_signals,
 )
 from mtkit.training.advice import vocabulary_warning, warmup_warning
-from mtkit.training.events import DataReport, Done, Info, OnEvent, Start, TrainStats, Validation, Warn
+from mtkit.training.events import (
+    DataReport,
+    Done,
+    Info,
+    OnEvent,
+    Start,
+    TrainStats,
+    Validation,
+    ValidationResult,
+    Warn,
+)
 from mtkit.training.metrics_log import MetricsLog
 from mtkit.training.rundir import (
     ModelDirClaim,
@@ -55,7 +65,7 @@ from mtkit.training.rundir import (
     write_manifest,
 )
 from mtkit.training.update import Updater, learning_rate
-from mtkit.training.validation import ValidationResult, validate
+from mtkit.training.validation import validate
 
 Valid = tuple[EncodedCorpus, list[str], list[str]]  # the encoded validation corpus, its sources and references
 

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -14,24 +13,13 @@ from mtkit.data.batching import collate, make_batches
 from mtkit.data.corpus import EncodedCorpus
 from mtkit.data.tokenizer import PAD_ID, Tokenizer
 from mtkit.files import write_text_atomic
-from mtkit.inference.search import translate
+from mtkit.inference.translate import translate
 from mtkit.metrics.bleu import corpus_bleu
 from mtkit.metrics.chrf import corpus_chrf
 from mtkit.model.loss import LabelSmoothedObjective
 from mtkit.model.transformer import Transformer
 from mtkit.runtime import Precision, autocast
-
-
-@dataclass(frozen=True)
-class ValidationResult:
-    valid_loss: float  # label-smoothed, per target token
-    valid_nll: float
-    valid_ppl: float
-    bleu: float
-    bleu_signature: str
-    chrf: float
-    chrf_signature: str
-    valid_sentences: int  # translated
+from mtkit.training.events import ValidationResult
 
 
 @torch.no_grad()
