@@ -4,7 +4,7 @@
   and fsyncs the directory: a reader (or a crash, or a power loss) sees the old file or the new
   one, never half of one. The file gets the permissions of a normal `open()` (0666 minus the
   umask), not mkstemp's 0600, so a model shared between users loads.
-- Temporary names all look like `.NAME.PID-XXXXXXXX.tmp` (`TEMP_GLOB`), so that what a killed
+- Temporary names all look like `.NAME.PID-XXXXXXXX.tmp` (`TEMP_RE`), so that what a killed
   process left behind can be recognised and removed: by the next process that holds the
   directory's lock (all of them), or by the next writer of the same NAME (those whose PID is no
   longer alive, `remove_stale_temps`), so that a killed `translate -o` or `tokenizer train`
@@ -25,6 +25,7 @@ import glob
 import gzip
 import io
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Iterator
@@ -34,21 +35,20 @@ from typing import IO
 from mtkit.errors import UserError, describe
 
 TEMP_GLOB = ".*.tmp"
+# What mtkit's temporary names look like: .NAME.PID-XXXXXXXX.tmp (and .NAME.XXXXXXXX.tmp, as earlier
+# versions named them). A user's own `.notes.tmp` does not match, and is never removed.
+TEMP_RE = re.compile(r"\.(?P<name>.+)\.(?:(?P<pid>\d+)-)?[0-9a-f]{8}\.tmp")
 LOCK_NAME = ".lock"
 
 
 def temp_name(path: Path) -> Path:
-    """A fresh temporary name beside `path` that TEMP_GLOB matches, naming this process."""
+    """A fresh temporary name beside `path` that TEMP_RE matches, naming this process."""
     return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
 
 
-def _owner_alive(temp: Path) -> bool:
-    """Whether the process that made `temp` (named by temp_name) may still be running."""
-    pid = temp.name.rsplit(".", 2)[-2].partition("-")[0]
-    if not pid.isdigit():
-        return False  # not named by a process: a leftover
+def _alive(pid: int) -> bool:
     try:
-        os.kill(int(pid), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except OSError:  # e.g. EPERM: another user's live process
@@ -69,7 +69,8 @@ def remove_stale_temps(path: Path) -> list[Path]:
     removed = []
     with contextlib.suppress(OSError):
         for temp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-            if not _owner_alive(temp):
+            m = TEMP_RE.fullmatch(temp.name)
+            if m and m["name"] == path.name and m["pid"] and not _alive(int(m["pid"])):
                 remove_path(temp)
                 removed.append(temp)
     return removed
@@ -175,8 +176,9 @@ def remove_leftovers(directory: Path) -> list[Path]:
     (only call this while holding the directory's lock); returns what was removed."""
     removed = []
     for path in directory.glob(TEMP_GLOB):
-        remove_path(path)
-        removed.append(path)
+        if TEMP_RE.fullmatch(path.name):
+            remove_path(path)
+            removed.append(path)
     return removed
 
 

@@ -340,10 +340,14 @@ def test_leftovers_of_killed_commands_are_removed_by_the_next_run(tmp_path, reve
     hyp = tmp_path / "hyp.txt"
     stale_file = tmp_path / f".hyp.txt.{dead}-deadbeef.tmp"
     stale_file.write_text("half a translation")
+    mine = [tmp_path / ".hyp.txt.backup.tmp", tmp_path / ".tok.notes.tmp"]  # a user's own hidden files
+    for path in mine:
+        path.write_text("keep")
     assert run_in_process("tokenizer", "train", "--src", str(corpus["src"]), "--tgt", str(corpus["tgt"]),
                           "-o", str(tok), "--vocab-size", "40")[0] == 0
     assert run_in_process("translate", "-m", str(reverse_model), "-o", str(hyp), stdin="alpha\n")[0] == 0
     assert not stale_dir.exists() and not stale_file.exists() and busy.exists()
+    assert all(path.read_text() == "keep" for path in mine)
 
 
 @pytest.mark.slow

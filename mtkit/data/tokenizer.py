@@ -24,7 +24,7 @@ from mtkit.config import TokenizerOptions
 from mtkit.data.textio import iter_lines, require_file
 from mtkit.errors import UserError, describe
 from mtkit.files import (
-    TEMP_GLOB,
+    TEMP_RE,
     atomic_write,
     default_dir_mode,
     disk_full,
@@ -108,7 +108,7 @@ def _check_output_dir(out_dir: Path) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{out_dir}: exists and is not a directory")
     if out_dir.is_dir() and not is_tokenizer_dir(out_dir) and any(
-            not p.match(TEMP_GLOB) for p in out_dir.iterdir()):
+            not TEMP_RE.fullmatch(p.name) for p in out_dir.iterdir()):
         raise UserError(f"{out_dir}: exists, is not empty and is not an mtkit tokenizer directory; "
                         "choose a new or empty directory (nothing was written)")
 

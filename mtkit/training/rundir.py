@@ -36,7 +36,7 @@ from mtkit.data.tokenizer import Tokenizer, TokenizerOptions, train_tokenizer
 from mtkit.errors import UserError, describe
 from mtkit.files import (
     LOCK_NAME,
-    TEMP_GLOB,
+    TEMP_RE,
     DirLock,
     fsync_dir,
     remove_leftovers,
@@ -133,7 +133,7 @@ def _state(job: TrainJob) -> str:
     if (d / "config.toml").exists():
         raise UserError(f"{d}: holds a config.toml that is not an mtkit run's; nothing was changed: choose "
                         "another -o (mtkit only ever replaces its own model directories)")
-    if any(p.name not in (LOCK_NAME, REPLACED) and not p.match(TEMP_GLOB) for p in d.iterdir()):
+    if any(p.name not in (LOCK_NAME, REPLACED) and not TEMP_RE.fullmatch(p.name) for p in d.iterdir()):
         raise UserError(f"{d}: exists and is not an mtkit model directory (no config.toml); nothing was changed: "
                         "choose another -o (--overwrite only replaces model directories)")
     return "fresh"
