@@ -108,7 +108,7 @@ def write_error(path: Path, error: BaseException) -> UserError:
     no_room = getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or disk_full(path.parent)
     if no_room:
         return UserError(f"{path.parent}: the disk is full (no space left on device while writing {path.name}); "
-                         "free some space and run the command again (nothing else was changed)")
+                         "free some space and run the command again")
     if isinstance(error, OSError) and error.strerror:
         return UserError(f"{path}: cannot write ({error.strerror})")
     return UserError(f"{path}: cannot write ({describe(error)})")

@@ -284,3 +284,39 @@ def test_ragged_column_across_chunk_boundaries():
         assert batch.src[row, :n].tolist() == rows[i].tolist() and batch.src[row, n] == EOS_ID
         assert batch.tgt_in[row, 1:n + 1].tolist() == rows[i].tolist() and batch.tgt_out[row, n] == EOS_ID
     assert batch.src.size(1) % 8 == 0 and batch.src.eq(PAD_ID).sum() == batch.src.numel() - sum(len(rows[i]) + 1 for i in picked)
+
+
+def _column(rows: list[list[int]], chunk: int = 700) -> "D.RaggedColumn":
+    """A RaggedColumn of `rows` in chunks, as a memory-mapped dataset gives it."""
+    import numpy as np
+
+    parts = [rows[i:i + chunk] for i in range(0, len(rows), chunk)]
+    offsets = [np.concatenate([[0], np.cumsum([len(r) for r in p])]).astype(np.int64) for p in parts]
+    values = [np.array([x for r in p for x in r], dtype=np.int32) for p in parts]
+    return D.RaggedColumn(offsets, values, np.cumsum([0] + [len(p) for p in parts]))
+
+
+def test_duplicates_are_found_by_arrays_of_hashes_as_by_the_pairs_themselves(monkeypatch):
+    """The first of identical pairs is kept, as a set of the pairs would keep it (empty rows and
+    rows across chunks included), from 16 bytes of hashes a pair."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    pool = [list(map(int, rng.integers(0, 50, rng.integers(0, 6)))) for _ in range(300)]
+    src = [pool[i] for i in rng.integers(0, 300, 5000)]
+    tgt = [pool[i] for i in rng.integers(0, 30, 5000)]
+    alive = rng.random(5000) > 0.2
+    expected, seen = alive.copy(), set()
+    for i, pair in enumerate(zip(map(tuple, src), map(tuple, tgt))):
+        if expected[i]:
+            expected[i] = pair not in seen
+            seen.add(pair)
+    before, report = alive.copy(), D.CleaningReport()
+    D.mark_duplicates(_column(src), _column(tgt), alive, report)
+    assert (alive == expected).all()
+    assert report.duplicate == int((before & ~expected).sum()) > 1000
+    hashes = D.row_hashes(_column([[1, 2], [2, 1], [], [0], [0, 0]]), 31).tolist()
+    assert len(set(hashes)) == 5  # order, emptiness, padding ids and length all count
+    whole = D.row_hashes(_column(src), 31)
+    monkeypatch.setattr(D, "HASH_BLOCK", 7)  # blocks of a few rows: the same hashes
+    assert (D.row_hashes(_column(src), 31) == whole).all()

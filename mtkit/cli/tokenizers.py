@@ -29,7 +29,7 @@ def tokenizer_train(
     with render.status(f"training a {opts.vocab_size}-token {opts.model_type} model"):
         info = train_tokenizer(src, tgt, out, opts)
     render.print_info(f"wrote {out} ({', '.join(info['models'])}; vocabulary {info['src_vocab_size']}"
-                        f"{'' if opts.joint else ' / ' + str(info['tgt_vocab_size'])})")
+                      f"{'' if opts.joint else ' / ' + str(info['tgt_vocab_size'])})")
 
 
 @tokenizer_app.command("encode")

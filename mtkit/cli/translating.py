@@ -73,7 +73,7 @@ def translate(
         from mtkit.cli import render
 
         render.print_warning(f"{stats.truncated} input line(s) were longer than the model's maximum "
-                               f"({engine.max_positions - 1} tokens) and were truncated")
+                             f"({engine.max_positions - 1} tokens) and were truncated")
 
 
 @app.command()

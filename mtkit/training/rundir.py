@@ -225,10 +225,18 @@ class ModelDirClaim:
         for sub in (d, d / "checkpoints", self.job.cache_dir or d / "cache"):
             remove_leftovers(sub)
         state = _state(self.job)
-        replace = state == "run" and (self.job.overwrite or (not has_updates(d) and bool(setting_differences(self.job))))
+        replace = state == "run" and (self.job.overwrite or (not has_updates(d) and self._settings_changed()))
         self.resuming = state == "run" and not replace
         if replace:
             self._move_aside()
+
+    def _settings_changed(self) -> bool:
+        """For a run that never saved: other settings, or stored ones that cannot be read (nothing
+        of it is lost by replacing it)."""
+        try:
+            return bool(setting_differences(self.job))
+        except UserError:
+            return True
 
     def _move_aside(self) -> None:
         """The run's own files into REPLACED (renames within the directory: nothing is copied)."""
