@@ -27,6 +27,7 @@ from mtkit import config as C
 from mtkit.data.batching import BatchIterator
 from mtkit.data.corpus import TextPair, prepare_corpus
 from mtkit.data.tokenizer import PAD_ID, Tokenizer, TokenizerOptions, train_tokenizer
+from mtkit.training import events as ev
 from mtkit.training.rundir import TrainJob
 from mtkit.training.trainer import train
 
@@ -61,9 +62,9 @@ def bench_mtkit(tok_dir: Path, preset: str, precision: str, steps: int, work: Pa
         C.apply_override(cfg, s)
     job = TrainJob(work / f"{preset}-{precision}", cfg, MULTI30K / "train.en.gz", MULTI30K / "train.de.gz",
                    tokenizer_dir=tok_dir, cache_dir=work / "cache")
-    events: list[dict] = []
+    events: list[ev.Event] = []
     train(job, events.append)
-    return [e["tgt_tokens_per_s"] for e in events if e["kind"] == "train"][1:]
+    return [e.tgt_tokens_per_s for e in events if isinstance(e, ev.TrainStats)][1:]
 
 
 def bench_torch(corpus, cfg: C.ModelConfig, precision: str, steps: int) -> list[float]:
