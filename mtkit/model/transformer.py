@@ -119,9 +119,8 @@ class Attention(nn.Module):
         else:
             with _kernel_choice(q):
                 out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        if beams > 1:
-            out = out.transpose(1, 2).reshape(rows, self.n_heads, 1, self.d_head)  # back to one row per beam
-        return self.out_proj(self.merge_heads(out))
+        # (sources, heads, beams, d_head) -> (rows, 1, d_model): one row per beam again
+        return self.out_proj(out.transpose(1, 2).reshape(rows, 1, -1))
 
     def merge_heads(self, x: Tensor) -> Tensor:  # (batch, heads, len, d_head) -> (batch, len, d_model)
         return x.transpose(1, 2).reshape(x.size(0), x.size(2), -1)
