@@ -130,8 +130,9 @@ def fsync_dir(directory: Path) -> None:
 
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "wb", encoding: str | None = None) -> Iterator[IO]:
-    """Write `path` whole or not at all (see the module docstring); mode "wb" or "w". A name
-    ending in .gz is written gzip-compressed, as every reader of mtkit's reads it. On an exception
+    """Write `path` whole or not at all (see the module docstring); mode "wb" or "w". Text ("w")
+    to a name ending in .gz is written gzip-compressed, as every text reader of mtkit's reads it
+    (binary files, checkpoints, are written as they are). On an exception
     the temporary file is removed and `path` is left as it was; a failed write (OSError) becomes
     a UserError naming the file (write_error)."""
     path = Path(path)
@@ -144,7 +145,7 @@ def atomic_write(path: str | Path, mode: str = "wb", encoding: str | None = None
     try:
         with os.fdopen(fd, "wb") as raw:
             binary: IO[bytes] = raw
-            if path.name.endswith(".gz"):
+            if path.name.endswith(".gz") and "b" not in mode:
                 binary = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0)  # type: ignore[assignment]
             f: IO = binary if "b" in mode else io.TextIOWrapper(binary, encoding=encoding or "utf-8")
             yield f
