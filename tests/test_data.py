@@ -320,3 +320,41 @@ def test_duplicates_are_found_by_arrays_of_hashes_as_by_the_pairs_themselves(mon
     whole = D.row_hashes(_column(src), 31)
     monkeypatch.setattr(D, "HASH_BLOCK", 7)  # blocks of a few rows: the same hashes
     assert (D.row_hashes(_column(src), 31) == whole).all()
+
+
+def _batches_one_pair_at_a_time(src_lens, tgt_lens, max_tokens, seed, epoch):
+    """The batching as it was written first, a Python step per pair: the reference."""
+    import numpy as np
+
+    from mtkit.data.batching import padded_len
+
+    rng = np.random.default_rng([seed, epoch])
+    s, t = padded_len(src_lens), padded_len(tgt_lens)
+    order = np.lexsort((rng.random(len(s)), s, t))
+    order = order[np.maximum(s[order], t[order]) <= max_tokens]
+    batches, start, max_s, max_t = [], 0, 0, 0
+    for pos, i in enumerate(order):
+        new_s, new_t = max(max_s, s[i]), max(max_t, t[i])
+        if (pos - start + 1) * max(new_s, new_t) > max_tokens:
+            batches.append(order[start:pos])
+            start, new_s, new_t = pos, s[i], t[i]
+        max_s, max_t = new_s, new_t
+    if start < len(order):
+        batches.append(order[start:])
+    return [batches[k] for k in rng.permutation(len(batches))]
+
+
+@pytest.mark.parametrize("max_tokens", [8, 100, 4096])
+def test_batches_are_those_of_one_step_per_pair(max_tokens):
+    import numpy as np
+
+    from mtkit.data.batching import make_batches
+
+    rng = np.random.default_rng(max_tokens)
+    src = np.clip(rng.lognormal(2.5, 0.7, 20_000), 1, 300).astype(np.int32)
+    tgt = np.clip(src * rng.normal(1.0, 0.3, 20_000), 1, 300).astype(np.int32)
+    for epoch in (1, 2):
+        got, _ = make_batches(src, tgt, max_tokens, 7, epoch)
+        expected = _batches_one_pair_at_a_time(src, tgt, max_tokens, 7, epoch)
+        assert len(got) == len(expected) > 0
+        assert all(np.array_equal(a, b) for a, b in zip(got, expected))

@@ -37,17 +37,24 @@ def make_batches(
     oversized = np.flatnonzero(np.maximum(s, t) > max_tokens)
     order = np.lexsort((rng.random(len(s)), s, t))  # by target length, then source, random ties
     order = order[np.maximum(s[order], t[order]) <= max_tokens]
-    batches, start, max_s, max_t = [], 0, 0, 0
-    for pos, i in enumerate(order):
-        new_s, new_t = max(max_s, s[i]), max(max_t, t[i])
-        if (pos - start + 1) * max(new_s, new_t) > max_tokens:
-            batches.append(order[start:pos])
-            start, new_s, new_t = pos, s[i], t[i]
-        max_s, max_t = new_s, new_t
-    if start < len(order):
-        batches.append(order[start:])
+    batches = [order[a:b] for a, b in _batch_bounds(np.maximum(s[order], t[order]), max_tokens)]
     perm = rng.permutation(len(batches))
     return [batches[k] for k in perm], oversized
+
+
+def _batch_bounds(cost: np.ndarray, max_tokens: int) -> Iterator[tuple[int, int]]:
+    """Cut a sequence of pairs (cost: each one's padded length, the larger side's) into consecutive
+    batches, each as long as it can be: k pairs cost k x the longest of them, at most max_tokens.
+    One numpy pass per batch, not a Python step per pair: a batch can hold no more than
+    max_tokens // (its first pair's cost) pairs, and within that window the cost of its first
+    k pairs grows with k, so a binary search finds where it ends."""
+    start, n = 0, len(cost)
+    while start < n:
+        window = cost[start:start + max_tokens // int(cost[start])]
+        spent = np.maximum.accumulate(window) * np.arange(1, len(window) + 1)
+        end = start + int(np.searchsorted(spent, max_tokens, side="right"))
+        yield start, end
+        start = end
 
 
 @dataclass
