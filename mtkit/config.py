@@ -281,10 +281,6 @@ def _section(obj: Any) -> str:
 
 
 # ----------------------------------------------------------------------------- TOML and overrides
-def _field_type(cls: type, name: str) -> Any:
-    return typing.get_type_hints(cls)[name]
-
-
 def coerce(value: Any, hint: Any, where: str) -> Any:
     """Turn a TOML value or a command-line string into the field's type, or explain why not."""
     origin = typing.get_origin(hint)
@@ -320,7 +316,8 @@ def _apply(section: Any, key: str, value: Any, where: str) -> None:
     names = {f.name for f in fields(section)}
     if key not in names:
         raise UserError(f"{where}: unknown setting {_section(section)}.{key}")
-    setattr(section, key, coerce(value, _field_type(type(section), key), where))
+    cls: type = type(section)
+    setattr(section, key, coerce(value, _type_hints(cls)[key], where))
 
 
 def _resolve_key(cfg: RunConfig, key: str, where: str) -> str:

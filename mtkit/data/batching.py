@@ -34,10 +34,11 @@ def make_batches(
     """
     rng = np.random.default_rng([seed, epoch])
     s, t = padded_len(src_lens), padded_len(tgt_lens)
-    oversized = np.flatnonzero(np.maximum(s, t) > max_tokens)
+    cost = np.maximum(s, t)  # a pair's share of a batch: its longer padded side
+    oversized = np.flatnonzero(cost > max_tokens)
     order = np.lexsort((rng.random(len(s)), s, t))  # by target length, then source, random ties
-    order = order[np.maximum(s[order], t[order]) <= max_tokens]
-    batches = [order[a:b] for a, b in _batch_bounds(np.maximum(s[order], t[order]), max_tokens)]
+    order = order[cost[order] <= max_tokens]
+    batches = [order[a:b] for a, b in _batch_bounds(cost[order], max_tokens)]
     perm = rng.permutation(len(batches))
     return [batches[k] for k in perm], oversized
 
@@ -141,7 +142,10 @@ class BatchIterator:
         """Refuse a budget that no pair fits (before any work, as the loop would find it)."""
         fits = np.maximum(padded_len(self.corpus.src_lens), padded_len(self.corpus.tgt_lens)) <= self.max_tokens
         if not fits.any():
-            raise UserError(f"no batch fits --max-tokens {self.max_tokens}: every pair is longer")
+            raise self._nothing_fits()
+
+    def _nothing_fits(self) -> UserError:
+        return UserError(f"no batch fits --max-tokens {self.max_tokens}: every pair is longer")
 
     def __iter__(self) -> Iterator[Batch]:
         """Endless: the rest of the current epoch, then the following epochs. The position moves
@@ -149,7 +153,7 @@ class BatchIterator:
         while True:
             batches = self.epoch_batches(self.epoch)
             if not batches:
-                raise UserError(f"no batch fits --max-tokens {self.max_tokens}: every pair is longer")
+                raise self._nothing_fits()
             if self.index >= len(batches):  # a saved position past this epoch's end: the epoch is over
                 self.epoch, self.index = self.epoch + 1, 0
                 continue

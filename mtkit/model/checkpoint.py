@@ -26,7 +26,7 @@ import torch
 
 from mtkit import config as C
 from mtkit.errors import UserError, describe
-from mtkit.files import atomic_write, disk_full, write_error
+from mtkit.files import atomic_write, write_error
 
 # What a training run writes into its model directory: all that mtkit ever replaces or deletes
 # there (a user's own files beside them are left alone).
@@ -64,8 +64,8 @@ def save(path: Path, payload: dict[str, Any]) -> None:
     with atomic_write(path) as f:
         try:
             torch.save({"format": FORMAT, "version": FORMAT_VERSION, **to_cpu(payload)}, f)
-        except RuntimeError as e:  # torch reports a failed write in its own words
-            raise OSError(errno.ENOSPC if disk_full(path.parent) else errno.EIO, describe(e)) from None
+        except RuntimeError as e:  # torch reports a failed write in its own words; write_error checks the room
+            raise OSError(errno.EIO, describe(e)) from None
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
