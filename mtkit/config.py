@@ -108,6 +108,63 @@ def preset(name: str, **overrides: Any) -> ModelConfig:
 AUTO_MAX_TOKENS = {"cpu": 8000, "cuda": 65536}
 
 
+CORPUS_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+@dataclass
+class CorpusSpec:
+    """One training corpus: a `[[data.corpora]]` table of a config file. Its text is two files
+    (`src`, `tgt`), one TSV/JSONL file (`table`), or a `datasets` hub id (`hub`)."""
+
+    name: str = setting("", "a short name (letters, digits, . _ -): reports and the prepared data use it")
+    src: str = setting("", "source text file (with tgt)")
+    tgt: str = setting("", "target text file (with src)")
+    table: str = setting("", "a TSV (source<TAB>target) or JSONL file, instead of src/tgt")
+    hub: str = setting("", "a `datasets` hub id, instead of files")
+    hub_config: str = setting("", "the hub dataset's config, e.g. de-en")
+    split: str = setting("train", "the hub dataset's split")
+    src_key: str = setting("", "field of the source text (JSONL: default src; hub: e.g. translation.en)")
+    tgt_key: str = setting("", "field of the target text (JSONL: default tgt; hub: e.g. translation.de)")
+    weight: float = setting(1.0, "times its pairs are drawn per epoch; a fraction draws that share of them")
+    tag: str = setting("", "a token put before every source sentence (e.g. <BT>); one piece of the tokenizer")
+
+    def validate(self, where: str) -> None:
+        if not CORPUS_NAME_RE.fullmatch(self.name):
+            raise UserError(f"{where} name: {self.name!r} is not a name (1-64 letters, digits, . _ -, "
+                            "starting with a letter or digit)")
+        kinds = [k for k, given in (("src/tgt", self.src or self.tgt), ("table", self.table), ("hub", self.hub)) if given]
+        if len(kinds) != 1:
+            raise UserError(f"{where}: give exactly one of src + tgt, table, or hub (got {' + '.join(kinds) or 'none'})")
+        if kinds == ["src/tgt"] and not (self.src and self.tgt):
+            raise UserError(f"{where} {'tgt' if self.src else 'src'}: missing (src and tgt go together)")
+        if kinds == ["hub"] and not (self.src_key and self.tgt_key):
+            raise UserError(f"{where}: a hub corpus needs src_key and tgt_key (e.g. translation.en)")
+        if not (math.isfinite(self.weight) and self.weight > 0):
+            raise UserError(f"{where} weight: must be a positive number, got {self.weight}")
+        if self.tag and (self.tag != self.tag.strip() or not self.tag.isprintable()):
+            raise UserError(f"{where} tag: {self.tag!r} must be printable and without spaces around it")
+
+
+def parse_corpora(value: Any, where: str) -> list[CorpusSpec]:
+    """`[[data.corpora]]` tables as CorpusSpecs, each checked; errors name the table and key."""
+    if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+        raise UserError(f"{where}: expected [[data.corpora]] tables")
+    known, hints = {f.name for f in fields(CorpusSpec)}, _type_hints(CorpusSpec)
+    specs, names = [], set()
+    for i, table in enumerate(value, start=1):
+        label = f"{where} #{i}" + (f" ({table['name']})" if isinstance(table.get("name"), str) else "")
+        for key in table:
+            if key not in known:
+                raise UserError(f"{label} {key}: unknown key (known: {', '.join(sorted(known))})")
+        spec = CorpusSpec(**{k: coerce(v, hints[k], f"{label} {k}") for k, v in table.items()})
+        spec.validate(label)
+        if spec.name in names:
+            raise UserError(f"{label} name: {spec.name!r} is used by another corpus")
+        names.add(spec.name)
+        specs.append(spec)
+    return specs
+
+
 @dataclass
 class DataConfig:
     """Reading, cleaning and batching a parallel corpus."""
@@ -116,13 +173,15 @@ class DataConfig:
     max_len: int = setting(250, "drop pairs longer than this many tokens on either side")
     max_ratio: float = setting(3.0, "drop pairs whose token-length ratio exceeds this (0 disables)")
     dedup: bool = setting(False, "drop exact duplicate pairs")
-    num_proc: int = setting(1, "processes for encoding")
+    num_proc: int = setting(0, "processes that encode the corpus (0: every CPU this process may use)")
     seed: int = setting(1, "batch order is shuffled per epoch from this seed")
+    corpora: list[CorpusSpec] = field(default_factory=list, metadata={"help": "the training corpora, as "
+                                      "[[data.corpora]] tables of a config file"})
 
     def validate(self) -> None:
         _check_finite(self)
-        _check_positive(self, "max_tokens", "max_len", "num_proc")
-        _check_non_negative(self, "max_ratio")
+        _check_positive(self, "max_tokens", "max_len")
+        _check_non_negative(self, "max_ratio", "num_proc")
 
 
 @dataclass
@@ -203,6 +262,7 @@ class TokenizerOptions:
     joint: bool = setting(True, "one model for both sides, or one per side", flag="--joint/--separate")
     input_sentence_size: int = setting(2_000_000, "sentences sampled per model (0: all)")
     seed: int = setting(1, "of the sample")
+    tags: tuple[str, ...] = setting((), "tokens kept as one piece each (corpus tags such as <BT>)")
 
     @property
     def byte_fallback(self) -> bool:
@@ -217,6 +277,9 @@ class TokenizerOptions:
             raise UserError(f"--vocab-size must be at least 8, got {self.vocab_size}")
         if not 0.0 < self.character_coverage <= 1.0:
             raise UserError(f"--character-coverage must be in (0, 1], got {self.character_coverage}")
+        for tag in self.tags:
+            if not tag or tag != tag.strip() or not tag.isprintable():
+                raise UserError(f"--tag {tag!r}: a tag is printable text without spaces around it, e.g. <BT>")
 
 
 @dataclass
@@ -316,6 +379,11 @@ def _apply(section: Any, key: str, value: Any, where: str) -> None:
     names = {f.name for f in fields(section)}
     if key not in names:
         raise UserError(f"{where}: unknown setting {_section(section)}.{key}")
+    if isinstance(section, DataConfig) and key == "corpora":
+        if isinstance(value, str):
+            raise UserError(f"{where}: corpora are [[data.corpora]] tables of a --config file")
+        section.corpora = parse_corpora(value, where)
+        return
     cls: type = type(section)
     setattr(section, key, coerce(value, _type_hints(cls)[key], where))
 
@@ -456,12 +524,17 @@ def to_dict(cfg: RunConfig) -> dict[str, Any]:
 
 
 def to_toml(cfg: RunConfig) -> str:
-    """Serialise to TOML (flat sections of scalars, lists for tuples)."""
+    """Serialise to TOML (sections of scalars, lists for tuples, then [[data.corpora]] tables)."""
     lines = [f'preset = "{cfg.preset}"']
     for section in SECTIONS:
         lines += ["", f"[{section}]"]
         for f in fields(getattr(cfg, section)):
-            lines.append(f"{f.name} = {_toml_value(getattr(getattr(cfg, section), f.name))}")
+            if f.name != "corpora":
+                lines.append(f"{f.name} = {_toml_value(getattr(getattr(cfg, section), f.name))}")
+    for spec in cfg.data.corpora:
+        lines += ["", "[[data.corpora]]"]
+        lines += [f"{f.name} = {_toml_value(getattr(spec, f.name))}" for f in fields(spec)
+                  if getattr(spec, f.name) != f.default or f.name == "name"]
     return "\n".join(lines) + "\n"
 
 

@@ -90,3 +90,11 @@ def snapshot(directory: Path) -> dict[str, bytes | None]:
     """Every path below `directory` with the bytes of each file (None for a folder), .lock aside."""
     return {p: (None if (directory / p).is_dir() else (directory / p).read_bytes())
             for p in tree(directory) if p != ".lock"}
+
+
+def prepare_source(source, tok, cfg, cache):
+    """A corpus source prepared into `cache` (as `mtkit train` does for text), mapped."""
+    from mtkit.data.corpus import Cleaning
+    from mtkit.data.prepare import CorpusInput, prepare_cached
+
+    return prepare_cached([CorpusInput("train", source)], tok, Cleaning.of(cfg), cache, cfg.num_proc)[0]

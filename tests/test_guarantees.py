@@ -61,12 +61,13 @@ def _fill(disk: Path, leave: int) -> None:
 def _prepare(corpus: dict, tokenizer: Path, cache: Path) -> tuple[int, str]:
     """Encode the corpus into `cache`, as `mtkit train` does: (0, "") or (2, the error's line)."""
     from mtkit.config import DataConfig
-    from mtkit.data.corpus import TextPair, prepare_corpus
+    from helpers import prepare_source
+    from mtkit.data.sources import TextPair
     from mtkit.data.tokenizer import Tokenizer
     from mtkit.errors import UserError
 
     try:
-        prepare_corpus(TextPair(corpus["src"], corpus["tgt"]), Tokenizer.load(tokenizer), DataConfig(), cache)
+        prepare_source(TextPair(corpus["src"], corpus["tgt"]), Tokenizer.load(tokenizer), DataConfig(), cache)
     except UserError as e:
         return 2, f"error: {e}\n"
     return 0, ""

@@ -136,11 +136,12 @@ def test_resuming_on_another_corpus_is_refused_unless_reset(tmp_path, corpus, re
 
 def test_a_saved_position_past_the_epoch_end_moves_on(reverse_data, tmp_path):
     from mtkit.config import DataConfig
-    from mtkit.data.corpus import TextPair, prepare_corpus
+    from helpers import prepare_source
+    from mtkit.data.sources import TextPair
     from mtkit.data.tokenizer import Tokenizer, TokenizerOptions, train_tokenizer
 
     train_tokenizer([reverse_data["valid_src"]], [reverse_data["valid_tgt"]], tmp_path / "tok", TokenizerOptions(40))
-    corpus = prepare_corpus(TextPair(reverse_data["valid_src"], reverse_data["valid_tgt"]),
+    corpus = prepare_source(TextPair(reverse_data["valid_src"], reverse_data["valid_tgt"]),
                             Tokenizer.load(tmp_path / "tok"), DataConfig(), tmp_path / "cache")
     it = BatchIterator(corpus, 256, seed=1)
     n_batches = len(it.epoch_batches(1))

@@ -94,6 +94,23 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
+class PrepareProgress:
+    """Pairs read while preparing a corpus: a line every 10 seconds (a corpus of millions of pairs
+    takes minutes; a small one shows nothing)."""
+
+    def __init__(self, console: Console, quiet: bool = False, every: float = 10.0):
+        import time
+
+        self.console, self.quiet, self.every, self.last = console, quiet, every, time.monotonic()
+
+    def show(self, corpus: str, pairs: int) -> None:
+        import time
+
+        if not self.quiet and time.monotonic() - self.last >= self.every:
+            self.console.print(f"preparing {escape(corpus)}: {pairs:,} pairs read", soft_wrap=True, highlight=False)
+            self.last = time.monotonic()
+
+
 class TrainRenderer:
     """Shows training's events (mtkit.training.events): a live line on a terminal, plain log lines
     otherwise, a summary table at the end. Warnings and the summary are shown even when quiet."""
@@ -104,6 +121,7 @@ class TrainRenderer:
         self.live = self.console.is_terminal and not quiet
         self.progress: Any = None  # a rich Progress while it is live
         self.task: Any = None
+        self.prepared = PrepareProgress(self.console, quiet)
 
     def __enter__(self) -> TrainRenderer:
         if self.live:
@@ -128,9 +146,16 @@ class TrainRenderer:
                 self._line(escape(message))
             case ev.Warn(message):
                 self.console.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True, highlight=False)
+            case ev.Preparing(corpus, pairs):
+                self.prepared.show(corpus, pairs)
             case ev.DataReport():
                 removed = ", ".join(f"{k} {v}" for k, v in event.removed.items())
                 self._line(f"corpus: {event.read:,} pairs read, {event.kept:,} kept (removed: {removed})")
+                for c in event.corpora:
+                    removed = ", ".join(f"{k} {v}" for k, v in c.removed.items())
+                    tag = f", tag {c.tag}" if c.tag else ""
+                    self._line(f"  {c.name}: {c.read:,} read, {c.kept:,} kept (removed: {removed}); weight {c.weight:g}"
+                               f"{tag}: {c.per_epoch:,} pairs per epoch")
             case ev.Start():
                 self._on_start(event)
             case ev.TrainStats():

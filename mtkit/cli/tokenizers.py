@@ -13,11 +13,14 @@ from mtkit.errors import UserError
 
 
 @tokenizer_app.command("train")
-@config_options([f.name for f in fields(TokenizerOptions)], root=TokenizerOptions, show_defaults=True)
+@config_options([f.name for f in fields(TokenizerOptions) if f.name != "tags"], root=TokenizerOptions,
+                show_defaults=True)
 def tokenizer_train(
     src: list[Path] = typer.Option(..., "--src", help="Source-side text file(s), .gz allowed."),
     tgt: list[Path] = typer.Option(..., "--tgt", help="Target-side text file(s), .gz allowed."),
     out: Path = typer.Option(..., "-o", "--output", help="Directory to write the tokenizer to."),
+    tags: list[str] = typer.Option([], "--tag", help="A token kept as one piece, e.g. <BT> for tagged "
+                                   "back-translation (repeatable)."),
     *,
     settings: dict,
 ) -> None:
@@ -25,7 +28,7 @@ def tokenizer_train(
     from mtkit.cli import render
     from mtkit.data.tokenizer import train_tokenizer
 
-    opts = TokenizerOptions(**{k: v for k, v in settings.items() if v is not None})
+    opts = TokenizerOptions(**{k: v for k, v in settings.items() if v is not None}, tags=tuple(tags))
     with render.status(f"training a {opts.vocab_size}-token {opts.model_type} model"):
         info = train_tokenizer(src, tgt, out, opts)
     render.print_info(f"wrote {out} ({', '.join(info['models'])}; vocabulary {info['src_vocab_size']}"

@@ -16,7 +16,7 @@ from mtkit.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from mtkit.errors import UserError
 
 if TYPE_CHECKING:  # decoding imports this module and needs no corpus machinery
-    from mtkit.data.corpus import EncodedCorpus
+    from mtkit.data.corpus import EncodedCorpus, Part
 
 
 def padded_len(n_tokens: np.ndarray) -> np.ndarray:
@@ -24,38 +24,90 @@ def padded_len(n_tokens: np.ndarray) -> np.ndarray:
     return n_tokens + 1
 
 
+@dataclass
+class EpochBatches:
+    """An epoch's batches without a Python object per batch: batch k is the pairs
+    order[bounds[cut[k]]:bounds[cut[k] + 1]]."""
+
+    order: np.ndarray  # (pairs of the epoch,) pair indices, batch after batch
+    bounds: np.ndarray  # (batches + 1,) where each batch starts in `order`
+    cut: np.ndarray  # (batches,) the epoch's batch order
+
+    def __len__(self) -> int:
+        return len(self.cut)
+
+    def __getitem__(self, k: int) -> np.ndarray:
+        b = int(self.cut[k])
+        return self.order[self.bounds[b]:self.bounds[b + 1]]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return (self[k] for k in range(len(self)))
+
+    def take(self, first: int, stop: int, step: int) -> EpochBatches:
+        """Batches first, first + step, ... before stop (a rank's share)."""
+        return EpochBatches(self.order, self.bounds, self.cut[first:stop:step])
+
+
 def make_batches(
     src_lens: np.ndarray, tgt_lens: np.ndarray, max_tokens: int, seed: int, epoch: int
-) -> tuple[list[np.ndarray], np.ndarray]:
+) -> tuple[EpochBatches, np.ndarray]:
     """Length-bucketed batches of example indices, in a shuffled order that depends on (seed, epoch).
 
-    A batch costs (sentences x longest padded length) on each side and never exceeds max_tokens.
-    Returns the batches and the indices of pairs too long to fit any batch (reported, not used).
+    A pair costs its longer padded side; pairs are sorted by that cost, then by target length,
+    then at random, and each run of pairs of equal cost c is cut into batches of max_tokens // c
+    pairs: a batch never exceeds max_tokens per side, and the whole epoch takes a few sorts and
+    no Python step per pair or per batch. Returns the batches and the indices of pairs too long
+    to fit any batch (reported, not used).
     """
     rng = np.random.default_rng([seed, epoch])
-    s, t = padded_len(src_lens), padded_len(tgt_lens)
-    cost = np.maximum(s, t)  # a pair's share of a batch: its longer padded side
-    oversized = np.flatnonzero(cost > max_tokens)
-    order = np.lexsort((rng.random(len(s)), s, t))  # by target length, then source, random ties
-    order = order[cost[order] <= max_tokens]
-    batches = [order[a:b] for a, b in _batch_bounds(cost[order], max_tokens)]
-    perm = rng.permutation(len(batches))
-    return [batches[k] for k in perm], oversized
+    cost = np.maximum(padded_len(src_lens.astype(np.int64)), padded_len(tgt_lens.astype(np.int64)))
+    order = _bucket_order(cost, padded_len(tgt_lens.astype(np.int64)), rng)
+    fits = int(np.searchsorted(cost[order], max_tokens, side="right"))
+    oversized, order = np.sort(order[fits:]), order[:fits]
+    bounds = _cuts(cost[order], max_tokens)
+    return EpochBatches(order, bounds, rng.permutation(len(bounds) - 1)), oversized
 
 
-def _batch_bounds(cost: np.ndarray, max_tokens: int) -> Iterator[tuple[int, int]]:
-    """Cut a sequence of pairs (cost: each one's padded length, the larger side's) into consecutive
-    batches, each as long as it can be: k pairs cost k x the longest of them, at most max_tokens.
-    One numpy pass per batch, not a Python step per pair: a batch can hold no more than
-    max_tokens // (its first pair's cost) pairs, and within that window the cost of its first
-    k pairs grows with k, so a binary search finds where it ends."""
-    start, n = 0, len(cost)
-    while start < n:
-        window = cost[start:start + max_tokens // int(cost[start])]
-        spent = np.maximum.accumulate(window) * np.arange(1, len(window) + 1)
-        end = start + int(np.searchsorted(spent, max_tokens, side="right"))
-        yield start, end
-        start = end
+def _bucket_order(cost: np.ndarray, tgt: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Pair indices sorted by (cost, target length, 8 random bits), ties in index order. When both
+    lengths are under 256 (max_len up to 254) that is two 16-bit radix sorts; else one lexsort."""
+    noise = rng.integers(0, 256, len(cost), dtype=np.uint16)
+    if len(cost) and max(int(cost.max()), int(tgt.max())) < 256:
+        first = np.argsort((tgt.astype(np.uint16) << 8) | noise, kind="stable")
+        return first[np.argsort(cost[first].astype(np.uint16), kind="stable")]
+    return np.lexsort((noise, tgt, cost))
+
+
+def _cuts(cost: np.ndarray, max_tokens: int) -> np.ndarray:
+    """Batch boundaries over pairs sorted by cost: each run of equal cost c in batches of
+    max_tokens // c pairs (the last one of a run may be smaller)."""
+    if not len(cost):
+        return np.zeros(1, dtype=np.int64)
+    starts = np.flatnonzero(np.diff(cost, prepend=-1))  # where each run of equal cost begins
+    sizes = np.diff(np.append(starts, len(cost)))
+    per_batch = max_tokens // cost[starts]
+    n_batches = -(-sizes // per_batch)
+    within = np.arange(n_batches.sum()) - np.repeat(np.cumsum(n_batches) - n_batches, n_batches)
+    bounds = np.repeat(starts, n_batches) + within * np.repeat(per_batch, n_batches)
+    return np.append(bounds, len(cost))
+
+
+def epoch_pairs(parts: Sequence[Part], seed: int, epoch: int) -> np.ndarray | None:
+    """The pairs an epoch draws from weighted corpora (None: every pair once, all weights 1).
+
+    A corpus of weight w and n pairs gives floor(w) copies of every pair, plus round(frac(w) x n)
+    pairs drawn without replacement from (seed, epoch, its position): a pure function of them."""
+    if all(p.weight == 1 for p in parts):
+        return None
+    drawn = []
+    for k, part in enumerate(parts):
+        whole, extra = int(part.weight), part.drawn() - int(part.weight) * part.size
+        pairs = np.arange(part.start, part.start + part.size)
+        drawn += [pairs] * whole
+        if extra > 0:
+            rng = np.random.default_rng([seed, epoch, k])
+            drawn.append(part.start + np.sort(rng.choice(part.size, extra, replace=False)))
+    return np.concatenate(drawn) if drawn else np.zeros(0, dtype=np.int64)
 
 
 @dataclass
@@ -132,11 +184,18 @@ class BatchIterator:
     oversized: int = 0
     pad_multiple: int = 1  # lengths padded up to a multiple of this (fewer distinct shapes)
 
-    def epoch_batches(self, epoch: int) -> list[np.ndarray]:
-        batches, oversized = make_batches(self.corpus.src_lens, self.corpus.tgt_lens, self.max_tokens, self.seed, epoch)
+    def epoch_batches(self, epoch: int) -> EpochBatches:
+        """This rank's batches of an epoch: the weighted draw of the corpora, then make_batches."""
+        drawn = epoch_pairs(self.corpus.parts, self.seed, epoch)
+        src_lens, tgt_lens = self.corpus.src_lens, self.corpus.tgt_lens
+        if drawn is not None:
+            src_lens, tgt_lens = src_lens[drawn], tgt_lens[drawn]
+        batches, oversized = make_batches(src_lens, tgt_lens, self.max_tokens, self.seed, epoch)
+        if drawn is not None:
+            batches.order = drawn[batches.order]
         self.oversized = len(oversized)
         usable = len(batches) - len(batches) % self.world_size
-        return batches[self.rank:usable:self.world_size]
+        return batches.take(self.rank, usable, self.world_size)
 
     def check(self) -> None:
         """Refuse a budget that no pair fits (before any work, as the loop would find it)."""

@@ -74,6 +74,7 @@ def _train_one(paths: Sequence[Path], prefix: Path, opts: TokenizerOptions) -> N
             pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
             max_sentence_length=1 << 16,
             byte_fallback=opts.byte_fallback,
+            user_defined_symbols=list(opts.tags),
             num_threads=2,
             minloglevel=2,
         )

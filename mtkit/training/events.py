@@ -35,6 +35,27 @@ class DataReport:
     read: int  # pairs read
     kept: int  # pairs that survived cleaning
     removed: dict[str, int]  # rule -> pairs it removed
+    corpora: tuple[CorpusReport, ...] = ()  # each corpus, when there are several or any is weighted or tagged
+
+
+@dataclass(frozen=True)
+class Preparing:
+    """Progress of preparing a corpus (encoding its text)."""
+
+    kind: ClassVar[str] = "preparing"
+    corpus: str
+    pairs: int  # read so far
+
+
+@dataclass(frozen=True)
+class CorpusReport:
+    name: str
+    read: int
+    kept: int
+    removed: dict[str, int]
+    weight: float
+    tag: str
+    per_epoch: int  # pairs an epoch draws from it
 
 
 @dataclass(frozen=True)

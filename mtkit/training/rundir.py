@@ -22,6 +22,7 @@ puts it back first.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import shutil
@@ -54,7 +55,7 @@ RESUMABLE = {
     "train": {"max_steps", "max_epochs", "max_time", "valid_every", "save_every", "keep_last", "patience",
               "device", "compile", "log_every", "valid_max_sentences", "threads", "max_nonfinite", "precision"},
     "decode": {"beam", "length_penalty", "max_len_a", "max_len_b", "nbest", "max_tokens"},
-    "data": {"num_proc"},
+    "data": {"num_proc", "corpora"},  # the data itself is compared by its id (mtkit.training.inputs)
 }
 
 
@@ -64,7 +65,7 @@ class TrainJob:
 
     model_dir: Path
     cfg: C.RunConfig
-    train_src: Path
+    train_src: Path | None  # None: the data is --data or the config's [[data.corpora]]
     train_tgt: Path | None  # None: train_src is a TSV/JSONL file
     valid_src: Path | None = None
     valid_tgt: Path | None = None
@@ -74,34 +75,54 @@ class TrainJob:
     vocab_size_given: bool = False  # --vocab-size was given (it must then match a resumed run's tokenizer)
     cache_dir: Path | None = None
     reset_data: bool = False  # resume on a corpus other than the run's, from its first batch
+    data_dir: Path | None = None  # prepared data (`mtkit prepare`), instead of text
+    config_file: Path | None = None  # where [[data.corpora]] came from (for messages)
     command_line: list[str] = field(default_factory=lambda: list(sys.argv))
 
 
 # ----------------------------------------------------------------------------- before any work
 def check_inputs(job: TrainJob, check_model_dir: bool = True) -> None:
     """Everything that can be checked before any work is done (and before anything is deleted):
-    settings, input files, the corpora (readable, UTF-8, parallel), the tokenizer, the directory."""
-    from mtkit.data.corpus import source_from_paths
+    settings, input files, the data (readable, UTF-8, parallel; or prepared with the run's
+    tokenizer), the tokenizer, the directory."""
+    from mtkit.training.inputs import adopt_cleaning, check_data
 
+    adopt_cleaning(job)
     job.cfg.validate()
     for path in (job.train_src, job.train_tgt, job.valid_src, job.valid_tgt):
         if path is not None:
             require_file(path)
     if (job.valid_src is None) != (job.valid_tgt is None):
         raise UserError("give both --valid-src and --valid-tgt, or neither")
-    if job.tokenizer_dir is not None:
-        Tokenizer.load(job.tokenizer_dir)
-    else:
+    tok = _known_tokenizer(job)
+    if job.tokenizer_dir is None and tok is None:
         job.tokenizer_options.validate()
     if job.model_dir.exists() and not job.model_dir.is_dir():
         raise UserError(f"{job.model_dir}: exists and is not a directory")
     if check_model_dir and _state(job) == "run" and not job.overwrite and (job.model_dir / "config.toml").is_file() \
             and has_updates(job.model_dir):
         _check_same_settings(job)
-    if source_from_paths(job.train_src, job.train_tgt).check() == 0:
-        raise UserError(f"{job.train_src}: the training corpus is empty")
+    check_data(job, tok)
     if job.valid_src is not None and job.valid_tgt is not None:
+        from mtkit.data.sources import source_from_paths
+
         source_from_paths(job.valid_src, job.valid_tgt).check()
+
+
+def _known_tokenizer(job: TrainJob) -> Tokenizer | None:
+    """The tokenizer the run will use, when it is known before any work: --tokenizer, the resumed
+    run's, or the prepared data's."""
+    own = job.model_dir / "tokenizer"
+    if job.tokenizer_dir is not None:
+        return Tokenizer.load(job.tokenizer_dir)
+    if not job.overwrite and (own / "tokenizer.json").is_file() and (job.model_dir / "config.toml").is_file():
+        try:
+            return Tokenizer.load(own)
+        except UserError:
+            return None
+    if job.data_dir is not None and (job.data_dir / "tokenizer").is_dir():
+        return Tokenizer.load(job.data_dir / "tokenizer")
+    return None
 
 
 def is_model_dir(directory: Path) -> bool:
@@ -289,13 +310,15 @@ def _tokenizer_for(job: TrainJob, fresh: bool, on_event: OnEvent) -> Tokenizer:
     target = job.model_dir / "tokenizer"
     if not fresh and target.is_dir():
         return Tokenizer.load(target)
-    if job.tokenizer_dir is not None:
-        Tokenizer.load(job.tokenizer_dir).copy_to(target)
+    given = job.tokenizer_dir or (job.data_dir / "tokenizer" if job.data_dir is not None else None)
+    if given is not None:
+        Tokenizer.load(given).copy_to(target)
         return Tokenizer.load(target)
-    if job.train_tgt is None:
-        raise UserError("training a tokenizer needs --src and --tgt text files; pass --tokenizer DIR for TSV/JSONL input")
+    from mtkit.training.inputs import tokenizer_text
+
+    src, tgt, tags = tokenizer_text(job)
     on_event(Info(f"training a {job.tokenizer_options.vocab_size}-token SentencePiece model"))
-    train_tokenizer([job.train_src], [job.train_tgt], target, job.tokenizer_options)
+    train_tokenizer(src, tgt, target, dataclasses.replace(job.tokenizer_options, tags=tags))
     return Tokenizer.load(target)
 
 
@@ -314,31 +337,6 @@ def prepare_model_dir(job: TrainJob, on_event: OnEvent) -> Tokenizer:
         _check_same_settings(job)
     write_text_atomic(config_path, C.to_toml(job.cfg))
     return tok
-
-
-def check_data_unchanged(job: TrainJob, identity: dict) -> bool:
-    """True if the run resumes on the corpus it was trained on (or has no checkpoint yet); a
-    changed corpus is refused unless job.reset_data, and then False is returned."""
-    manifest = job.model_dir / "manifest.json"
-    if not (job.model_dir / "checkpoints" / "last.pt").is_file() or not manifest.is_file():
-        return True
-    try:
-        stored = json.loads(manifest.read_text(encoding="utf-8"))
-        if not isinstance(stored, dict) or not isinstance(stored.get("data"), dict):
-            raise ValueError("no \"data\" entry")
-        trained_on = stored["data"]
-    except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        if job.reset_data:
-            return False
-        raise UserError(f"{manifest}: damaged ({describe(e, 80)}); it records the corpus the run was trained on: "
-                        "restore it, or pass --reset-data to resume on the given corpus from its first batch") from None
-    if trained_on == identity:
-        return True
-    if not job.reset_data:
-        raise UserError(f"{job.model_dir} was trained on another corpus (see its manifest.json); resuming on a "
-                        "different one needs --reset-data (training continues from its first batch), "
-                        "or use another -o")
-    return False
 
 
 def write_manifest(job: TrainJob, tok: Tokenizer, data_identity: dict) -> None:

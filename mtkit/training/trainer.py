@@ -21,8 +21,7 @@ import torch
 
 from mtkit import config as C
 from mtkit.data.batching import BatchIterator
-from mtkit.data.corpus import EncodedCorpus, prepare_corpus, source_from_paths
-from mtkit.data.textio import read_lines
+from mtkit.data.corpus import EncodedCorpus
 from mtkit.data.tokenizer import PAD_ID, Tokenizer
 from mtkit.errors import UserError
 from mtkit.model import checkpoint as ckpt
@@ -48,6 +47,7 @@ from mtkit.training.events import (
     Done,
     Info,
     OnEvent,
+    Preparing,
     Start,
     TrainStats,
     Validation,
@@ -58,12 +58,12 @@ from mtkit.training.metrics_log import MetricsLog
 from mtkit.training.rundir import (
     ModelDirClaim,
     TrainJob,
-    check_data_unchanged,
     check_inputs,
     fix_vocabulary,
     prepare_model_dir,
     write_manifest,
 )
+from mtkit.training.inputs import check_data_unchanged, load_valid, training_data
 from mtkit.training.update import Updater, learning_rate
 from mtkit.training.validation import validate
 
@@ -322,19 +322,8 @@ def _validate_and_keep_best(tr: Trainer) -> None:
 
 
 # ----------------------------------------------------------------------------- setting up
-def _load_valid(job: TrainJob, tok: Tokenizer, cache: Path) -> Valid | None:
-    if job.valid_src is None or job.valid_tgt is None:
-        return None
-    src_lines, refs = read_lines(job.valid_src), read_lines(job.valid_tgt)
-    if len(src_lines) != len(refs):
-        raise UserError(f"{job.valid_src} has {len(src_lines)} lines but {job.valid_tgt} has {len(refs)}")
-    data_cfg = C.DataConfig(**{**vars(job.cfg.data), "max_ratio": 0.0, "dedup": False})
-    corpus = prepare_corpus(source_from_paths(job.valid_src, job.valid_tgt), tok, data_cfg, cache)
-    return corpus, src_lines, refs
-
-
-def _setup_data(job: TrainJob, d: Dist, on_event: OnEvent):
-    """Rank 0 prepares tokenizer and caches first; the other ranks then reuse them."""
+def _setup_data(job: TrainJob, d: Dist, on_event: OnEvent) -> tuple[Tokenizer, EncodedCorpus, Valid | None]:
+    """Rank 0 sets up the tokenizer and prepares the data first; the other ranks then map them."""
     if not d.main:
         barrier(d)
     if d.main:
@@ -342,18 +331,15 @@ def _setup_data(job: TrainJob, d: Dist, on_event: OnEvent):
     else:
         tok = Tokenizer.load(job.model_dir / "tokenizer")
         fix_vocabulary(job.cfg, tok)
-    cache = job.cache_dir or job.model_dir / "cache"
-    source = source_from_paths(job.train_src, job.train_tgt)
+    progress = (lambda name, n: on_event(Preparing(name, n))) if d.main else None
+    data = training_data(job, tok, d.main, progress)
+    valid = load_valid(job, tok)
     if d.main:
-        check_data_unchanged(job, source.identity())
-    corpus = prepare_corpus(source, tok, job.cfg.data, cache)
-    valid = _load_valid(job, tok, cache)
-    if d.main:
-        r = corpus.report
-        on_event(DataReport(r.read, r.kept, r.removed()))
-        write_manifest(job, tok, source.identity())
+        check_data_unchanged(job, data)
+        on_event(data.report())
+        write_manifest(job, tok, data.identity())
         barrier(d)
-    return tok, corpus, valid
+    return tok, data.corpus, valid
 
 
 def check_model_fits(cfg: C.ModelConfig, device: torch.device) -> None:
