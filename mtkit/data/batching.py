@@ -60,8 +60,9 @@ def make_batches(
     to fit any batch (reported, not used).
     """
     rng = np.random.default_rng([seed, epoch])
-    cost = np.maximum(padded_len(src_lens.astype(np.int64)), padded_len(tgt_lens.astype(np.int64)))
-    order = _bucket_order(cost, padded_len(tgt_lens.astype(np.int64)), rng)
+    tgt = padded_len(tgt_lens.astype(np.int32))
+    cost = np.maximum(padded_len(src_lens.astype(np.int32)), tgt)
+    order = _bucket_order(cost, tgt, rng)
     fits = int(np.searchsorted(cost[order], max_tokens, side="right"))
     oversized, order = np.sort(order[fits:]), order[:fits]
     bounds = _cuts(cost[order], max_tokens)
@@ -85,7 +86,7 @@ def _cuts(cost: np.ndarray, max_tokens: int) -> np.ndarray:
         return np.zeros(1, dtype=np.int64)
     starts = np.flatnonzero(np.diff(cost, prepend=-1))  # where each run of equal cost begins
     sizes = np.diff(np.append(starts, len(cost)))
-    per_batch = max_tokens // cost[starts]
+    per_batch = max_tokens // cost[starts].astype(np.int64)
     n_batches = -(-sizes // per_batch)
     within = np.arange(n_batches.sum()) - np.repeat(np.cumsum(n_batches) - n_batches, n_batches)
     bounds = np.repeat(starts, n_batches) + within * np.repeat(per_batch, n_batches)
