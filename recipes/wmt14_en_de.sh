@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # WMT14 English-German in the style of "Attention Is All You Need" (Transformer base), for users
 # with internet access and GPUs: training data through `datasets` (wmt14 de-en), test sets through
-# sacreBLEU, bf16, torchrun over every visible GPU, checkpoint averaging, sacreBLEU signature.
+# sacreBLEU, the corpus prepared once (`mtkit prepare`, every CPU) and memory-mapped by every run,
+# bf16, torchrun over every visible GPU, checkpoint averaging, sacreBLEU signature.
 #
 #   recipes/wmt14_en_de.sh                # run
 #   DRY_RUN=1 recipes/wmt14_en_de.sh      # print the commands only
@@ -41,15 +42,18 @@ done
 run "$MTKIT" tokenizer train --src "$DATA/train.$SRC" --tgt "$DATA/train.$TGT" --vocab-size "$VOCAB" \
   --input-sentence-size "$INPUT_SENTENCES" -o "$RUN_DIR/tokenizer"
 
+run "$MTKIT" prepare -o "$RUN_DIR/prepared" --tokenizer "$RUN_DIR/tokenizer" \
+  --src "$DATA/train.$SRC" --tgt "$DATA/train.$TGT"
+
 launcher=("$MTKIT")
 if [[ "$NGPU" -gt 1 ]]; then
   launcher=(torchrun --standalone --nproc_per_node "$NGPU" -m mtkit)
 fi
-run "${launcher[@]}" train -o "$RUN_DIR/model" --tokenizer "$RUN_DIR/tokenizer" \
-  --src "$DATA/train.$SRC" --tgt "$DATA/train.$TGT" --valid-src "$DATA/wmt13.$SRC" --valid-tgt "$DATA/wmt13.$TGT" \
+run "${launcher[@]}" train -o "$RUN_DIR/model" --data "$RUN_DIR/prepared" \
+  --valid-src "$DATA/wmt13.$SRC" --valid-tgt "$DATA/wmt13.$TGT" \
   --preset "$PRESET" --max-tokens "$MAX_TOKENS" --update-freq "$UPDATE_FREQ" --lr "$LR" --warmup "$WARMUP" \
   --max-steps "$MAX_STEPS" --valid-every "$VALID_EVERY" --save-every "$SAVE_EVERY" --keep-last "$AVERAGE_LAST" \
-  --precision "$PRECISION" --set data.max_len=256
+  --precision "$PRECISION"
 
 run "$MTKIT" average -m "$RUN_DIR/model" --last "$AVERAGE_LAST"
 run "$MTKIT" translate -m "$RUN_DIR/model" --checkpoint averaged --beam "$BEAM" --length-penalty "$LENGTH_PENALTY" \

@@ -352,7 +352,7 @@ def _batches_one_pair_at_a_time(src_lens, tgt_lens, max_tokens, seed, epoch):
 
 @pytest.mark.parametrize("max_tokens,longest", [(8, 300), (100, 300), (4096, 300), (4096, 200)])
 def test_batches_are_those_of_one_step_per_pair(max_tokens, longest):
-    """Vectorised batching (radix sorts when lengths are under 256, else a lexsort) gives the
+    """Vectorised batching (two radix sorts when lengths are under 256, else three) gives the
     reference's batches, in the same order."""
     from mtkit.data.batching import make_batches
 

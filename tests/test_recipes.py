@@ -29,6 +29,7 @@ def test_wmt14_uses_torchrun_with_several_gpus(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "torchrun --standalone --nproc_per_node 4 -m mtkit train" in out.stderr
     assert "sacrebleu -t wmt14 -l en-de --echo src" in out.stderr and "--preset base" in out.stderr
+    assert "mtkit prepare -o" in out.stderr and f"--data {tmp_path / 'run' / 'prepared'}" in out.stderr
 
 
 @pytest.mark.parametrize("native_bf16, chosen", [("1", "--max-tokens 4096 --update-freq 1 --lr 0.003"),

@@ -26,11 +26,13 @@ def padded_len(n_tokens: np.ndarray) -> np.ndarray:
 
 @dataclass
 class EpochBatches:
-    """An epoch's batches without a Python object per batch: batch k is the pairs
-    order[bounds[cut[k]]:bounds[cut[k] + 1]]."""
+    """An epoch's batches without a Python object per batch: batch k holds the pairs at positions
+    bounds[cut[k]] .. bounds[cut[k] + 1] - 1 of the epoch's order. The order is kept as the chain
+    of index arrays that built it (the pair at position i is chain[0][chain[1][...chain[-1][i]]]),
+    composed one batch at a time: no pass over the whole epoch to compose them."""
 
-    order: np.ndarray  # (pairs of the epoch,) pair indices, batch after batch
-    bounds: np.ndarray  # (batches + 1,) where each batch starts in `order`
+    chain: tuple[np.ndarray, ...]
+    bounds: np.ndarray  # (batches + 1,) where each batch starts in the order
     cut: np.ndarray  # (batches,) the epoch's batch order
 
     def __len__(self) -> int:
@@ -38,14 +40,20 @@ class EpochBatches:
 
     def __getitem__(self, k: int) -> np.ndarray:
         b = int(self.cut[k])
-        return self.order[self.bounds[b]:self.bounds[b + 1]]
+        return self.pairs(slice(self.bounds[b], self.bounds[b + 1]))
+
+    def pairs(self, positions: slice | np.ndarray) -> np.ndarray:
+        picked = self.chain[-1][positions]
+        for step in reversed(self.chain[:-1]):
+            picked = step[picked]
+        return picked
 
     def __iter__(self) -> Iterator[np.ndarray]:
         return (self[k] for k in range(len(self)))
 
     def take(self, first: int, stop: int, step: int) -> EpochBatches:
         """Batches first, first + step, ... before stop (a rank's share)."""
-        return EpochBatches(self.order, self.bounds, self.cut[first:stop:step])
+        return EpochBatches(self.chain, self.bounds, self.cut[first:stop:step])
 
 
 def make_batches(
@@ -60,37 +68,44 @@ def make_batches(
     to fit any batch (reported, not used).
     """
     rng = np.random.default_rng([seed, epoch])
-    tgt = padded_len(tgt_lens.astype(np.int32))
-    cost = np.maximum(padded_len(src_lens.astype(np.int32)), tgt)
-    order = _bucket_order(cost, tgt, rng)
-    fits = int(np.searchsorted(cost[order], max_tokens, side="right"))
-    oversized, order = np.sort(order[fits:]), order[:fits]
-    bounds = _cuts(cost[order], max_tokens)
-    return EpochBatches(order, bounds, rng.permutation(len(bounds) - 1)), oversized
+    small = np.uint16 if max(int(src_lens.max(initial=0)), int(tgt_lens.max(initial=0))) < (1 << 16) - 1 else np.int32
+    tgt = padded_len(tgt_lens.astype(small, copy=False))  # 16 bits where they suffice: less memory to sort
+    cost = np.maximum(padded_len(src_lens.astype(small, copy=False)), tgt)
+    chain = _bucket_order(cost, tgt, rng)
+    per_cost = np.bincount(cost, minlength=1)[:max_tokens + 1]  # pairs of each cost that fits
+    fits = int(per_cost.sum())  # the order puts them first
+    epoch = EpochBatches(chain, _cuts(per_cost, max_tokens), np.zeros(0, dtype=np.int64))
+    epoch.cut = rng.permutation(len(epoch.bounds) - 1)
+    return epoch, np.sort(epoch.pairs(slice(fits, None)))
 
 
-def _bucket_order(cost: np.ndarray, tgt: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Pair indices sorted by (cost, target length, 8 random bits), ties in index order. When both
-    lengths are under 256 (max_len up to 254) that is two 16-bit radix sorts; else one lexsort."""
+def _bucket_order(cost: np.ndarray, tgt: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """Pair indices sorted by (cost, target length, 8 random bits), ties in index order, as a chain
+    (see EpochBatches): stable 16-bit radix sorts from the last key to the first (two when lengths
+    are under 256, as with the default max_len, else three), or a lexsort beyond 16 bits."""
     noise = rng.integers(0, 256, len(cost), dtype=np.uint16)
-    if len(cost) and max(int(cost.max()), int(tgt.max())) < 256:
+    longest = max(int(cost.max()), int(tgt.max())) if len(cost) else 0
+    if longest >= 1 << 16:
+        return (np.lexsort((noise, tgt, cost)),)
+    if longest < 256:
         first = np.argsort((tgt.astype(np.uint16) << 8) | noise, kind="stable")
-        return first[np.argsort(cost[first].astype(np.uint16), kind="stable")]
-    return np.lexsort((noise, tgt, cost))
+    else:
+        first = np.argsort(noise, kind="stable")
+        first = first[np.argsort(tgt[first].astype(np.uint16), kind="stable")]
+    return first, np.argsort(cost[first].astype(np.uint16), kind="stable")
 
 
-def _cuts(cost: np.ndarray, max_tokens: int) -> np.ndarray:
-    """Batch boundaries over pairs sorted by cost: each run of equal cost c in batches of
-    max_tokens // c pairs (the last one of a run may be smaller)."""
-    if not len(cost):
-        return np.zeros(1, dtype=np.int64)
-    starts = np.flatnonzero(np.diff(cost, prepend=-1))  # where each run of equal cost begins
-    sizes = np.diff(np.append(starts, len(cost)))
-    per_batch = max_tokens // cost[starts].astype(np.int64)
+def _cuts(per_cost: np.ndarray, max_tokens: int) -> np.ndarray:
+    """Batch boundaries over pairs sorted by cost, given how many pairs have each cost: each run of
+    equal cost c in batches of max_tokens // c pairs (the last one of a run may be smaller)."""
+    costs = np.flatnonzero(per_cost)
+    sizes = per_cost[costs]
+    starts = np.cumsum(sizes) - sizes  # where each run begins
+    per_batch = max_tokens // costs
     n_batches = -(-sizes // per_batch)
     within = np.arange(n_batches.sum()) - np.repeat(np.cumsum(n_batches) - n_batches, n_batches)
     bounds = np.repeat(starts, n_batches) + within * np.repeat(per_batch, n_batches)
-    return np.append(bounds, len(cost))
+    return np.append(bounds, sizes.sum()).astype(np.int64)
 
 
 def epoch_pairs(parts: Sequence[Part], seed: int, epoch: int) -> np.ndarray | None:
@@ -193,7 +208,7 @@ class BatchIterator:
             src_lens, tgt_lens = src_lens[drawn], tgt_lens[drawn]
         batches, oversized = make_batches(src_lens, tgt_lens, self.max_tokens, self.seed, epoch)
         if drawn is not None:
-            batches.order = drawn[batches.order]
+            batches.chain = (drawn, *batches.chain)
         self.oversized = len(oversized)
         usable = len(batches) - len(batches) % self.world_size
         return batches.take(self.rank, usable, self.world_size)
