@@ -60,8 +60,9 @@ def _fill(disk: Path, leave: int) -> None:
 
 def _prepare(corpus: dict, tokenizer: Path, cache: Path) -> tuple[int, str]:
     """Encode the corpus into `cache`, as `mtkit train` does: (0, "") or (2, the error's line)."""
-    from mtkit.config import DataConfig
     from helpers import prepare_source
+
+    from mtkit.config import DataConfig
     from mtkit.data.sources import TextPair
     from mtkit.data.tokenizer import Tokenizer
     from mtkit.errors import UserError

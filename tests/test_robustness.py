@@ -135,8 +135,9 @@ def test_resuming_on_another_corpus_is_refused_unless_reset(tmp_path, corpus, re
 
 
 def test_a_saved_position_past_the_epoch_end_moves_on(reverse_data, tmp_path):
-    from mtkit.config import DataConfig
     from helpers import prepare_source
+
+    from mtkit.config import DataConfig
     from mtkit.data.sources import TextPair
     from mtkit.data.tokenizer import Tokenizer, TokenizerOptions, train_tokenizer
 

@@ -4,11 +4,12 @@ the result; heavy libraries (torch, datasets) are imported inside the commands t
     app.py          the typer app, main() (the entry point), standard input and output
     scoring.py      bleu, score
     tokenizers.py   tokenizer train / encode / decode
-    training.py     train, average, export
+    training.py     train, prepare, average, export
     translating.py  translate, convert, attention
+    serving.py      serve
 """
 
-from mtkit.cli import scoring, tokenizers, training, translating  # noqa: F401  (each adds its commands to app)
+from mtkit.cli import scoring, serving, tokenizers, training, translating  # noqa: F401  (each adds its commands to app)
 from mtkit.cli.app import app, bound_onednn_cache, closed_pipe_is_normal, main, tokenizer_app
 
 for _info in [*app.registered_commands, *tokenizer_app.registered_commands]:

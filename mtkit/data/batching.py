@@ -74,9 +74,9 @@ def make_batches(
     chain = _bucket_order(cost, tgt, rng)
     per_cost = np.bincount(cost, minlength=1)[:max_tokens + 1]  # pairs of each cost that fits
     fits = int(per_cost.sum())  # the order puts them first
-    epoch = EpochBatches(chain, _cuts(per_cost, max_tokens), np.zeros(0, dtype=np.int64))
-    epoch.cut = rng.permutation(len(epoch.bounds) - 1)
-    return epoch, np.sort(epoch.pairs(slice(fits, None)))
+    bounds = _cuts(per_cost, max_tokens)
+    batches = EpochBatches(chain, bounds, rng.permutation(len(bounds) - 1))
+    return batches, np.sort(batches.pairs(slice(fits, None)))
 
 
 def _bucket_order(cost: np.ndarray, tgt: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, ...]:

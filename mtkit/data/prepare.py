@@ -29,6 +29,7 @@ import shutil
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -199,7 +200,8 @@ class Workers:
     in flight, so memory does not grow with the corpus."""
 
     def __init__(self, processes: int):
-        self.processes, self.pool = processes, None
+        self.processes = processes
+        self.pool: Any = None
 
     def map(self, tasks: Iterable[tuple[Chunk, Encoding]]) -> Iterator[Encoded]:
         tasks = iter(tasks)
@@ -236,14 +238,16 @@ def _dtypes(tok: Tokenizer, cleaning: Cleaning) -> tuple[str, str]:
 
 def _prepare_one(inp: CorpusInput, enc: Encoding, workers: Workers, out: Path, progress: Progress | None) -> dict:
     out.mkdir(parents=True)
-    report, lens, hashes = CleaningReport(), {"src": [], "tgt": []}, {"src": [], "tgt": []}
+    report = CleaningReport()
+    lens: dict[str, list[np.ndarray]] = {"src": [], "tgt": []}
+    hashes: dict[str, list[np.ndarray]] = {"src": [], "tgt": []}
     with open(out / "src.ids", "wb") as fs, open(out / "tgt.ids", "wb") as ft:
         for done in workers.map((chunk, enc) for chunk in inp.source.chunks(CHUNK)):
             fs.write(done.src_ids.tobytes())
             ft.write(done.tgt_ids.tobytes())
             lens["src"].append(done.src_lens)
             lens["tgt"].append(done.tgt_lens)
-            if enc.hashes:
+            if done.src_hash is not None and done.tgt_hash is not None:
                 hashes["src"].append(done.src_hash)
                 hashes["tgt"].append(done.tgt_hash)
             report.add(done.report)

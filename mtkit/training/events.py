@@ -126,7 +126,7 @@ class Done:
     signal: int = 0  # the signal that stopped it (reason "signal")
 
 
-Event = Info | Warn | DataReport | Start | TrainStats | Validation | Done
+Event = Info | Warn | Preparing | DataReport | Start | TrainStats | Validation | Done
 OnEvent = Callable[[Event], None]
 
 

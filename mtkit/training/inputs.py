@@ -97,6 +97,7 @@ def training_data(job, tok: Tokenizer, main: bool, progress: Progress | None = N
         return TrainData(corpus, info, job.data_dir)
     inputs, cleaning = text_inputs(job), Cleaning.of(job.cfg.data)
     corpus, info = prepare_cached(inputs, tok, cleaning, cache_root(job), job.cfg.data.num_proc, progress)
+    assert corpus.directory is not None
     return TrainData(corpus, info, corpus.directory)
 
 

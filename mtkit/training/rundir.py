@@ -34,7 +34,7 @@ from mtkit import __version__
 from mtkit import config as C
 from mtkit.data.textio import require_file
 from mtkit.data.tokenizer import Tokenizer, TokenizerOptions, train_tokenizer
-from mtkit.errors import UserError, describe
+from mtkit.errors import UserError
 from mtkit.files import (
     LOCK_NAME,
     TEMP_RE,

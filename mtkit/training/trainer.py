@@ -43,7 +43,6 @@ from mtkit.runtime import (
 )
 from mtkit.training.advice import vocabulary_warning, warmup_warning
 from mtkit.training.events import (
-    DataReport,
     Done,
     Info,
     OnEvent,
@@ -54,6 +53,7 @@ from mtkit.training.events import (
     ValidationResult,
     Warn,
 )
+from mtkit.training.inputs import check_data_unchanged, load_valid, training_data
 from mtkit.training.metrics_log import MetricsLog
 from mtkit.training.rundir import (
     ModelDirClaim,
@@ -63,7 +63,6 @@ from mtkit.training.rundir import (
     prepare_model_dir,
     write_manifest,
 )
-from mtkit.training.inputs import check_data_unchanged, load_valid, training_data
 from mtkit.training.update import Updater, learning_rate
 from mtkit.training.validation import validate
 

@@ -1,0 +1,130 @@
+"""mtkit serve: a model behind LibreTranslate's HTTP API (`pip install 'mtkit[serve]'`)."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+from pathlib import Path
+
+import typer
+
+from mtkit.cli.app import app, config_options, work_begins
+from mtkit.config import DecodeConfig
+from mtkit.errors import Interrupted, UserError
+
+SERVE_OPTIONS = ("beam", "length_penalty", "max_len_a", "max_len_b", "max_tokens")
+LANG_RE = re.compile(r"[a-z]{2,3}(-[A-Za-z]{2,4})?")
+
+
+@app.command()
+@config_options(SERVE_OPTIONS, root=DecodeConfig, show_defaults=True)
+def serve(
+    model_dir: Path = typer.Option(..., "-m", "--model", help="Model directory (or a converted CTranslate2 model)."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best, last, averaged or a path."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
+    precision: str = typer.Option("auto", "--precision", help="auto, fp32, bf16, fp16, or int8 (on the CPU)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
+    port: int = typer.Option(5000, "--port", help="Port to listen on (LibreTranslate's; 0: any free port)."),
+    api_key: str | None = typer.Option(None, "--api-key", help="Every request must carry this api_key (else 403).",
+                                       envvar="MTKIT_API_KEY", show_envvar=True),
+    max_chars: int = typer.Option(20_000, "--max-chars", help="Characters of q per request (413 above)."),
+    max_queue: int = typer.Option(2048, "--max-queue", help="Sentences waiting for the model (429 above)."),
+    max_batch: int = typer.Option(256, "--max-batch", help="Sentences translated together at most."),
+    batch_wait_ms: float = typer.Option(2.0, "--batch-wait-ms", help="How long a request waits for company."),
+    source_lang: str | None = typer.Option(None, "--source-lang", help="The model's source language code "
+                                           "(default: from the training files' names, e.g. train.en)."),
+    target_lang: str | None = typer.Option(None, "--target-lang", help="The model's target language code."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No line per request."),
+    *,
+    settings: dict,
+) -> None:
+    """Serve a model over HTTP with LibreTranslate's API: POST /translate, GET /languages, /health,
+    and a page at / to try it."""
+    from mtkit.cli import render
+    from mtkit.config import option_name, validate_labelled
+
+    try:
+        import uvicorn
+
+        from mtkit.serving.app import ServeOptions, create_app
+        from mtkit.serving.batcher import Batcher
+    except ImportError as e:
+        raise UserError(f"mtkit serve needs the serve extra: pip install 'mtkit[serve]' ({e.name} is missing)") from None
+    from mtkit.inference.engine import open_engine
+
+    cfg = DecodeConfig(**{key: value for key, value in settings.items() if value is not None})
+    validate_labelled(cfg, {f"decode.{key}": option_name(key) for key in SERVE_OPTIONS})
+    for name, value, low in (("--max-chars", max_chars, 1), ("--max-queue", max_queue, 1), ("--max-batch", max_batch, 1),
+                             ("--batch-wait-ms", batch_wait_ms, 0), ("--port", port, 0)):
+        if value < low or (name == "--port" and value > 65535):
+            raise UserError(f"{name} must be {'in 0..65535' if name == '--port' else f'at least {low}'}, got {value}")
+    source, target = _languages(model_dir, source_lang, target_lang)
+    sock = _listen(host, port)
+    engine = open_engine(model_dir, checkpoint, device, precision)
+    batcher = Batcher(engine, cfg, max_queue=max_queue, max_batch=max_batch, max_wait=batch_wait_ms / 1000)
+    options = ServeOptions(source, target, api_key, max_chars, max_alternatives=cfg.beam - 1)
+    console = render.stderr_console()
+    log = (lambda line: None) if quiet else (lambda line: console.print(line, highlight=False, soft_wrap=True, markup=False))
+    server = uvicorn.Server(uvicorn.Config(create_app(batcher, options, log), log_level="warning", access_log=False,
+                                           timeout_graceful_shutdown=60, lifespan="off"))
+    where = sock.getsockname()
+    render.print_info(f"serving {model_dir} ({source} -> {target}) on http://{_url_host(where[0])}:{where[1]} "
+                      "(POST /translate, GET /languages, /health, and / in a browser)")
+    work_begins()
+    try:
+        server.run(sockets=[sock])
+    except Interrupted:  # uvicorn, having drained the requests in flight, re-raises the signal that stopped it
+        pass
+    finally:
+        batcher.close(timeout=60)
+    render.print_info(f"stopped after {batcher.stats.requests:,} requests ({batcher.stats.sentences:,} sentences)")
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before the model loads (a taken port is found at once)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise UserError(f"--host {host} --port {port}: cannot listen there ({e.strerror or e})") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _languages(model_dir: Path, source: str | None, target: str | None) -> tuple[str, str]:
+    """The model's languages: given, or read from the training files' names (train.en, train.de)."""
+    guessed = _guess_languages(model_dir)
+    source, target = source or guessed[0], target or guessed[1]
+    if source is None or target is None:
+        raise UserError(f"{model_dir}: its languages are unknown (its training files' names do not say): give "
+                        "--source-lang and --target-lang, e.g. --source-lang en --target-lang de")
+    for name, code in (("--source-lang", source), ("--target-lang", target)):
+        if not LANG_RE.fullmatch(code):
+            raise UserError(f"{name}: {code!r} is not a language code (e.g. en, de, pt-BR)")
+    return source, target
+
+
+def _guess_languages(model_dir: Path) -> tuple[str | None, str | None]:
+    try:
+        manifest = json.loads((model_dir / "manifest.json").read_text(encoding="utf-8"))
+        args = [str(a) for a in manifest.get("command_line", [])]
+        files = [args[args.index(flag) + 1] for flag in ("--src", "--tgt") if flag in args[:-1]]
+        if len(files) != 2 and isinstance(manifest.get("data"), dict) and manifest["data"].get("prepared"):
+            info = json.loads((Path(manifest["data"]["prepared"]) / "prepared.json").read_text(encoding="utf-8"))
+            quick = info["corpora"][0]["quick"]
+            files = [quick["src"][0], quick["tgt"][0]]
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
+        return None, None
+    codes = [Path(f).name.removesuffix(".gz").rpartition(".")[2] for f in files]
+    if len(codes) == 2 and all(LANG_RE.fullmatch(c) for c in codes) and codes[0] != codes[1]:
+        return codes[0], codes[1]
+    return None, None

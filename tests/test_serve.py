@@ -1,0 +1,262 @@
+"""`mtkit serve`: a real server on a free port of 127.0.0.1, real HTTP clients. Answers equal
+`mtkit translate`'s whatever else is in their batch; LibreTranslate's API and status codes; bad
+input, overload, disconnecting clients and SIGTERM."""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from helpers import run_in_process
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+
+KEY = "s3cret"
+
+
+class Server:
+    """`mtkit serve` in a child process; its URL from the line it prints."""
+
+    def __init__(self, model: Path, *args: str):
+        self.proc = subprocess.Popen([sys.executable, "-m", "mtkit", "serve", "-m", str(model), "--port", "0",
+                                      "--source-lang", "en", "--target-lang", "de", *args],
+                                     stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+        self.lines: list[str] = []
+        found = threading.Event()
+
+        def read() -> None:
+            for line in self.proc.stderr:
+                self.lines.append(line)
+                if " on http://" in line:
+                    found.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        found.wait(120)
+        match = re.search(r"on (http://[\d.]+:\d+)", "".join(self.lines))
+        assert match, "".join(self.lines)
+        self.url = match.group(1)
+
+    def post(self, fields: dict | None = None, body: bytes | None = None, content_type="application/json",
+             path="/translate") -> tuple[int, dict]:
+        data = body if body is not None else json.dumps(fields).encode()
+        request = urllib.request.Request(self.url + path, data=data, headers={"Content-Type": content_type})
+        try:
+            with urllib.request.urlopen(request, timeout=120) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    def get(self, path: str) -> tuple[int, object]:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=60) as r:
+                text = r.read().decode()
+                return r.status, json.loads(text) if "json" in r.headers.get("content-type", "") else text
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    def rss_mb(self) -> float:
+        for line in open(f"/proc/{self.proc.pid}/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise AssertionError("no VmRSS")
+
+    def stop(self) -> tuple[int, str]:
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(60)
+        time.sleep(0.1)
+        return code, "".join(self.lines)
+
+
+@pytest.fixture(scope="module")
+def server(reverse_model):
+    s = Server(reverse_model, "--api-key", KEY, "--beam", "4")
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def sentences(reverse_data):
+    return reverse_data["valid_src"].read_text().splitlines()[:24]
+
+
+def _ask(q, **extra) -> dict:
+    return {"q": q, "source": "en", "target": "de", "api_key": KEY, **extra}
+
+
+def _translate_cli(model: Path, lines: list[str], *args: str) -> list[dict]:
+    code, out, err = run_in_process("translate", "-m", str(model), "--beam", "4", "--format", "jsonl", *args,
+                                    stdin="".join(line + "\n" for line in lines))
+    assert code == 0, err
+    return [json.loads(line) for line in out.splitlines()]
+
+
+# ----------------------------------------------------------------------------- answers
+def test_answers_equal_mtkit_translate_whatever_their_batch(server, reverse_model, sentences):
+    expected = [t["translation"] for t in _translate_cli(reverse_model, sentences)]
+    with ThreadPoolExecutor(12) as pool:  # one sentence per request, many at once: batched together
+        answers = list(pool.map(lambda s: server.post(_ask(s)), sentences))
+    assert [a for a, _ in answers] == [200] * len(sentences)
+    assert [b["translatedText"] for _, b in answers] == expected
+    code, body = server.post(_ask(sentences))  # a list gives a list
+    assert code == 200 and body["translatedText"] == expected
+    code, body = server.post(_ask("\n".join(sentences[:3])))  # lines of one text, translated line by line
+    assert code == 200 and body["translatedText"] == "\n".join(expected[:3])
+
+
+def test_alternatives_are_the_nbest_list(server, reverse_model, sentences):
+    nbest = _translate_cli(reverse_model, sentences[:4], "--nbest", "3")
+    code, body = server.post(_ask(sentences[:4], alternatives=2))
+    assert code == 200
+    assert body["translatedText"] == [t["translation"] for t in nbest]
+    assert body["alternatives"] == [[h["translation"] for h in t["nbest"][1:3]] for t in nbest]
+    code, body = server.post(_ask(sentences[0], alternatives=1))
+    assert code == 200 and isinstance(body["alternatives"], list) and len(body["alternatives"]) == 1
+
+
+def test_form_fields_languages_health_and_the_page(server, sentences):
+    form = urllib.parse.urlencode(_ask(sentences[0])).encode()
+    code, body = server.post(body=form, content_type="application/x-www-form-urlencoded")
+    assert code == 200 and isinstance(body["translatedText"], str)
+    code, auto = server.post(_ask(sentences[0], source="auto"))
+    assert code == 200 and auto["translatedText"] == body["translatedText"]
+    assert auto["detectedLanguage"]["language"] == "en"
+    assert server.get("/languages") == (200, [{"code": "en", "name": "English", "targets": ["de"]},
+                                              {"code": "de", "name": "German", "targets": []}])
+    code, health = server.get("/health")
+    assert code == 200 and health["status"] == "ok"
+    code, page = server.get("/")
+    assert code == 200 and "<form" in page and "translate" in page
+
+
+def test_libretranslatepy_works_with_the_server(server, sentences):
+    lt = pytest.importorskip("libretranslatepy")
+    client = lt.LibreTranslateAPI(server.url, api_key=KEY)
+    assert client.translate(sentences[0], "en", "de") == server.post(_ask(sentences[0]))[1]["translatedText"]
+    assert client.languages()[0]["code"] == "en"
+
+
+# ----------------------------------------------------------------------------- refused
+BAD = [
+    ("no key", {"q": "a b", "source": "en", "target": "de"}, 403, "API key"),
+    ("wrong key", _ask("a b", api_key="nope"), 403, "API key"),
+    ("malformed JSON", b'{"q": "a', 400, "malformed JSON"),
+    ("not an object", b'["q"]', 400, "JSON object"),
+    ("q a number", _ask(5), 400, "q must be"),
+    ("q a list of numbers", _ask(["a", 3]), 400, "q must be"),
+    ("empty q", _ask(""), 400, "missing q"),
+    ("no target", {"q": "a", "source": "en", "api_key": KEY}, 400, "missing target"),
+    ("another pair", _ask("a", target="fr"), 400, "en -> de"),
+    ("html", _ask("<b>a</b>", format="html"), 400, "html"),
+    ("too many alternatives", _ask("a", alternatives=9), 400, "between 0 and 3"),
+    ("alternatives not a number", _ask("a", alternatives="two"), 400, "whole number"),
+    ("invalid UTF-8", b'{"q": "\xff\xfe", "source": "en", "target": "de"}', 400, "not UTF-8"),
+    ("over max-chars", _ask("alpha " * 4000), 413, "characters"),
+    ("10,000 sentences", _ask(["a"] * 10_000), 413, "sentences"),
+]
+
+
+@pytest.mark.parametrize("name,request_body,status,message", BAD, ids=[b[0] for b in BAD])
+def test_bad_requests_get_their_error_and_the_server_goes_on(server, name, request_body, status, message):
+    body = request_body if isinstance(request_body, bytes) else json.dumps(request_body).encode()
+    code, answer = server.post(body=body)
+    assert code == status and message in answer["error"], answer
+    assert server.post(_ask("alpha bravo"))[0] == 200
+
+
+def test_a_10_mb_body_is_refused_before_it_is_read(server):
+    """Declared 10 MB: 413 at once, without waiting for the body (the connection is then closed)."""
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as s:
+        s.sendall(b"POST /translate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 10000000\r\n\r\n" + b"x" * 65536)
+        answer = b""
+        while b"}" not in answer and (chunk := s.recv(65536)):
+            answer += chunk
+        answer = answer.decode()
+    assert answer.startswith("HTTP/1.1 413") and "too large" in answer, answer
+    assert server.post(_ask("alpha bravo"))[0] == 200
+
+
+def test_unknown_routes_and_methods_are_json_errors(server):
+    assert server.get("/nowhere")[0] == 404 and "error" in server.get("/nowhere")[1]
+    code, body = server.get("/translate")
+    assert code == 405 and "error" in body
+
+
+def test_a_client_that_disconnects_or_stalls_does_not_stop_the_others(server):
+    host, port = server.url.removeprefix("http://").split(":")
+    stalled = []
+    for _ in range(3):
+        s = socket.create_connection((host, int(port)))
+        s.sendall(b"POST /translate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{\"q\": ")
+        stalled.append(s)
+    gone = socket.create_connection((host, int(port)))
+    gone.sendall(b"POST /translate HTTP/1.1\r\nHost: x\r\nContent-Length: 900\r\n\r\n{\"q\"")
+    gone.close()
+    assert server.post(_ask("alpha bravo"))[0] == 200  # while three clients hold their requests open
+    for s in stalled:
+        s.close()
+    assert server.get("/health")[0] == 200
+
+
+def test_memory_stays_flat_over_many_requests(server):
+    def burst(n: int) -> None:
+        with ThreadPoolExecutor(8) as pool:
+            assert set(pool.map(lambda k: server.post(_ask(f"alpha bravo {k % 7}"))[0], range(n))) == {200}
+
+    burst(300)
+    before = server.rss_mb()
+    burst(1500)
+    assert server.rss_mb() - before < 25
+
+
+# ----------------------------------------------------------------------------- load and stopping
+def test_overload_is_429_at_once_and_the_rest_are_answered(reverse_model):
+    s = Server(reverse_model, "--max-queue", "6", "--max-batch", "2", "--quiet")
+    try:
+        ask = {"q": ["alpha bravo charlie delta"] * 3, "source": "en", "target": "de"}
+        with ThreadPoolExecutor(40) as pool:
+            codes = list(pool.map(lambda _: s.post(ask)[0], range(80)))
+        assert set(codes) == {200, 429} and codes.count(429) > 0 and codes.count(200) >= 2
+        assert s.post(ask)[0] == 200  # and it recovers
+    finally:
+        s.stop()
+
+
+def test_sigterm_answers_what_is_in_flight_and_exits_0(reverse_model):
+    s = Server(reverse_model)
+    ask = {"q": ["alpha bravo charlie delta echo"] * 40, "source": "en", "target": "de"}
+    with ThreadPoolExecutor(6) as pool:
+        pending = [pool.submit(s.post, ask) for _ in range(6)]
+        time.sleep(0.5)  # the requests are in
+        code, log = s.stop()
+        answers = [p.result(timeout=60) for p in pending]
+    assert code == 0, log
+    assert [a for a, _ in answers] == [200] * 6 and all(len(b["translatedText"]) == 40 for _, b in answers)
+    with pytest.raises(OSError):
+        socket.create_connection(tuple(s.url.removeprefix("http://").split(":")), timeout=2)
+
+
+def test_a_busy_port_and_unknown_languages_are_one_line(reverse_model, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, _, err = run_in_process("serve", "-m", str(reverse_model), "--port", str(port), "--source-lang", "en",
+                                      "--target-lang", "de")
+    assert code == 2 and "cannot listen" in err and len(err.strip().splitlines()) == 1, err
+    code, _, err = run_in_process("serve", "-m", str(reverse_model), "--source-lang", "english", "--target-lang", "de")
+    assert code == 2 and "not a language code" in err, err
+    assert os.environ.get("MTKIT_API_KEY") is None
