@@ -72,13 +72,37 @@ def serve(
     render.print_info(f"serving {model_dir} ({source} -> {target}) on http://{_url_host(where[0])}:{where[1]} "
                       "(POST /translate, GET /languages, /health, and / in a browser)")
     work_begins()
-    try:
-        server.run(sockets=[sock])
-    except Interrupted:  # uvicorn, having drained the requests in flight, re-raises the signal that stopped it
-        pass
-    finally:
-        batcher.close(timeout=60)
+    _run(server, sock, batcher)
     render.print_info(f"stopped after {batcher.stats.requests:,} requests ({batcher.stats.sentences:,} sentences)")
+
+
+def _run(server, sock: socket.socket, batcher) -> None:
+    """HTTP in a thread of its own, the model in this (the main) thread. The first SIGTERM or
+    SIGINT stops accepting; what is in flight is answered, then the command returns (exit 0); a
+    second one stops at once."""
+    import signal
+    import threading
+
+    def stop(signum: int, frame: object) -> None:
+        if server.should_exit:
+            raise Interrupted(signum)
+        server.should_exit = True
+
+    def serve_http() -> None:
+        try:
+            server.run(sockets=[sock])
+        finally:
+            batcher.close()
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    http = threading.Thread(target=serve_http, name="mtkit-http", daemon=True)
+    http.start()
+    try:
+        batcher.run()
+        http.join()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _url_host(host: str) -> str:
@@ -88,7 +112,9 @@ def _url_host(host: str) -> str:
 def _listen(host: str, port: int) -> socket.socket:
     """The listening socket, bound before the model loads (a taken port is found at once)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP named: asyncio sets TCP_NODELAY only on connections of such a socket; without it a
+    # kept-alive connection waited 40 ms for each answer (Nagle's algorithm against delayed ACKs)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
