@@ -239,17 +239,26 @@ class DecodeConfig:
     nbest: int = setting(1, "hypotheses per sentence (jsonl output lists them)")
     max_tokens: int = setting(0, f"batch budget, source tokens x beam (0: {AUTO_MAX_TOKENS['cpu']:,} on a CPU, "
                                  f"{AUTO_MAX_TOKENS['cuda']:,} on a GPU)")
+    sampling: bool = setting(False, "sample each token instead of searching (back-translation); --nbest N gives N samples")
+    topk: int = setting(0, "sampling: from the k most probable tokens only (0: all)")
+    topp: float = setting(1.0, "sampling: from the most probable tokens whose probability reaches p (nucleus)")
+    temperature: float = setting(1.0, "sampling: divides the log-probabilities (below 1: closer to greedy)")
+    seed: int = setting(0, "sampling: with the sentence's line number, fixes its samples")
 
     def validate(self) -> None:
         _check_finite(self)
-        _check_positive(self, "beam", "nbest", "max_len_b")
-        _check_non_negative(self, "max_len_a", "max_tokens")
+        _check_positive(self, "beam", "nbest", "max_len_b", "temperature")
+        _check_non_negative(self, "max_len_a", "max_tokens", "topk", "seed")
+        if not 0.0 < self.topp <= 1.0:
+            raise ConfigError("decode.topp", f"must be in (0, 1], got {self.topp}")
         if abs(self.length_penalty) > 10:
             raise ConfigError("decode.length_penalty", f"must be in [-10, 10] (useful values are 0 to 2), got {self.length_penalty}")
         if self.beam > MAX_BEAM:
             raise ConfigError("decode.beam", f"must be at most {MAX_BEAM} (larger beams do not translate better), got {self.beam}")
-        if self.nbest > self.beam:
+        if self.nbest > self.beam and not self.sampling:
             raise ConfigError("decode.nbest", f"({self.nbest}) cannot exceed the beam size ({self.beam})")
+        if self.sampling and self.nbest > MAX_BEAM:
+            raise ConfigError("decode.nbest", f"must be at most {MAX_BEAM} samples, got {self.nbest}")
 
 
 @dataclass

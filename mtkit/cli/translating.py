@@ -14,7 +14,8 @@ from mtkit.config import DecodeConfig
 from mtkit.errors import UserError
 
 # The search settings `mtkit translate` takes, declared in mtkit.config.DecodeConfig.
-DECODE_OPTIONS = ("beam", "length_penalty", "max_len_a", "max_len_b", "nbest", "max_tokens")
+DECODE_OPTIONS = ("beam", "length_penalty", "max_len_a", "max_len_b", "nbest", "max_tokens", "sampling", "topk", "topp",
+                  "temperature", "seed")
 
 
 @app.command()
@@ -36,8 +37,6 @@ def translate(
 
     MODEL is a model directory, or a CTranslate2 model written by mtkit convert (its checkpoint
     was chosen at conversion)."""
-    import json as _json
-
     from mtkit.config import DEVICE_RE, option_name, validate_labelled
     from mtkit.data.textio import iter_lines, require_file
     from mtkit.inference.engine import open_engine
@@ -55,25 +54,93 @@ def translate(
     validate_labelled(cfg, {f"decode.{key}": option_name(key) for key in DECODE_OPTIONS})
     if input_file is not None:
         require_file(input_file)
-    engine = open_engine(model_dir, checkpoint, device, precision)
-    work_begins()
-    lines = iter_lines(input_file) if input_file else stdin_lines()
-    stats = TranslateStats()
-    with _output(output_file, input_file) as out:
-        for t in engine.translate(lines, cfg, stats, 1 if interactive else 2000):
-            if fmt == "text":
-                out.write(t.text + "\n")
-            else:
-                out.write(_json.dumps({"translation": t.text, "score": t.score, "tokens": t.tokens,
-                                       "nbest": [{"translation": x, "score": s} for x, s in t.nbest]},
-                                      ensure_ascii=False) + "\n")
-            if interactive:
-                out.flush()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        done = _translate_distributed(model_dir, checkpoint, device, precision, cfg, input_file, output_file, fmt)
+        if done is None:
+            return
+        stats, engine_max = done
+    else:
+        engine = open_engine(model_dir, checkpoint, device, precision)
+        engine_max = engine.max_positions
+        work_begins()
+        lines = iter_lines(input_file) if input_file else stdin_lines()
+        stats = TranslateStats()
+        with _output(output_file, input_file) as out:
+            for t in engine.translate(lines, cfg, stats, 1 if interactive else 2000):
+                out.write(_format(t, fmt))
+                if interactive:
+                    out.flush()
     if stats.truncated:
         from mtkit.cli import render
 
         render.print_warning(f"{stats.truncated} input line(s) were longer than the model's maximum "
-                             f"({engine.max_positions - 1} tokens) and were truncated")
+                             f"({engine_max - 1} tokens) and were truncated")
+
+
+def _format(t, fmt: str) -> str:
+    """A translation as an output line: its text, or a JSON object with its score and n-best."""
+    import json
+
+    if fmt == "text":
+        return t.text + "\n"
+    return json.dumps({"translation": t.text, "score": t.score, "tokens": t.tokens,
+                       "nbest": [{"translation": x, "score": s} for x, s in t.nbest]}, ensure_ascii=False) + "\n"
+
+
+def _translate_distributed(model_dir: Path, checkpoint: str, device: str, precision: str, cfg: DecodeConfig,
+                           input_file: Path | None, output_file: Path | None, fmt: str):
+    """Under torchrun: rank r translates lines [r n / W, (r+1) n / W) of the input (on its own GPU,
+    or CPU), into a temporary file beside the output; rank 0 then joins them, in input order, into
+    the output, which appears whole or not at all. A sentence's translation does not depend on its
+    batch, and sampling draws from the line numbers: the output is a single process's. Returns the
+    statistics summed over the ranks and the model's longest input on rank 0, None on the others."""
+    import itertools
+    import time
+
+    from mtkit.cli import render
+    from mtkit.data.textio import check_text, iter_lines
+    from mtkit.files import temp_name
+    from mtkit.inference.engine import open_engine
+    from mtkit.inference.types import TranslateStats
+    from mtkit.runtime import barrier, gather_objects, init_distributed
+
+    if input_file is None or output_file is None:
+        raise UserError("translating with several processes (torchrun) needs -i FILE and -o FILE")
+    d = init_distributed(device)
+    local = device
+    if device == "auto":
+        import torch
+
+        local = f"cuda:{d.local_rank}" if torch.cuda.is_available() else "cpu"
+    n = check_text(input_file)
+    first, last = d.rank * n // d.world, (d.rank + 1) * n // d.world
+    engine = open_engine(model_dir, checkpoint, local, precision)
+    work_begins()
+    stats, part = TranslateStats(), temp_name(output_file)
+    shown, started = time.monotonic(), time.monotonic()
+    try:
+        with open(part, "w", encoding="utf-8") as out:
+            lines = itertools.islice(iter_lines(input_file), first, last)
+            for k, t in enumerate(engine.translate(lines, cfg, stats, 2000, first_line=first), start=1):
+                out.write(_format(t, fmt))
+                if d.main and time.monotonic() - shown >= 10:
+                    render.print_info(f"rank 0: {k:,} of {last - first:,} lines ({k / (time.monotonic() - started):,.1f}"
+                                      f" lines/s), {d.world} processes")
+                    shown = time.monotonic()
+        parts = gather_objects((str(part), vars(stats)), d)
+        if d.main:
+            with _output(output_file, input_file) as merged:
+                for path, _ in parts:
+                    with open(path, encoding="utf-8") as f:
+                        for line in f:
+                            merged.write(line)
+        barrier(d)
+    finally:
+        part.unlink(missing_ok=True)
+    if not d.main:
+        return None
+    total = TranslateStats(*(sum(p[1][k] for p in parts) for k in ("sentences", "truncated", "tgt_tokens")))
+    return total, engine.max_positions
 
 
 @app.command()

@@ -206,10 +206,17 @@ class Translator:
         """mtkit's batch budget in CTranslate2's terms. mtkit's counts sentences x (longest source +
         eos) x beam; CTranslate2's "tokens" are the sum of the batch's source lengths, once (it sorts
         by length too, so padding is small): the same batches come from the budget over the beam."""
-        return max(1, (cfg.max_tokens or AUTO_MAX_TOKENS[self.device]) // cfg.beam)
+        return max(1, (cfg.max_tokens or AUTO_MAX_TOKENS[self.device]) // (cfg.nbest if cfg.sampling else cfg.beam))
 
     def translate(self, lines: Iterable[str], cfg: DecodeConfig, stats: TranslateStats,
-                  chunk_size: int = 2000) -> Iterator[Translation]:
+                  chunk_size: int = 2000, first_line: int = 0) -> Iterator[Translation]:
+        """CTranslate2 samples with one random generator for the whole process (seeded once by
+        --seed here): unlike mtkit's own sampling, its samples depend on the batches and the order
+        of the sentences, not on the line numbers (first_line is not used)."""
+        if cfg.sampling:
+            import ctranslate2
+
+            ctranslate2.set_random_seed(cfg.seed)
         for chunk in chunks(lines, chunk_size):
             yield from self._chunk(chunk, cfg, stats)
 
@@ -225,10 +232,12 @@ class Translator:
         # sentence; CTranslate2 takes one limit per call: that of the longest source
         longest = max((len(pieces[i]) for i in todo), default=0)
         limit = min(max(1, math.floor(cfg.max_len_a * (longest + 1) + cfg.max_len_b)), max_src)
+        search = {"beam_size": cfg.beam} if not cfg.sampling else {
+            "beam_size": 1, "sampling_topk": cfg.topk, "sampling_topp": cfg.topp, "sampling_temperature": cfg.temperature}
         outputs = self.model.translate_batch(
-            [pieces[i] for i in todo], beam_size=cfg.beam, num_hypotheses=cfg.nbest, return_scores=True,
+            [pieces[i] for i in todo], num_hypotheses=cfg.nbest, return_scores=True,
             length_penalty=cfg.length_penalty, max_batch_size=self.batch_tokens(cfg), batch_type="tokens",
-            max_decoding_length=limit,
+            max_decoding_length=limit, **search,
         ) if todo else []
         all_ids = [[[self.tokenizer.tgt.piece_to_id(p) for p in hyp] for hyp in out.hypotheses] for out in outputs]
         for i, out, ids, texts in zip(todo, outputs, all_ids, decode_nbests(self.tokenizer.decode_tgt, all_ids)):

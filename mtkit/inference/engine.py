@@ -2,8 +2,9 @@
 
     open_engine(model_dir, ...)  an mtkit model directory -> TorchEngine (mtkit's own search);
                                  a directory written by `mtkit convert` -> ct2.Translator
-    engine.translate(lines, cfg, stats, chunk_size)
+    engine.translate(lines, cfg, stats, chunk_size, first_line)
                                  translations in input order, `chunk_size` lines read at a time
+                                 (sampling draws from the input line numbers, from first_line on)
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ class Engine(Protocol):
     def max_positions(self) -> int: ...  # longest sequence the model takes, eos included
 
     def translate(self, lines: Iterable[str], cfg: DecodeConfig, stats: TranslateStats,
-                  chunk_size: int = 2000) -> Iterator[Translation]: ...
+                  chunk_size: int = 2000, first_line: int = 0) -> Iterator[Translation]: ...
 
 
 class TorchEngine:
@@ -46,10 +47,10 @@ class TorchEngine:
         return self.model.cfg.max_positions
 
     def translate(self, lines: Iterable[str], cfg: DecodeConfig, stats: TranslateStats,
-                  chunk_size: int = 2000) -> Iterator[Translation]:
+                  chunk_size: int = 2000, first_line: int = 0) -> Iterator[Translation]:
         from mtkit.inference.translate import translate
 
-        return translate(self.model, self.tokenizer, lines, cfg, stats, chunk_size, device=self.device,
+        return translate(self.model, self.tokenizer, lines, cfg, stats, chunk_size, first_line, device=self.device,
                          autocast_dtype=self.autocast_dtype, workers=self.workers)
 
 

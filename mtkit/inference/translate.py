@@ -27,20 +27,24 @@ from mtkit.runtime import autocast
 
 def translate(
     model: Transformer, tokenizer: Tokenizer, lines: Iterable[str], cfg: DecodeConfig,
-    stats: TranslateStats | None = None, chunk_size: int = 10000, **kw,
+    stats: TranslateStats | None = None, chunk_size: int = 10000, first_line: int = 0, **kw,
 ) -> Iterator[Translation]:
-    """Stream translations in input order, reading `chunk_size` lines at a time."""
+    """Stream translations in input order, reading `chunk_size` lines at a time; the first line
+    is input line `first_line` (counted from 0; sampling draws from the line numbers)."""
     stats = stats if stats is not None else TranslateStats()
     for chunk in chunks(lines, chunk_size):
-        yield from translate_chunk(model, tokenizer, chunk, cfg, stats, **kw)
+        yield from translate_chunk(model, tokenizer, chunk, cfg, stats, first_line=first_line, **kw)
+        first_line += len(chunk)
 
 
 def translate_chunk(
     model: Transformer, tokenizer: Tokenizer, lines: list[str], cfg: DecodeConfig, stats: TranslateStats,
     device: torch.device | str = "cpu", autocast_dtype: torch.dtype | None = None, workers: int = 0,
+    first_line: int = 0,
 ) -> list[Translation]:
     """Translations of lines, in input order; empty lines give empty translations. workers: batches
-    decoded at once on a CPU (0: one per torch thread; see _decode_batches)."""
+    decoded at once on a CPU (0: one per torch thread; see _decode_batches); first_line: the
+    input line number of lines[0] (sampling draws from the line numbers)."""
     max_src = model.cfg.max_positions - 1  # room for eos
     ids = tokenizer.encode_src(lines)
     for i, seq in enumerate(ids):
@@ -50,12 +54,13 @@ def translate_chunk(
     todo = [i for i, seq in enumerate(ids) if seq]
     device_type = torch.device(device).type
     budget = cfg.max_tokens or AUTO_MAX_TOKENS.get(device_type, AUTO_MAX_TOKENS["cpu"])
-    batches = [[todo[j] for j in batch] for batch in _batches([len(ids[i]) for i in todo], budget, cfg.beam)]
+    rows_per_sentence = cfg.nbest if cfg.sampling else cfg.beam
+    batches = [[todo[j] for j in batch] for batch in _batches([len(ids[i]) for i in todo], budget, rows_per_sentence)]
 
     def decode(rows: list[int]) -> list[list[Hypothesis]]:
         src = pad_sequences([ids[i] for i in rows], suffix=EOS_ID).to(device)
         with autocast(device_type, autocast_dtype), _out_of_memory_explained(src, cfg):
-            return search(model, src, cfg)
+            return search(model, src, cfg, [first_line + i for i in rows])
 
     for rows, hyps in zip(batches, _decode_batches(decode, batches, device_type, workers)):
         all_texts = decode_nbests(tokenizer.decode_tgt, [[h.tokens for h in nbest] for nbest in hyps])

@@ -54,7 +54,8 @@ from mtkit.training.events import Info, OnEvent
 RESUMABLE = {
     "train": {"max_steps", "max_epochs", "max_time", "valid_every", "save_every", "keep_last", "patience",
               "device", "compile", "log_every", "valid_max_sentences", "threads", "max_nonfinite", "precision"},
-    "decode": {"beam", "length_penalty", "max_len_a", "max_len_b", "nbest", "max_tokens"},
+    "decode": {"beam", "length_penalty", "max_len_a", "max_len_b", "nbest", "max_tokens", "sampling", "topk", "topp",
+               "temperature", "seed"},
     "data": {"num_proc", "corpora"},  # the data itself is compared by its id (mtkit.training.inputs)
 }
 
