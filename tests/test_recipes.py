@@ -43,3 +43,17 @@ def test_demo_mode_budget(tmp_path, native_bf16, chosen):
     assert "--max-time 600" in out.stderr and "--preset multi30k" in out.stderr and "train.schedule=linear" in out.stderr
     assert chosen in out.stderr
     assert f"--precision {'bf16' if native_bf16 == '1' else 'auto'}" in out.stderr
+
+
+def test_backtranslation_dry_run_prints_every_step(tmp_path):
+    env = {**os.environ, "DRY_RUN": "1", "RUN_DIR": str(tmp_path / "run")}
+    out = subprocess.run(["bash", str(ROOT / "recipes" / "backtranslation.sh")], cwd=ROOT, env=env,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    text = out.stderr
+    assert "mono.de" in text and "tail -n +10001" in text  # the German side of the rest, only
+    assert "--sampling --seed 1" in text and "-o " + str(tmp_path / "run" / "data" / "bt-beam.en") in text
+    for model in ("de-en", "a-parallel", "b-beam", "c-sampling", "d-tagged", "e-all"):
+        assert f"train -o {tmp_path / 'run' / model} " in text, model
+    assert "--tag <BT>" in text and 'tag = "<BT>"' in text
+    assert not (tmp_path / "run").exists()

@@ -121,3 +121,12 @@ def test_torchrun_translation_equals_one_process(reverse_model, lines, tmp_path)
         assert two.returncode == 0, two.stderr[-2000:]
         assert (tmp_path / f"{name}.one").read_text() == (tmp_path / f"{name}.two").read_text(), name
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no part left
+
+
+def test_a_decoded_line_break_never_splits_an_output_line():
+    """Byte pieces can decode to a line break (sampling drew one while back-translating 19,000
+    sentences): each translation stays one line."""
+    from mtkit.inference.types import decode_nbests
+
+    texts = decode_nbests(lambda ids: ["a\nb", "c\r\nd", "e"], [[[1], [2]], [[3]]])
+    assert texts == [["a b", "c  d"], ["e"]]

@@ -25,6 +25,7 @@ import functools
 import hashlib
 import itertools
 import json
+import os
 import shutil
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -253,6 +254,9 @@ def _prepare_one(inp: CorpusInput, enc: Encoding, workers: Workers, out: Path, p
             report.add(done.report)
             if progress:
                 progress(inp.name, report.read)
+        for f in (fs, ft):  # durable before prepared.json names them
+            f.flush()
+            os.fsync(f.fileno())
     if report.read == 0:
         raise UserError(f"{inp.source.describe()}: the corpus is empty")
     sides = {side: np.concatenate(lens[side]) for side in ("src", "tgt")}
@@ -267,11 +271,25 @@ def _prepare_one(inp: CorpusInput, enc: Encoding, workers: Workers, out: Path, p
     if report.kept == 0:
         raise UserError(f"{inp.source.describe()}: no pair survives cleaning ({report.removed()})")
     for side, side_lens in sides.items():
-        np.save(out / f"{side}.len.npy", side_lens)
-        np.save(out / f"{side}.offsets.npy", _offsets(side_lens))
+        _save(out / f"{side}.len.npy", side_lens)
+        _save(out / f"{side}.offsets.npy", _offsets(side_lens))
     return {"name": inp.name, "weight": inp.weight, "tag": inp.tag, "source": inp.source.identity(),
             "quick": inp.source.quick_identity(), "report": asdict(report), "pairs": report.kept,
             "tokens": [int(sides["src"].sum(dtype=np.int64)), int(sides["tgt"].sum(dtype=np.int64))]}
+
+
+def _save_text(path: Path, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _save(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as f:
+        np.save(f, array)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _drop_rows(path: Path, lens: np.ndarray, keep: np.ndarray, dtype: str, block: int = 1 << 20) -> None:
@@ -285,6 +303,8 @@ def _drop_rows(path: Path, lens: np.ndarray, keep: np.ndarray, dtype: str, block
             last = min(first + block, len(lens))
             rows = ids[offsets[first]:offsets[last]]
             f.write(rows[np.repeat(keep[first:last], lens[first:last])].tobytes())
+        f.flush()
+        os.fsync(f.fileno())
     del ids
     kept.replace(path)
 
@@ -307,8 +327,9 @@ def prepare(inputs: list[CorpusInput], tok: Tokenizer, cleaning: Cleaning, out: 
         info = {"format": FORMAT, "tokenizer": tok.fingerprint(), "id_dtype": id_dtype, "len_dtype": len_dtype,
                 "cleaning": asdict(cleaning), "quick_key": quick_key(inputs, tok, cleaning), "corpora": corpora}
         info["id"] = content_id(info)
-        (work / INFO).write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
-        fsync_dir(work)
+        _save_text(work / INFO, json.dumps(info, indent=1) + "\n")
+        for d in (work, work / "corpora", *(work / "corpora" / i.name for i in inputs)):
+            fsync_dir(d)
         work.rename(out)
         fsync_dir(out.parent)
     except OSError as e:  # writing failed (a full disk): the output, not the input, is named

@@ -49,5 +49,11 @@ def decode_nbests(decode: Callable[[list[list[int]]], list[str]], nbests: list[l
     """The texts of every hypothesis (token ids) of every sentence, from one call of the
     tokenizer's `decode`: sentencepiece starts a thread pool at each call, which cost 1 ms per
     call on a 16-core machine, more than decoding the sentence on a GPU."""
-    flat = iter(decode([ids for nbest in nbests for ids in nbest]))
+    flat = iter([_one_line(text) for text in decode([ids for nbest in nbests for ids in nbest])])
     return [[next(flat) for _ in nbest] for nbest in nbests]
+
+
+def _one_line(text: str) -> str:
+    """A translation as one line: a line break decoded from byte pieces (which sampling can draw)
+    becomes a space, so that the output keeps one line per input line."""
+    return text.replace("\r", " ").replace("\n", " ") if "\n" in text or "\r" in text else text

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mtkit.data.corpus import Cleaning, EncodedCorpus
 from mtkit.data.prepare import (
@@ -30,6 +31,9 @@ from mtkit.data.tokenizer import Tokenizer, file_sha256
 from mtkit.errors import UserError, describe
 from mtkit.training.events import CorpusReport, DataReport
 
+if TYPE_CHECKING:  # rundir imports this module inside check_inputs
+    from mtkit.training.rundir import TrainJob
+
 
 @dataclass
 class TrainData:
@@ -40,7 +44,7 @@ class TrainData:
     def identity(self) -> dict:
         """What the manifest records (and a resume compares: the id)."""
         corpora = [{k: c[k] for k in ("name", "weight", "tag", "pairs", "report")} for c in self.info["corpora"]]
-        return {"id": self.info["id"], "prepared": str(self.where), "corpora": corpora}
+        return {"id": self.info["id"], "prepared": str(self.where.resolve()), "corpora": corpora}
 
     def report(self) -> DataReport:
         r, parts = self.corpus.report, self.corpus.parts
@@ -50,22 +54,22 @@ class TrainData:
         return DataReport(r.read, r.kept, r.removed(), corpora)
 
 
-def text_inputs(job) -> list[CorpusInput]:
+def text_inputs(job: TrainJob) -> list[CorpusInput]:
     return corpus_inputs(job.cfg.data, job.train_src, job.train_tgt, f"{job.config_file or 'config'} [[data.corpora]]")
 
 
-def cache_root(job) -> Path:
+def cache_root(job: TrainJob) -> Path:
     return job.cache_dir or job.model_dir / "cache"
 
 
-def adopt_cleaning(job) -> None:
+def adopt_cleaning(job: TrainJob) -> None:
     """Training on prepared data: its cleaning settings are the run's (they were applied then)."""
     if job.data_dir is not None:
         for key, value in read_info(job.data_dir)["cleaning"].items():
             setattr(job.cfg.data, key, value)
 
 
-def check_data(job, tok: Tokenizer | None) -> None:
+def check_data(job: TrainJob, tok: Tokenizer | None) -> None:
     """Before any work: a prepared directory is readable and made with the run's tokenizer (`tok`,
     when known); text is readable, UTF-8 and parallel, unless its cache is already prepared."""
     if job.data_dir is not None:
@@ -87,7 +91,7 @@ def check_data(job, tok: Tokenizer | None) -> None:
             raise UserError(f"{inp.source.describe()}: the training corpus is empty")
 
 
-def training_data(job, tok: Tokenizer, main: bool, progress: Progress | None = None) -> TrainData:
+def training_data(job: TrainJob, tok: Tokenizer, main: bool, progress: Progress | None = None) -> TrainData:
     """The run's corpus, memory-mapped; text is prepared by the main process (the others come
     after it, and map the result)."""
     if job.data_dir is not None:
@@ -101,7 +105,7 @@ def training_data(job, tok: Tokenizer, main: bool, progress: Progress | None = N
     return TrainData(corpus, info, corpus.directory)
 
 
-def tokenizer_text(job) -> tuple[list[Path], list[Path], tuple[str, ...]]:
+def tokenizer_text(job: TrainJob) -> tuple[list[Path], list[Path], tuple[str, ...]]:
     """What a tokenizer trained for the run learns from: the text files of its corpora (and
     their tags, which become pieces of their own)."""
     inputs = text_inputs(job)
@@ -125,7 +129,7 @@ def same_data(stored: dict, data: TrainData) -> bool:
     return False
 
 
-def load_valid(job, tok: Tokenizer) -> tuple[EncodedCorpus, list[str], list[str]] | None:
+def load_valid(job: TrainJob, tok: Tokenizer) -> tuple[EncodedCorpus, list[str], list[str]] | None:
     """The validation set: encoded (length rules only: every sentence is translated and scored),
     its source lines and its references."""
     if job.valid_src is None or job.valid_tgt is None:
@@ -138,7 +142,7 @@ def load_valid(job, tok: Tokenizer) -> tuple[EncodedCorpus, list[str], list[str]
     return prepare_cached(inputs, tok, cleaning, cache_root(job), 1)[0], src_lines, refs
 
 
-def check_data_unchanged(job, data: TrainData) -> bool:
+def check_data_unchanged(job: TrainJob, data: TrainData) -> bool:
     """True if the run resumes on the data it was trained on (or has no checkpoint yet); other
     data is refused unless job.reset_data, and then False is returned."""
     manifest = job.model_dir / "manifest.json"
