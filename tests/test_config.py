@@ -57,7 +57,10 @@ def test_translate_and_tokenizer_options_are_the_config_declarations():
     defaults = C.DecodeConfig()
     for key in DECODE_OPTIONS:
         assert shown(params[C.option_name(key)]).startswith(C.describe(key, C.DecodeConfig).help), key
-        assert shown(params[C.option_name(key)]).endswith(f"[default: {getattr(defaults, key)}]"), key
+        default = getattr(defaults, key)
+        if isinstance(default, bool):  # a yes/no option shows the flag its default means
+            default = f"--{'' if default else 'no-'}{key.replace('_', '-')}"
+        assert shown(params[C.option_name(key)]).endswith(f"[default: {default}]"), key
     assert "8,000 on a CPU, 65,536 on a GPU" in params["--max-tokens"].help
     tokenizer = _params("tokenizer", "train")
     assert shown(tokenizer["--vocab-size"]).endswith(f"[default: {C.TokenizerOptions().vocab_size}]")

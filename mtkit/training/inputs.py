@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from mtkit.data.corpus import Cleaning, EncodedCorpus
 from mtkit.data.prepare import (
@@ -30,9 +29,7 @@ from mtkit.data.textio import read_lines
 from mtkit.data.tokenizer import Tokenizer, file_sha256
 from mtkit.errors import UserError, describe
 from mtkit.training.events import CorpusReport, DataReport
-
-if TYPE_CHECKING:  # rundir imports this module inside check_inputs
-    from mtkit.training.rundir import TrainJob
+from mtkit.training.job import TrainJob
 
 
 @dataclass

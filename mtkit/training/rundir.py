@@ -26,14 +26,12 @@ import dataclasses
 import json
 import platform
 import shutil
-import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from mtkit import __version__
 from mtkit import config as C
 from mtkit.data.textio import require_file
-from mtkit.data.tokenizer import Tokenizer, TokenizerOptions, train_tokenizer
+from mtkit.data.tokenizer import Tokenizer, train_tokenizer
 from mtkit.errors import UserError
 from mtkit.files import (
     LOCK_NAME,
@@ -48,6 +46,7 @@ from mtkit.files import (
 )
 from mtkit.model.checkpoint import REPLACED, RUN_FILES
 from mtkit.training.events import Info, OnEvent
+from mtkit.training.job import TrainJob
 
 # Settings that may change when a run is resumed: when to stop, log and save, and where and in
 # which precision to run.
@@ -58,27 +57,6 @@ RESUMABLE = {
                "temperature", "seed"},
     "data": {"num_proc", "corpora"},  # the data itself is compared by its id (mtkit.training.inputs)
 }
-
-
-@dataclass
-class TrainJob:
-    """What `mtkit train` was asked to do."""
-
-    model_dir: Path
-    cfg: C.RunConfig
-    train_src: Path | None  # None: the data is --data or the config's [[data.corpora]]
-    train_tgt: Path | None  # None: train_src is a TSV/JSONL file
-    valid_src: Path | None = None
-    valid_tgt: Path | None = None
-    tokenizer_dir: Path | None = None
-    tokenizer_options: TokenizerOptions = field(default_factory=TokenizerOptions)
-    overwrite: bool = False
-    vocab_size_given: bool = False  # --vocab-size was given (it must then match a resumed run's tokenizer)
-    cache_dir: Path | None = None
-    reset_data: bool = False  # resume on a corpus other than the run's, from its first batch
-    data_dir: Path | None = None  # prepared data (`mtkit prepare`), instead of text
-    config_file: Path | None = None  # where [[data.corpora]] came from (for messages)
-    command_line: list[str] = field(default_factory=lambda: list(sys.argv))
 
 
 # ----------------------------------------------------------------------------- before any work
