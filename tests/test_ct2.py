@@ -119,3 +119,16 @@ def test_the_batch_budget_means_the_same_to_both_engines(converted):
     translator = Translator(converted["int8"], "cpu")
     assert translator.batch_tokens(DecodeConfig(beam=5, max_tokens=8000)) == 1600
     assert translator.batch_tokens(DecodeConfig(beam=1, max_tokens=0)) == 8000  # the CPU's default budget
+
+
+def test_converted_models_sample_with_the_same_options(converted, reverse_data):
+    """CTranslate2 samples from its own generator, seeded by --seed: the same command gives the same
+    samples; --topk 1 is greedy; --nbest N gives N samples."""
+    args = ["translate", "-m", str(converted["float32"]), "-i", str(reverse_data["valid_src"])]
+    one = run_in_process(*args, "--sampling", "--seed", "4", "--temperature", "2", "--nbest", "3", "--format", "jsonl")
+    again = run_in_process(*args, "--sampling", "--seed", "4", "--temperature", "2", "--nbest", "3", "--format", "jsonl")
+    assert one[0] == 0 and one[1] == again[1], one[2]
+    assert all(len(json.loads(line)["nbest"]) == 3 for line in one[1].splitlines())
+    top1 = run_in_process(*args, "--sampling", "--topk", "1")
+    greedy = run_in_process(*args, "--greedy")
+    assert top1[0] == 0 and top1[1] == greedy[1]
