@@ -16,7 +16,7 @@ from helpers import run_in_process
 from mtkit.config import DecodeConfig
 from mtkit.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from mtkit.inference.engine import open_engine
-from mtkit.inference.search import uniforms
+from mtkit.inference.sampling import uniforms
 from mtkit.inference.types import TranslateStats
 
 

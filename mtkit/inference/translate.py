@@ -19,6 +19,7 @@ from mtkit.config import AUTO_MAX_TOKENS, DecodeConfig
 from mtkit.data.batching import pad_sequences
 from mtkit.data.tokenizer import EOS_ID, Tokenizer
 from mtkit.errors import UserError
+from mtkit.inference.sampling import sample
 from mtkit.inference.search import Hypothesis, search
 from mtkit.inference.types import TranslateStats, Translation, chunks, decode_nbests
 from mtkit.model.transformer import Transformer
@@ -60,7 +61,9 @@ def translate_chunk(
     def decode(rows: list[int]) -> list[list[Hypothesis]]:
         src = pad_sequences([ids[i] for i in rows], suffix=EOS_ID).to(device)
         with autocast(device_type, autocast_dtype), _out_of_memory_explained(src, cfg):
-            return search(model, src, cfg, [first_line + i for i in rows])
+            if cfg.sampling:  # draws from the line numbers, not from the batch
+                return sample(model, src, cfg, [first_line + i for i in rows])
+            return search(model, src, cfg)
 
     for rows, hyps in zip(batches, _decode_batches(decode, batches, device_type, workers)):
         all_texts = decode_nbests(tokenizer.decode_tgt, [[h.tokens for h in nbest] for nbest in hyps])
