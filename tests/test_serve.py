@@ -74,7 +74,11 @@ class Server:
 
     def stop(self) -> tuple[int, str]:
         self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(60)
+        try:
+            code = self.proc.wait(90)  # a stuck connection is cut after 20 s
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise AssertionError("the server did not stop: " + "".join(self.lines)[-3000:]) from None
         time.sleep(0.1)
         return code, "".join(self.lines)
 

@@ -67,7 +67,7 @@ def serve(
     console = render.stderr_console()
     log = (lambda line: None) if quiet else (lambda line: console.print(line, highlight=False, soft_wrap=True, markup=False))
     server = uvicorn.Server(uvicorn.Config(create_app(batcher, options, log), log_level="warning", access_log=False,
-                                           timeout_graceful_shutdown=60, lifespan="off"))
+                                           timeout_graceful_shutdown=20, lifespan="off"))
     where = sock.getsockname()
     render.print_info(f"serving {model_dir} ({source} -> {target}) on http://{_url_host(where[0])}:{where[1]} "
                       "(POST /translate, GET /languages, /health, and / in a browser)")
