@@ -25,7 +25,9 @@ from common import MULTI30K, peak_rss_since_reset_mb, reset_peak_rss
 
 from mtkit import config as C
 from mtkit.data.batching import BatchIterator
-from mtkit.data.corpus import TextPair, prepare_corpus
+from mtkit.data.corpus import Cleaning
+from mtkit.data.prepare import CorpusInput, prepare_cached
+from mtkit.data.sources import TextPair
 from mtkit.data.tokenizer import PAD_ID, Tokenizer, TokenizerOptions, train_tokenizer
 from mtkit.training import events as ev
 from mtkit.training.rundir import TrainJob
@@ -107,7 +109,8 @@ def main() -> None:
         work = Path(tmp)
         train_tokenizer([MULTI30K / "train.en.gz"], [MULTI30K / "train.de.gz"], work / "tok", TokenizerOptions(8000))
         tok = Tokenizer.load(work / "tok")
-        corpus = prepare_corpus(TextPair(MULTI30K / "train.en.gz", MULTI30K / "train.de.gz"), tok, C.DataConfig(), work / "cache")
+        pair = TextPair(MULTI30K / "train.en.gz", MULTI30K / "train.de.gz")
+        corpus, _ = prepare_cached([CorpusInput("train", pair)], tok, Cleaning(), work / "cache")
         src_tok, tgt_tok = corpus.src_lens.sum() + len(corpus), corpus.tgt_lens.sum() + len(corpus)
         src_len, tgt_len = src_tok / len(corpus), tgt_tok / len(corpus)
         print(f"{'preset':9s}{'precision':10s}{'mtkit tgt tok/s (min/med/max)':>32s}{'nn.Transformer':>28s}{'ratio':>7s}{'MFU':>7s}"

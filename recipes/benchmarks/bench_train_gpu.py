@@ -37,7 +37,9 @@ from common import MULTI30K
 
 from mtkit import config as C
 from mtkit.data.batching import Batch, BatchIterator
-from mtkit.data.corpus import CleaningReport, EncodedCorpus, RaggedColumn, TextPair, prepare_corpus
+from mtkit.data.corpus import Cleaning, EncodedCorpus, RaggedColumn
+from mtkit.data.prepare import CorpusInput, prepare_cached
+from mtkit.data.sources import TextPair
 from mtkit.data.tokenizer import PAD_ID, Tokenizer, TokenizerOptions, train_tokenizer
 from mtkit.model.loss import LabelSmoothedObjective
 from mtkit.model.transformer import Transformer
@@ -70,15 +72,15 @@ def synthetic_corpus(n: int, seed: int = 0) -> EncodedCorpus:
     def column(lengths: np.ndarray) -> RaggedColumn:
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         values = rng.integers(4, WMT_VOCAB, int(offsets[-1])).astype(np.int32)
-        return RaggedColumn([offsets], [values], np.array([0, n]))
+        return RaggedColumn.of_chunks([offsets], [values])
 
-    return EncodedCorpus(column(src_len), column(tgt_len), CleaningReport(read=n, kept=n), Path("."))
+    return EncodedCorpus.single(column(src_len), column(tgt_len))
 
 
 def multi30k_corpus(work: Path) -> EncodedCorpus:
     pair = TextPair(MULTI30K / "train.en.gz", MULTI30K / "train.de.gz")
     train_tokenizer([pair.src], [pair.tgt], work / "tok", TokenizerOptions(8000))
-    return prepare_corpus(pair, Tokenizer.load(work / "tok"), C.DataConfig(), work / "cache")
+    return prepare_cached([CorpusInput("train", pair)], Tokenizer.load(work / "tok"), Cleaning(), work / "cache")[0]
 
 
 def batch_flops(cfg: C.ModelConfig, b: Batch) -> float:
