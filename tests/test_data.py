@@ -292,17 +292,7 @@ def test_ragged_column_across_chunk_boundaries():
     assert batch.src.size(1) % 8 == 0 and batch.src.eq(PAD_ID).sum() == batch.src.numel() - sum(len(rows[i]) + 1 for i in picked)
 
 
-def _column(rows: list[list[int]], chunk: int = 700) -> "D.RaggedColumn":
-    """A RaggedColumn of `rows` in chunks, as a memory-mapped dataset gives it."""
-    import numpy as np
-
-    parts = [rows[i:i + chunk] for i in range(0, len(rows), chunk)]
-    offsets = [np.concatenate([[0], np.cumsum([len(r) for r in p])]).astype(np.int64) for p in parts]
-    values = [np.array([x for r in p for x in r], dtype=np.int32) for p in parts]
-    return D.RaggedColumn(offsets, values, np.cumsum([0] + [len(p) for p in parts]))
-
-
-def test_duplicates_are_found_by_arrays_of_hashes_as_by_the_pairs_themselves(monkeypatch):
+def test_duplicates_are_found_by_arrays_of_hashes_as_by_the_pairs_themselves():
     """The first of identical pairs is kept, as a set of the pairs would keep it (empty rows and
     rows across chunks included), from 16 bytes of hashes a pair."""
     import numpy as np
@@ -317,15 +307,27 @@ def test_duplicates_are_found_by_arrays_of_hashes_as_by_the_pairs_themselves(mon
         if expected[i]:
             expected[i] = pair not in seen
             seen.add(pair)
-    before, report = alive.copy(), D.CleaningReport()
-    D.mark_duplicates(_column(src), _column(tgt), alive, report)
+    src_hash, tgt_hash = _hashes(src, D.SRC_HASH), _hashes(tgt, D.TGT_HASH)
+    candidates = np.flatnonzero(alive)
+    repeated = D.duplicates(src_hash[candidates], tgt_hash[candidates])
+    before = alive.copy()
+    alive[candidates[repeated]] = False
     assert (alive == expected).all()
-    assert report.duplicate == int((before & ~expected).sum()) > 1000
-    hashes = D.row_hashes(_column([[1, 2], [2, 1], [], [0], [0, 0]]), 31).tolist()
+    assert int(repeated.sum()) == int((before & ~expected).sum()) > 1000
+    hashes = _hashes([[1, 2], [2, 1], [], [0], [0, 0]], 31).tolist()
     assert len(set(hashes)) == 5  # order, emptiness, padding ids and length all count
-    whole = D.row_hashes(_column(src), 31)
-    monkeypatch.setattr(D, "HASH_BLOCK", 7)  # blocks of a few rows: the same hashes
-    assert (D.row_hashes(_column(src), 31) == whole).all()
+    whole = _hashes(src, 31, chunk=len(src))
+    assert (_hashes(src, 31, chunk=7) == whole).all()  # hashed a chunk at a time (as prepare does): the same
+
+
+def _hashes(rows: list[list[int]], multiplier: int, chunk: int = 700) -> np.ndarray:
+    """block_hashes of `rows`, computed `chunk` rows at a time."""
+    out = []
+    for first in range(0, len(rows), chunk):
+        part = rows[first:first + chunk]
+        offsets = np.concatenate([[0], np.cumsum([len(r) for r in part])]).astype(np.int64)
+        out.append(D.block_hashes(offsets, np.array([x for r in part for x in r], dtype=np.int32), multiplier))
+    return np.concatenate(out)
 
 
 def _batches_one_pair_at_a_time(src_lens, tgt_lens, max_tokens, seed, epoch):

@@ -7,7 +7,6 @@ mtkit.data.batching.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -94,11 +93,6 @@ class RaggedColumn:
         parts = self.lens if self.lens is not None else [np.diff(o).astype(np.int32) for o in self.offsets]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
-    def rows(self) -> Iterator[np.ndarray]:
-        for off, val in zip(self.offsets, self.values):
-            for j in range(len(off) - 1):
-                yield val[off[j]:off[j + 1]]
-
     def fill(self, out: np.ndarray, rows: np.ndarray, first_column: int) -> None:
         """Write row rows[k] into out[k, first_column:] for every k, vectorised per chunk (a batch
         costs a few numpy calls, not a Python step per sentence); out must be wide enough."""
@@ -112,23 +106,10 @@ class RaggedColumn:
             out[np.repeat(where, lengths), first_column + within] = self.values[c][np.repeat(begin, lengths) + within]
 
 
-HASH_BLOCK = 1 << 22  # ids hashed at once: the temporaries stay a few tens of MB whatever the corpus
-
-
-def row_hashes(column: RaggedColumn, multiplier: int) -> np.ndarray:
-    """(rows,) uint64: a polynomial hash of each row's ids, sum((id + 1) * m ** position) xor
-    its length times a constant, modulo 2**64; vectorised numpy over blocks of rows."""
-    out = []
-    for off, values in zip(column.offsets, column.values):
-        first = 0
-        while first < len(off) - 1:  # rows first..last-1 hold at most HASH_BLOCK ids (or are one row)
-            last = max(first + 1, int(np.searchsorted(off, off[first] + HASH_BLOCK, side="right")) - 1)
-            out.append(block_hashes(off[first:last + 1], values, multiplier))
-            first = last
-    return np.concatenate(out) if out else np.zeros(0, dtype=np.uint64)
-
-
 def block_hashes(off: np.ndarray, values: np.ndarray, multiplier: int) -> np.ndarray:
+    """(rows,) uint64: a polynomial hash of each row's ids, sum((id + 1) * m ** position) xor its
+    length times a constant, modulo 2**64, for rows values[off[k]:off[k + 1]] (vectorised; a
+    row's hash does not depend on its neighbours, so a corpus is hashed a chunk at a time)."""
     lengths = np.diff(off).astype(np.int64)
     ids = values[off[0]:off[-1]].astype(np.uint64) + np.uint64(1)  # + 1: a row of pads is not empty
     position = np.arange(len(ids)) - np.repeat(off[:-1] - off[0], lengths)
@@ -136,15 +117,6 @@ def block_hashes(off: np.ndarray, values: np.ndarray, multiplier: int) -> np.nda
     running = np.concatenate([np.zeros(1, dtype=np.uint64), np.cumsum(ids * powers[position], dtype=np.uint64)])
     sums = running[off[1:] - off[0]] - running[off[:-1] - off[0]]  # each row's terms, mod 2**64
     return sums ^ (lengths.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
-
-
-def mark_duplicates(src_ids: RaggedColumn, tgt_ids: RaggedColumn, alive: np.ndarray, report: CleaningReport) -> None:
-    """Keep the first of every set of identical pairs among those still alive (see duplicates)."""
-    src, tgt = row_hashes(src_ids, SRC_HASH), row_hashes(tgt_ids, TGT_HASH)
-    candidates = np.flatnonzero(alive)
-    duplicate = duplicates(src[candidates], tgt[candidates])
-    alive[candidates[duplicate]] = False
-    report.duplicate += int(duplicate.sum())
 
 
 SRC_HASH, TGT_HASH = 0x100000001B3, 0xC2B2AE3D27D4EB4F  # the multipliers of each side's row hash
