@@ -122,8 +122,7 @@ async def _fields(request: Request, options: ServeOptions) -> dict:
         text = body.decode("utf-8")
         if kind == "application/x-www-form-urlencoded" or (kind != "application/json" and "=" in text and
                                                              not text.lstrip().startswith("{")):
-            form = parse_qs(text, keep_blank_values=True)
-            return {k: v[0] if len(v) == 1 else v for k, v in form.items()}
+            return _form_fields(parse_qs(text, keep_blank_values=True).items())
         fields = json.loads(text) if text.strip() else {}
     except UnicodeDecodeError as e:
         raise ApiError(400, f"Invalid request: the body is not UTF-8 (byte {e.start + 1})") from None
@@ -163,13 +162,17 @@ async def _multipart(request: Request, body: bytes) -> dict:
         form = await Request(request.scope, replay).form()
     except Exception as e:  # python-multipart's parse errors
         raise ApiError(400, f"Invalid request: malformed form data ({e})") from None
-    fields: dict = {}
+    values: dict[str, list] = {}
     for key, value in form.multi_items():
         if not isinstance(value, str):
             raise ApiError(400, f"Invalid request: {key} must be text, not a file")
-        fields[key] = [*fields[key], value] if isinstance(fields.get(key), list) else \
-            [fields[key], value] if key in fields else value
-    return fields
+        values.setdefault(key, []).append(value)
+    return _form_fields(values.items())
+
+
+def _form_fields(items) -> dict:
+    """Form fields as JSON would give them: a field given once is a string, one repeated a list."""
+    return {key: values[0] if len(values) == 1 else values for key, values in items}
 
 
 def _texts(fields: dict, options: ServeOptions) -> tuple[list[str], bool]:

@@ -72,8 +72,7 @@ def check_data(job: TrainJob, tok: Tokenizer | None) -> None:
     if job.data_dir is not None:
         if job.train_src is not None or job.cfg.data.corpora:
             raise UserError("give --data DIR or the text (--src/--tgt, [[data.corpora]]), not both")
-        info = read_info(job.data_dir)
-        load_prepared(job.data_dir)  # every file there, of the expected size
+        _, info = load_prepared(job.data_dir)  # prepared.json and every file it names, of the expected size
         if tok is not None and tok.fingerprint() != info["tokenizer"]:
             raise UserError(f"{job.data_dir} was prepared with another tokenizer than {tok.directory}: prepare "
                             "it again with that tokenizer, or train with the data's (drop --tokenizer)")
