@@ -183,14 +183,15 @@ class _Beams:
         """The host's half of a step: each new hyp's tokens are its previous hyp's plus its token."""
         self.prefixes = np.concatenate([self.prefixes[step.hyps], step.last[:, None]], axis=1)
 
-    def keep(self, keep: np.ndarray, state: Any) -> None:
-        """Only the rows where `keep` (rows,) is True go on searching (and decoding)."""
+    def keep(self, keep: np.ndarray, state: Any, hyps: Tensor) -> None:
+        """Only the rows where `keep` (rows,) is True go on searching (and decoding). hyps (rows * k,):
+        the decoder row each new hypothesis extends (the state still has the step's old rows)."""
         kept = np.flatnonzero(keep)
         kept_hyps = (kept[:, None] * self.k + np.arange(self.k)).reshape(-1)
         device = self.scores.device
         kept_dev, kept_hyps_dev = (torch.from_numpy(x).to(device, non_blocking=True) for x in (kept, kept_hyps))
         self.scores, self.last = self.scores[kept_dev], self.last[kept_hyps_dev]
-        state.reorder(kept_hyps_dev)
+        state.reorder(hyps[kept_hyps_dev])
         self.sentences, self.prefixes = [self.sentences[i] for i in kept], self.prefixes[kept_hyps]
 
 
@@ -214,7 +215,6 @@ def beam_search(model: Searchable, src: Tensor, cfg: DecodeConfig) -> list[list[
         order = torch.sort(is_eos.int(), dim=1, stable=True).indices[:, :k]  # (n, k)
         hyps = (torch.arange(n, device=device)[:, None] * k + beam_of.gather(1, order)).view(-1)
         beams.scores, beams.last = top.gather(1, order), token.gather(1, order).view(-1)
-        state.reorder(hyps, same_sources=True)
         step = _StepOnHost.read(top[:, :k], beam_of[:, :k], is_eos[:, :k], hyps.view(n, k), beams.last.view(n, k),
                                 beams.scores)
         _collect_finished(finished, beams.sentences, beams.prefixes, step, k, t, cfg)
@@ -222,8 +222,10 @@ def beam_search(model: Searchable, src: Tensor, cfg: DecodeConfig) -> list[list[
         keep = ~_sentences_done(finished, beams.sentences, step.best_live, limit_host, t, cfg)
         if not keep.any():
             break
-        if not keep.all():
-            beams.keep(keep, state)
+        if keep.all():
+            state.reorder(hyps, same_sources=True)
+        else:  # the beams reordered and the finished sentences' rows dropped in one copy of the caches
+            beams.keep(keep, state, hyps)
     return [sorted(hyps, key=lambda h: -h.score)[: cfg.nbest] for hyps in finished]
 
 
