@@ -152,6 +152,13 @@ class SelfAttention(Attention):
         q, k, v = self.in_proj(x).split(self.d_model, dim=-1)  # (batch, len, d_model) each
         return self.split_heads(q), (self.split_heads(k), self.split_heads(v))
 
+    def project_step(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The queries (rows, heads, 1, d_head) of one position per row, and its keys and values
+        together, (2, rows, heads, 1, d_head): the layout of DecoderCache."""
+        y = self.in_proj(x)  # (rows, 1, 3 d_model)
+        kv = y[..., self.d_model:].view(y.size(0), 1, 2, self.n_heads, self.d_head).permute(2, 0, 3, 1, 4)
+        return self.split_heads(y[..., : self.d_model]), kv
+
 
 class CrossAttention(Attention):
     """Queries from the decoder (q_proj); keys and values from the encoder's memory, computed once
@@ -198,7 +205,8 @@ class FeedForward(nn.Module):
         self.dropout = nn.Dropout(cfg.activation_dropout)
 
     def forward(self, x: Tensor) -> Tensor:  # (batch, len, d_model)
-        return self.fc2(self.dropout(self.activation(self.fc1(x))))
+        h = self.activation(self.fc1(x))
+        return self.fc2(self.dropout(h) if self.training else h)
 
 
 class Residual(nn.Module):
@@ -213,7 +221,7 @@ class Residual(nn.Module):
         return self.norm(x) if self.pre else x
 
     def output(self, x: Tensor, y: Tensor) -> Tensor:
-        x = x + self.dropout(y)
+        x = x + (self.dropout(y) if self.training else y)
         return x if self.pre else self.norm(x)
 
 
@@ -262,7 +270,7 @@ class DecoderLayer(nn.Module):
     ) -> Tensor:
         """One decoding step: the new position sees every cached one (no mask needed)."""
         h = self.self_res.input(x)
-        q, kv = self.self_attn.project(h)
+        q, kv = self.self_attn.project_step(h)
         x = self.self_res.output(x, self.self_attn.step(q, cache.append(kv)))
         h = self.cross_res.input(x)
         x = self.cross_res.output(x, self.cross_attn.step(self.cross_attn.project_q(h), memory_kv, src_mask, beams,
@@ -273,15 +281,15 @@ class DecoderLayer(nn.Module):
 
 @dataclass
 class DecoderCache:
-    """Self-attention keys/values of the positions decoded so far, for one layer."""
+    """Self-attention keys and values of the positions decoded so far, for one layer, in one tensor
+    (2, rows, heads, len, d_head): one copy a step to grow it, one to reorder it."""
 
-    kv: KV | None = None
+    kv: Tensor | None = None
 
-    def append(self, new: KV) -> KV:
-        if self.kv is not None:
-            new = (torch.cat([self.kv[0], new[0]], dim=2), torch.cat([self.kv[1], new[1]], dim=2))
-        self.kv = new
-        return new
+    def append(self, new: Tensor) -> KV:
+        """new: (2, rows, heads, 1, d_head) -> the keys and values so far, (rows, heads, len, d_head) each."""
+        self.kv = new.contiguous() if self.kv is None else torch.cat([self.kv, new], dim=3)
+        return self.kv[0], self.kv[1]
 
 
 @dataclass
@@ -307,7 +315,7 @@ class DecoderState:
             self.attention = [a.index_select(0, index) for a in self.attention]
         for cache in self.caches:
             if cache.kv is not None:
-                cache.kv = (cache.kv[0].index_select(0, index), cache.kv[1].index_select(0, index))
+                cache.kv = cache.kv.index_select(1, index)
 
 
 class Transformer(nn.Module):
