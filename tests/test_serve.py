@@ -253,6 +253,27 @@ def test_sigterm_answers_what_is_in_flight_and_exits_0(reverse_model):
         socket.create_connection(tuple(s.url.removeprefix("http://").split(":")), timeout=2)
 
 
+def test_sigterm_delivered_to_another_thread_stops_the_server(reverse_model):
+    """The kernel may hand a process's SIGTERM to any of its threads, but Python runs the handler in
+    the main thread only, between bytecodes: a main thread blocked on a lock without a timeout never
+    ran it, and the server did not stop (seen in CI). tgkill sends the signal to one thread."""
+    import ctypes
+
+    tgkill = getattr(ctypes.CDLL(None, use_errno=True), "tgkill", None)
+    if tgkill is None or not Path("/proc/self/task").is_dir():
+        pytest.skip("needs Linux's tgkill")
+    s = Server(reverse_model, "--quiet")
+    assert s.post({"q": "alpha bravo", "source": "en", "target": "de"})[0] == 200
+    time.sleep(0.5)  # the model's thread is idle, waiting for work
+    others = [int(t) for t in os.listdir(f"/proc/{s.proc.pid}/task") if int(t) != s.proc.pid]
+    assert others and tgkill(s.proc.pid, others[0], signal.SIGTERM) == 0
+    try:
+        assert s.proc.wait(30) == 0, "".join(s.lines)
+    except subprocess.TimeoutExpired:
+        s.proc.kill()
+        raise AssertionError("SIGTERM to a thread other than the main one did not stop the server") from None
+
+
 def test_a_busy_port_and_unknown_languages_are_one_line(reverse_model, tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -83,6 +83,8 @@ def _run(server, sock: socket.socket, batcher) -> None:
     import signal
     import threading
 
+    from mtkit.serving.batcher import SIGNAL_CHECK
+
     def stop(signum: int, frame: object) -> None:
         if server.should_exit:
             raise Interrupted(signum)
@@ -99,7 +101,8 @@ def _run(server, sock: socket.socket, batcher) -> None:
     http.start()
     try:
         batcher.run()
-        http.join()
+        while http.is_alive():  # with a timeout, as in Batcher: a signal to another thread is still handled
+            http.join(SIGNAL_CHECK)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

@@ -24,6 +24,12 @@ from mtkit.inference.engine import Engine
 from mtkit.inference.types import TranslateStats, Translation
 
 
+# How long the model's thread (the main one) waits at most at a time. Python runs a signal's handler
+# in the main thread only, and only between bytecodes: a SIGTERM that the kernel delivers to another
+# thread (HTTP, OpenMP) would wait for as long as the main thread is blocked on a lock.
+SIGNAL_CHECK = 0.2
+
+
 class Overloaded(Exception):
     """The queue is full: try again later (HTTP 429)."""
 
@@ -98,7 +104,7 @@ class Batcher:
             while not self._queue:
                 if self._closing:
                     return None
-                self._cond.wait()
+                self._cond.wait(SIGNAL_CHECK)
             deadline = time.monotonic() + self.max_wait
             while self._queued < self.max_batch and not self._closing and (left := deadline - time.monotonic()) > 0:
                 self._cond.wait(left)
