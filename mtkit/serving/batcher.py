@@ -23,7 +23,6 @@ from mtkit.config import DecodeConfig
 from mtkit.inference.engine import Engine
 from mtkit.inference.types import TranslateStats, Translation
 
-
 # How long the model's thread (the main one) waits at most at a time. Python runs a signal's handler
 # in the main thread only, and only between bytecodes: a SIGTERM that the kernel delivers to another
 # thread (HTTP, OpenMP) would wait for as long as the main thread is blocked on a lock.
