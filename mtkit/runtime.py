@@ -86,6 +86,16 @@ def init_distributed(device_name: str) -> Dist:
     return Dist(dist.get_rank(), world, local_rank)
 
 
+def end_distributed(d: Dist) -> None:
+    """Destroy the process group before the process exits: left to the interpreter's exit, gloo's
+    threads could find the other rank already gone and abort (SIGABRT, seen once in a test)."""
+    if d.world > 1:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
 def all_reduce(value: float, d: Dist, device: torch.device, op: str = "sum") -> float:
     if d.world == 1:
         return value

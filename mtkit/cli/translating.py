@@ -6,12 +6,16 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from mtkit.cli.app import app, config_options, stdin_lines, stdout, work_begins
 from mtkit.config import DecodeConfig
 from mtkit.errors import UserError
+
+if TYPE_CHECKING:
+    from mtkit.runtime import Dist
 
 # The search settings `mtkit translate` takes, declared in mtkit.config.DecodeConfig.
 DECODE_OPTIONS = ("beam", "length_penalty", "max_len_a", "max_len_b", "nbest", "max_tokens", "sampling", "topk", "topp",
@@ -94,6 +98,20 @@ def _translate_distributed(model_dir: Path, checkpoint: str, device: str, precis
     the output, which appears whole or not at all. A sentence's translation does not depend on its
     batch, and sampling draws from the line numbers: the output is a single process's. Returns the
     statistics summed over the ranks and the model's longest input on rank 0, None on the others."""
+    from mtkit.runtime import end_distributed, init_distributed
+
+    if input_file is None or output_file is None:
+        raise UserError("translating with several processes (torchrun) needs -i FILE and -o FILE")
+    d = init_distributed(device)
+    try:
+        return _translate_rank(d, model_dir, checkpoint, device, precision, cfg, input_file, output_file, fmt)
+    finally:
+        end_distributed(d)
+
+
+def _translate_rank(d: Dist, model_dir: Path, checkpoint: str, device: str, precision: str, cfg: DecodeConfig,
+                    input_file: Path, output_file: Path, fmt: str):
+    """This rank's share of the lines; rank 0 joins the shares into the output."""
     import itertools
     import time
 
@@ -102,11 +120,8 @@ def _translate_distributed(model_dir: Path, checkpoint: str, device: str, precis
     from mtkit.files import temp_name
     from mtkit.inference.engine import open_engine
     from mtkit.inference.types import TranslateStats
-    from mtkit.runtime import barrier, gather_objects, init_distributed
+    from mtkit.runtime import barrier, gather_objects
 
-    if input_file is None or output_file is None:
-        raise UserError("translating with several processes (torchrun) needs -i FILE and -o FILE")
-    d = init_distributed(device)
     local = device
     if device == "auto":
         import torch

@@ -32,6 +32,7 @@ from mtkit.runtime import (
     StopFlag,
     all_reduce,
     barrier,
+    end_distributed,
     gather_objects,
     init_distributed,
     ranks_in_sync,
@@ -407,7 +408,4 @@ def train(job: TrainJob, on_event: OnEvent) -> Done:
             on_event(done)
             return done
     finally:
-        if d.world > 1:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
+        end_distributed(d)
