@@ -10,8 +10,8 @@ import torch
 from torch import Tensor
 
 from mtkit.config import DecodeConfig
-from mtkit.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
-from mtkit.inference.search import Hypothesis, Searchable, _next_logprobs, length_penalty, max_lengths
+from mtkit.data.tokenizer import PAD_ID
+from mtkit.inference.search import Hypothesis, Searchable, decode_rows, max_lengths
 
 SPLITMIX = (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB)
 
@@ -67,35 +67,15 @@ def sample(model: Searchable, src: Tensor, cfg: DecodeConfig, lines: list[int]) 
     n = cfg.nbest
     rows_src = src.repeat_interleave(n, dim=0)  # sentence i's samples are rows i*n .. i*n + n-1
     state = model.start_state(model.encode(rows_src), rows_src.eq(PAD_ID))
-    limit = max_lengths(rows_src, cfg, model).tolist()
     row_line = np.repeat(np.asarray(lines, dtype=np.int64), n)
     row_sample = np.tile(np.arange(n), len(lines))
-    alive = list(range(len(limit)))  # the original row of each row still decoding
-    tokens = torch.full((len(limit),), BOS_ID, dtype=torch.long, device=src.device)
-    logprob = torch.zeros(len(limit), dtype=torch.float64, device=src.device)
-    prefixes: list[list[int]] = [[] for _ in limit]
-    results: list[Hypothesis | None] = [None] * len(limit)
-    for t in range(max(limit)):
-        forced = [i for i, r in enumerate(alive) if limit[r] == t + 1]
-        logprobs = _next_logprobs(model, tokens, state, forced)
-        u = torch.from_numpy(uniforms(cfg.seed, row_line[alive], row_sample[alive], t)).to(src.device)
+
+    def draw(logprobs: Tensor, logprob: Tensor, rows: list[int], t: int) -> tuple[Tensor, Tensor]:
+        u = torch.from_numpy(uniforms(cfg.seed, row_line[rows], row_sample[rows], t)).to(src.device)
         tokens = _sample_tokens(logprobs, u, cfg)
-        logprob += logprobs.gather(1, tokens[:, None]).squeeze(1).double()
-        tokens_host = tokens.tolist()
-        for i, token in enumerate(tokens_host):
-            prefixes[alive[i]].append(token)
-        ended = [i for i, token in enumerate(tokens_host) if token == EOS_ID]
-        if not ended:
-            continue
-        logprob_host = logprob.tolist()
-        for i in ended:
-            ids, lp = prefixes[alive[i]][:-1], logprob_host[i]
-            results[alive[i]] = Hypothesis(ids, lp, lp / length_penalty(len(ids) + 1, cfg.length_penalty))
-        keep = [i for i, token in enumerate(tokens_host) if token != EOS_ID]
-        if not keep:
-            break
-        index = torch.tensor(keep, device=src.device)
-        tokens, logprob = tokens[index], logprob[index]
-        state.reorder(index)
-        alive = [alive[i] for i in keep]
+        return logprob + logprobs.gather(1, tokens[:, None]).squeeze(1).double(), tokens
+
+    limits = max_lengths(rows_src, cfg, model).tolist()
+    logprob = torch.zeros(len(limits), dtype=torch.float64, device=src.device)
+    results = decode_rows(model, state, limits, logprob, draw, cfg.length_penalty)
     return [[h for h in results[i * n:(i + 1) * n] if h is not None] for i in range(len(lines))]

@@ -18,6 +18,7 @@ decoding goes on.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -118,35 +119,49 @@ def greedy(model: Searchable, src: Tensor, cfg: DecodeConfig) -> list[list[Hypot
 
 
 def _greedy(model: Searchable, src: Tensor, cfg: DecodeConfig, state: Any) -> list[list[Hypothesis]]:
-    """Rows leave the batch as they end (their eos, or eos forced at their length limit)."""
-    batch, device = src.size(0), src.device
-    limit_host = max_lengths(src, cfg, model).tolist()
-    sentence_host = list(range(batch))  # the sentence of each row still decoding
-    prefixes: list[list[int]] = [[] for _ in range(batch)]  # host: each row's tokens so far
-    tokens = torch.full((batch,), BOS_ID, dtype=torch.long, device=device)
-    logprob = torch.zeros(batch, device=device)
-    results: list[list[Hypothesis]] = [[] for _ in range(batch)]
-    for t in range(max(limit_host)):
-        forced = [row for row, s in enumerate(sentence_host) if limit_host[s] == t + 1]
-        top, _, tokens = _best_candidates(_next_logprobs(model, tokens, state, forced), logprob[:, None], 1)
-        logprob, tokens = top[:, 0], tokens[:, 0]
+    def best(logprobs: Tensor, logprob: Tensor, rows: list[int], t: int) -> tuple[Tensor, Tensor]:
+        top, _, tokens = _best_candidates(logprobs, logprob[:, None], 1)
+        return top[:, 0], tokens[:, 0]
+
+    limits = max_lengths(src, cfg, model).tolist()
+    hyps = decode_rows(model, state, limits, torch.zeros(src.size(0), device=src.device), best, cfg.length_penalty)
+    return [[h] if h is not None else [] for h in hyps]
+
+
+Pick = Callable[[Tensor, Tensor, list[int], int], tuple[Tensor, Tensor]]
+
+
+def decode_rows(model: Searchable, state: Any, limits: list[int], logprob: Tensor, pick: Pick,
+                alpha: float) -> list[Hypothesis | None]:
+    """One hypothesis per decoder row (greedy search, sampling), each next token chosen by
+    pick(logprobs (rows, V), logprob (rows,), rows, t) -> (the rows' log-probabilities with it,
+    tokens), where `rows` are the original numbers of the rows still decoding and t the step. Rows
+    leave the batch as they end (their eos, or eos forced at their length limit, limits[row])."""
+    device = logprob.device
+    alive = list(range(len(limits)))  # the original row of each row still decoding
+    prefixes: list[list[int]] = [[] for _ in limits]  # host: each row's tokens so far
+    tokens = torch.full((len(limits),), BOS_ID, dtype=torch.long, device=device)
+    results: list[Hypothesis | None] = [None] * len(limits)
+    for t in range(max(limits)):
+        forced = [i for i, row in enumerate(alive) if limits[row] == t + 1]
+        logprob, tokens = pick(_next_logprobs(model, tokens, state, forced), logprob, alive, t)
         tokens_host = tokens.tolist()  # the one transfer of a step
-        ended = [row for row, token in enumerate(tokens_host) if token == EOS_ID]
-        for prefix, token in zip(prefixes, tokens_host):
-            prefix.append(token)
+        for row, token in zip(alive, tokens_host):
+            prefixes[row].append(token)
+        ended = [i for i, token in enumerate(tokens_host) if token == EOS_ID]
         if not ended:
             continue
         logprob_host = logprob.tolist()
-        for row in ended:
-            ids, lp = prefixes[row][:-1], logprob_host[row]
-            results[sentence_host[row]] = [Hypothesis(ids, lp, lp / length_penalty(len(ids) + 1, cfg.length_penalty))]
-        keep = [row for row, token in enumerate(tokens_host) if token != EOS_ID]
+        for i in ended:
+            ids, lp = prefixes[alive[i]][:-1], logprob_host[i]
+            results[alive[i]] = Hypothesis(ids, lp, lp / length_penalty(len(ids) + 1, alpha))
+        keep = [i for i, token in enumerate(tokens_host) if token != EOS_ID]
         if not keep:
             break
         index = torch.tensor(keep, device=device)
         tokens, logprob = tokens[index], logprob[index]
         state.reorder(index)
-        sentence_host, prefixes = [sentence_host[r] for r in keep], [prefixes[r] for r in keep]
+        alive = [alive[i] for i in keep]
     return results
 
 
