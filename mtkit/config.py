@@ -245,6 +245,11 @@ class DecodeConfig:
     temperature: float = setting(1.0, "sampling: divides the log-probabilities (below 1: closer to greedy)")
     seed: int = setting(0, "sampling: with the sentence's line number, fixes its samples")
 
+    @property
+    def rows_per_sentence(self) -> int:
+        """Decoder rows a sentence takes: its samples, or its beam (what the batch budget counts)."""
+        return self.nbest if self.sampling else self.beam
+
     def validate(self) -> None:
         _check_finite(self)
         _check_positive(self, "beam", "nbest", "max_len_b", "temperature")

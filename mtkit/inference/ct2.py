@@ -206,7 +206,7 @@ class Translator:
         """mtkit's batch budget in CTranslate2's terms. mtkit's counts sentences x (longest source +
         eos) x beam; CTranslate2's "tokens" are the sum of the batch's source lengths, once (it sorts
         by length too, so padding is small): the same batches come from the budget over the beam."""
-        return max(1, (cfg.max_tokens or AUTO_MAX_TOKENS[self.device]) // (cfg.nbest if cfg.sampling else cfg.beam))
+        return max(1, (cfg.max_tokens or AUTO_MAX_TOKENS[self.device]) // cfg.rows_per_sentence)
 
     def translate(self, lines: Iterable[str], cfg: DecodeConfig, stats: TranslateStats,
                   chunk_size: int = 2000, first_line: int = 0) -> Iterator[Translation]:

@@ -55,8 +55,7 @@ def translate_chunk(
     todo = [i for i, seq in enumerate(ids) if seq]
     device_type = torch.device(device).type
     budget = cfg.max_tokens or AUTO_MAX_TOKENS.get(device_type, AUTO_MAX_TOKENS["cpu"])
-    rows_per_sentence = cfg.nbest if cfg.sampling else cfg.beam
-    batches = [[todo[j] for j in batch] for batch in _batches([len(ids[i]) for i in todo], budget, rows_per_sentence)]
+    batches = [[todo[j] for j in batch] for batch in _batches([len(ids[i]) for i in todo], budget, cfg.rows_per_sentence)]
 
     def decode(rows: list[int]) -> list[list[Hypothesis]]:
         src = pad_sequences([ids[i] for i in rows], suffix=EOS_ID).to(device)

@@ -48,13 +48,12 @@ from mtkit.model.checkpoint import REPLACED, RUN_FILES
 from mtkit.training.events import Info, OnEvent
 from mtkit.training.job import TrainJob
 
-# Settings that may change when a run is resumed: when to stop, log and save, and where and in
-# which precision to run.
+# Settings that may change when a run is resumed: when to stop, log and save, where and in which
+# precision to run, and how validation decodes (every decode setting).
 RESUMABLE = {
     "train": {"max_steps", "max_epochs", "max_time", "valid_every", "save_every", "keep_last", "patience",
               "device", "compile", "log_every", "valid_max_sentences", "threads", "max_nonfinite", "precision"},
-    "decode": {"beam", "length_penalty", "max_len_a", "max_len_b", "nbest", "max_tokens", "sampling", "topk", "topp",
-               "temperature", "seed"},
+    "decode": {f.name for f in dataclasses.fields(C.DecodeConfig)},
     "data": {"num_proc", "corpora"},  # the data itself is compared by its id (mtkit.training.inputs)
 }
 
