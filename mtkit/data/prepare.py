@@ -30,7 +30,7 @@ import shutil
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -255,8 +255,7 @@ def _prepare_one(inp: CorpusInput, enc: Encoding, workers: Workers, out: Path, p
             if progress:
                 progress(inp.name, report.read)
         for f in (fs, ft):  # durable before prepared.json names them
-            f.flush()
-            os.fsync(f.fileno())
+            _sync(f)
     if report.read == 0:
         raise UserError(f"{inp.source.describe()}: the corpus is empty")
     sides = {side: np.concatenate(lens[side]) for side in ("src", "tgt")}
@@ -278,18 +277,22 @@ def _prepare_one(inp: CorpusInput, enc: Encoding, workers: Workers, out: Path, p
             "tokens": [int(sides["src"].sum(dtype=np.int64)), int(sides["tgt"].sum(dtype=np.int64))]}
 
 
+def _sync(f: IO) -> None:
+    """An open file's bytes on the disk (the directory appears by one rename once all are)."""
+    f.flush()
+    os.fsync(f.fileno())
+
+
 def _save_text(path: Path, text: str) -> None:
     with open(path, "w", encoding="utf-8") as f:
         f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
+        _sync(f)
 
 
 def _save(path: Path, array: np.ndarray) -> None:
     with open(path, "wb") as f:
         np.save(f, array)
-        f.flush()
-        os.fsync(f.fileno())
+        _sync(f)
 
 
 def _drop_rows(path: Path, lens: np.ndarray, keep: np.ndarray, dtype: str, block: int = 1 << 20) -> None:
@@ -303,8 +306,7 @@ def _drop_rows(path: Path, lens: np.ndarray, keep: np.ndarray, dtype: str, block
             last = min(first + block, len(lens))
             rows = ids[offsets[first]:offsets[last]]
             f.write(rows[np.repeat(keep[first:last], lens[first:last])].tobytes())
-        f.flush()
-        os.fsync(f.fileno())
+        _sync(f)
     del ids
     kept.replace(path)
 
