@@ -67,10 +67,13 @@ class Server:
             return e.code, json.loads(e.read())
 
     def rss_mb(self) -> float:
-        for line in open(f"/proc/{self.proc.pid}/status"):
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        raise AssertionError("no VmRSS")
+        """Resident memory of the server and its model processes."""
+        return sum(_rss_mb(pid) for pid in [self.proc.pid, *self.model_processes()])
+
+    def model_processes(self) -> list[int]:
+        children = [int(c) for task in Path(f"/proc/{self.proc.pid}/task").iterdir()
+                    for c in (task / "children").read_text().split()]
+        return [c for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
 
     def stop(self) -> tuple[int, str]:
         self.proc.send_signal(signal.SIGTERM)
@@ -81,6 +84,25 @@ class Server:
             raise AssertionError("the server did not stop: " + "".join(self.lines)[-3000:]) from None
         time.sleep(0.1)
         return code, "".join(self.lines)
+
+
+def _rss_mb(pid: int) -> float:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def _state(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except FileNotFoundError:
+        return None
+
+
+def _cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
 
 
 @pytest.fixture(scope="module")
@@ -272,6 +294,67 @@ def test_sigterm_delivered_to_another_thread_stops_the_server(reverse_model):
     except subprocess.TimeoutExpired:
         s.proc.kill()
         raise AssertionError("SIGTERM to a thread other than the main one did not stop the server") from None
+
+
+# ----------------------------------------------------------------------------- the model's processes
+def test_answers_are_the_same_from_several_model_processes(reverse_model, sentences):
+    s = Server(reverse_model, "--workers", "2", "--beam", "4", "--quiet")
+    try:
+        assert len(s.model_processes()) == 2 and "2 model processes x " in "".join(s.lines)
+        expected = [t["translation"] for t in _translate_cli(reverse_model, sentences)]
+        with ThreadPoolExecutor(12) as pool:
+            answers = list(pool.map(lambda q: s.post({"q": q, "source": "en", "target": "de"}), sentences))
+        assert [b["translatedText"] for _, b in answers] == expected
+    finally:
+        assert s.stop()[0] == 0
+
+
+def test_a_model_process_that_dies_is_replaced(reverse_model):
+    s = Server(reverse_model, "--workers", "1", "--max-chars", "100000", "--quiet")
+    ask = {"q": "alpha bravo", "source": "en", "target": "de"}
+    try:
+        expected = s.post(ask)
+        assert expected[0] == 200
+        [first] = s.model_processes()
+        os.kill(first, signal.SIGKILL)  # while idle: replaced before the next batch is sent
+        while _state(first) not in ("Z", None):  # until it has exited
+            time.sleep(0.05)
+        assert s.post(ask) == expected
+        [second] = s.model_processes()
+        assert second != first
+        with ThreadPoolExecutor(1) as pool:  # while translating: that batch fails, the next one is answered
+            long = pool.submit(s.post, {"q": ["alpha bravo charlie delta echo"] * 2000, "source": "en", "target": "de"})
+            busy, deadline = _cpu_ticks(second), time.monotonic() + 60
+            while _cpu_ticks(second) < busy + 20:  # it is translating
+                assert time.monotonic() < deadline and not long.done(), long.result() if long.done() else "idle"
+                time.sleep(0.02)
+            os.kill(second, signal.SIGKILL)
+            code, body = long.result(timeout=120)
+        assert code == 500 and "ended" in body["error"], body
+        assert s.post(ask) == expected
+    finally:
+        assert s.stop()[0] == 0
+
+
+def test_the_server_stops_when_no_model_process_can_start(reverse_model, tmp_path):
+    import shutil
+
+    model = shutil.copytree(reverse_model, tmp_path / "model", ignore=shutil.ignore_patterns("cache"))
+    s = Server(model, "--workers", "1", "--quiet")
+    shutil.rmtree(model / "checkpoints")
+    os.kill(s.model_processes()[0], signal.SIGKILL)
+    code, body = s.post({"q": "alpha bravo", "source": "en", "target": "de"})
+    assert code == 500 and "no new one could start" in body["error"], body
+    assert s.proc.wait(60) == 2
+    assert "no new one could start" in "".join(s.lines)
+
+
+def test_a_model_that_cannot_be_loaded_is_one_line(reverse_model):
+    proc = subprocess.run([sys.executable, "-m", "mtkit", "serve", "-m", str(reverse_model), "--port", "0",
+                           "--source-lang", "en", "--target-lang", "de", "--checkpoint", "nosuch"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "could not be loaded" in proc.stderr and "nosuch" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
 def test_a_busy_port_and_unknown_languages_are_one_line(reverse_model, tmp_path):

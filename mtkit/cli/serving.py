@@ -31,7 +31,11 @@ def serve(
     max_chars: int = typer.Option(20_000, "--max-chars", help="Characters of q per request (413 above)."),
     max_queue: int = typer.Option(2048, "--max-queue", help="Sentences waiting for the model (429 above)."),
     max_batch: int = typer.Option(256, "--max-batch", help="Sentences translated together at most."),
-    batch_wait_ms: float = typer.Option(2.0, "--batch-wait-ms", help="How long a request waits for company."),
+    batch_wait_ms: float = typer.Option(5.0, "--batch-wait-ms", help="How long a free model process waits at most "
+                                        "for company, when fewer sentences wait than its last batch had."),
+    workers: int = typer.Option(0, "--workers", help="Model processes, each decoding its own batches, each with "
+                                "its own copy of the model (0: on a CPU one per thread, at most 4, the threads "
+                                "shared among them; on a GPU one)."),
     source_lang: str | None = typer.Option(None, "--source-lang", help="The model's source language code "
                                            "(default: from the training files' names, e.g. train.en)."),
     target_lang: str | None = typer.Option(None, "--target-lang", help="The model's target language code."),
@@ -47,39 +51,49 @@ def serve(
     try:
         import uvicorn
 
+        from mtkit.serving import workers as model_workers
         from mtkit.serving.app import ServeOptions, create_app
         from mtkit.serving.batcher import Batcher
     except ImportError as e:
         raise UserError(f"mtkit serve needs the serve extra: pip install 'mtkit[serve]' ({e.name} is missing)") from None
-    from mtkit.inference.engine import open_engine
 
     cfg = DecodeConfig(**{key: value for key, value in settings.items() if value is not None})
     validate_labelled(cfg, {f"decode.{key}": option_name(key) for key in SERVE_OPTIONS})
     for name, value, low in (("--max-chars", max_chars, 1), ("--max-queue", max_queue, 1), ("--max-batch", max_batch, 1),
-                             ("--batch-wait-ms", batch_wait_ms, 0), ("--port", port, 0)):
+                             ("--batch-wait-ms", batch_wait_ms, 0), ("--port", port, 0), ("--workers", workers, 0)):
         if value < low or (name == "--port" and value > 65535):
             raise UserError(f"{name} must be {'in 0..65535' if name == '--port' else f'at least {low}'}, got {value}")
     source, target = _languages(model_dir, source_lang, target_lang)
     sock = _listen(host, port)
-    engine = open_engine(model_dir, checkpoint, device, precision)
-    batcher = Batcher(engine, cfg, max_queue=max_queue, max_batch=max_batch, max_wait=batch_wait_ms / 1000)
-    options = ServeOptions(source, target, api_key, max_chars, max_alternatives=cfg.beam - 1)
-    console = render.stderr_console()
-    log = (lambda line: None) if quiet else (lambda line: console.print(line, highlight=False, soft_wrap=True, markup=False))
-    server = uvicorn.Server(uvicorn.Config(create_app(batcher, options, log), log_level="warning", access_log=False,
-                                           timeout_graceful_shutdown=20, lifespan="off"))
-    where = sock.getsockname()
-    render.print_info(f"serving {model_dir} ({source} -> {target}) on http://{_url_host(where[0])}:{where[1]} "
-                      "(POST /translate, GET /languages, /health, and / in a browser)")
-    work_begins()
-    _run(server, sock, batcher)
+    count, threads = model_workers.plan(model_dir, device, precision, workers)
+    pool = model_workers.start(model_workers.ModelSpec(model_dir, checkpoint, device, precision, threads), count)
+    try:
+        batcher = Batcher(pool, cfg, max_queue=max_queue, max_batch=max_batch, max_wait=batch_wait_ms / 1000)
+        options = ServeOptions(source, target, api_key, max_chars, max_alternatives=cfg.beam - 1)
+        console = render.stderr_console()
+        log = ((lambda line: None) if quiet else
+               (lambda line: console.print(line, highlight=False, soft_wrap=True, markup=False)))
+        server = uvicorn.Server(uvicorn.Config(create_app(batcher, options, log), log_level="warning",
+                                               access_log=False, timeout_graceful_shutdown=20, lifespan="off"))
+        where = sock.getsockname()
+        render.print_info(f"serving {model_dir} ({source} -> {target}; {count} model process{'es' * (count > 1)} "
+                          f"x {threads} thread{'s' * (threads > 1)}) on http://{_url_host(where[0])}:{where[1]} "
+                          "(POST /translate, GET /languages, /health, and / in a browser)")
+        work_begins()
+        _run(server, sock, batcher)
+    finally:
+        for worker in pool:
+            worker.close()
+    if batcher.error is not None:
+        raise UserError(f"mtkit serve stopped: {batcher.error}")
     render.print_info(f"stopped after {batcher.stats.requests:,} requests ({batcher.stats.sentences:,} sentences)")
 
 
 def _run(server, sock: socket.socket, batcher) -> None:
-    """HTTP in a thread of its own, the model in this (the main) thread. The first SIGTERM or
-    SIGINT stops accepting; what is in flight is answered, then the command returns (exit 0); a
-    second one stops at once."""
+    """HTTP in a thread of its own, the batcher's feeding of the model processes driven from this
+    (the main) thread. The first SIGTERM or SIGINT stops accepting; what is in flight is answered,
+    then the command returns (exit 0); a second one stops at once. When no model process is left,
+    the server stops too (after answering what is in flight with the error)."""
     import signal
     import threading
 
@@ -101,6 +115,7 @@ def _run(server, sock: socket.socket, batcher) -> None:
     http.start()
     try:
         batcher.run()
+        server.should_exit = True  # already, unless the model processes are gone
         while http.is_alive():  # with a timeout, as in Batcher: a signal to another thread is still handled
             http.join(SIGNAL_CHECK)
     finally:

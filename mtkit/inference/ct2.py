@@ -48,6 +48,11 @@ def _ctranslate2() -> Any:
     return ctranslate2
 
 
+def cuda_device_count() -> int:
+    """The CUDA devices CTranslate2 can use (its build may have none, whatever torch's has)."""
+    return _ctranslate2().get_cuda_device_count()
+
+
 def is_ct2_dir(path: Path) -> bool:
     return (Path(path) / MARKER).is_file() and (Path(path) / "model.bin").is_file()
 
@@ -182,10 +187,10 @@ class Translator:
         self.info = read_info(directory)
         self.tokenizer = Tokenizer.load(directory / "tokenizer")
         if device == "auto":
-            device = "cuda" if ct2.get_cuda_device_count() > 0 else "cpu"
+            device = "cuda" if cuda_device_count() > 0 else "cpu"
         index = int(device.split(":")[1]) if ":" in device else 0
-        if device.startswith("cuda") and index >= ct2.get_cuda_device_count():
-            raise UserError(f"--device {device}: CTranslate2 sees {ct2.get_cuda_device_count()} CUDA device(s)")
+        if device.startswith("cuda") and index >= cuda_device_count():
+            raise UserError(f"--device {device}: CTranslate2 sees {cuda_device_count()} CUDA device(s)")
         inter, intra = 1, threads  # a GPU: one worker
         if device == "cpu":
             threads = threads or cpu_threads()

@@ -9,7 +9,9 @@ for a single client). Last, 10,000 more requests from 32 clients, and the server
 before and after them.
 
 Usage: python recipes/benchmarks/bench_serve.py MODEL [--clients 1 8 32 128] [--device cpu] [--beam 5]
-       [--batch-wait-ms 2]
+       [--precision auto] [--batch-wait-ms 5] [--workers 0]
+
+MODEL: an mtkit model directory, or one written by `mtkit convert` (CTranslate2).
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ from common import corpus_lines
 
 def start_server(model: Path, args: argparse.Namespace) -> tuple[subprocess.Popen, str, int]:
     proc = subprocess.Popen([sys.executable, "-m", "mtkit", "serve", "-m", str(model), "--port", "0", "--quiet",
-                             "--device", args.device, "--beam", str(args.beam), "--source-lang", "en",
-                             "--target-lang", "de", "--batch-wait-ms", str(args.batch_wait_ms)],
+                             "--device", args.device, "--precision", args.precision, "--beam", str(args.beam),
+                             "--source-lang", "en", "--target-lang", "de", "--batch-wait-ms", str(args.batch_wait_ms),
+                             "--workers", str(args.workers)],
                             stderr=subprocess.PIPE, text=True)
     for line in proc.stderr:
         if match := re.search(r"on http://([\d.]+):(\d+)", line):
@@ -77,12 +80,18 @@ def run_clients(host: str, port: int, sentences: list[str], clients: int) -> tup
     return time.perf_counter() - start, latencies
 
 
-def offline(model: Path, sentences: list[str], args: argparse.Namespace) -> tuple[float, list[float]]:
+def offline(model: Path, sentences: list[str], args: argparse.Namespace) -> tuple[float, list[float], str]:
+    """Seconds for all the sentences at once, seconds for each of 200 alone, and the engine's name."""
     from mtkit.config import DecodeConfig
-    from mtkit.inference.engine import open_engine
+    from mtkit.inference.engine import TorchEngine, open_engine
     from mtkit.inference.types import TranslateStats
 
-    engine = open_engine(model, "best", args.device, "auto")
+    engine = open_engine(model, "best", args.device, args.precision)
+    if isinstance(engine, TorchEngine):
+        dtype = engine.autocast_dtype or next(engine.model.parameters()).dtype
+        name = f"mtkit's search (torch {str(dtype).removeprefix('torch.')}, precision {args.precision})"
+    else:
+        name = f"CTranslate2 ({json.loads((model / 'mtkit.json').read_text())['quantization']})"
     cfg = DecodeConfig(beam=args.beam)
     list(engine.translate(sentences[:50], cfg, TranslateStats()))  # warm-up
     start = time.perf_counter()
@@ -93,14 +102,19 @@ def offline(model: Path, sentences: list[str], args: argparse.Namespace) -> tupl
         start = time.perf_counter()
         list(engine.translate([s], cfg, TranslateStats()))
         one.append(time.perf_counter() - start)
-    return whole, one
+    return whole, one, name
 
 
 def rss_mb(pid: int) -> float:
+    """Resident memory of a process and its children (the server's model processes)."""
+    total = 0.0
     for line in open(f"/proc/{pid}/status"):
         if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+            total += int(line.split()[1]) / 1024
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            total += rss_mb(int(child))
+    return total
 
 
 def pct(values: list[float], q: float) -> float:
@@ -113,13 +127,15 @@ def main() -> None:
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32, 128])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--beam", type=int, default=5)
-    ap.add_argument("--batch-wait-ms", type=float, default=2.0)
+    ap.add_argument("--precision", default="auto")
+    ap.add_argument("--batch-wait-ms", type=float, default=5.0)
+    ap.add_argument("--workers", type=int, default=0, help="the server's model processes (0: its default)")
     args = ap.parse_args()
     sentences = corpus_lines("test_2016_flickr", "en")
-    whole, one = offline(args.model, sentences, args)
+    whole, one, engine = offline(args.model, sentences, args)
     offline_rate = len(sentences) / whole
     flags = [f for f in ("avx512_bf16", "amx_bf16", "avx512f", "avx2") if f in open("/proc/cpuinfo").read()]
-    print(f"machine: {os.cpu_count()} CPUs ({', '.join(flags)}), device {args.device}, beam {args.beam}, fp32")
+    print(f"machine: {os.cpu_count()} CPUs ({', '.join(flags)}), device {args.device}, beam {args.beam}, {engine}")
     print(f"offline, {len(sentences):,} sentences at once: {offline_rate:,.1f} sentences/s; one sentence at a time: "
           f"p50 {pct(one, 0.5):.1f} ms")
     proc, host, port = start_server(args.model, args)
