@@ -16,12 +16,13 @@ also what happens when the server dies.
 
 from __future__ import annotations
 
+import atexit
 import multiprocessing
 import os
 import signal
 import sys
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
 from mtkit.config import DecodeConfig
@@ -35,6 +36,7 @@ AUTO_WORKERS_MAX = 4  # each worker holds a copy of the model: beyond this, more
 @dataclass(frozen=True)
 class ModelSpec:
     """What a worker loads, and with how many CPU threads."""
+
     model_dir: Path
     checkpoint: str = "best"
     device: str = "auto"
@@ -51,9 +53,10 @@ def plan(model_dir: Path, device: str, precision: str, workers: int) -> tuple[in
     threads shared among them (as `mtkit translate` decodes several batches at once, one thread
     each); on a GPU one worker, unless asked for more."""
     threads = cpu_threads()
-    if not _on_cpu(model_dir, device, precision):
-        return workers or 1, threads
-    count = min(workers or min(threads, AUTO_WORKERS_MAX), threads)
+    if _on_cpu(model_dir, device, precision):
+        count = min(workers or min(threads, AUTO_WORKERS_MAX), threads)
+    else:
+        count = workers or 1
     return count, max(1, threads // count)
 
 
@@ -72,7 +75,8 @@ def _on_cpu(model_dir: Path, device: str, precision: str) -> bool:
 
 
 class ModelWorker:
-    """One model process and the pipe to it; used by one thread at a time."""
+    """One model process and the pipe to it; used by one thread at a time. Whether the process
+    has ended is read from its pipe, which reads as ended once the process's last thread is gone."""
 
     def __init__(self, spec: ModelSpec, name: str):
         self.spec, self.name = spec, name
@@ -90,7 +94,7 @@ class ModelWorker:
         try:
             kind, message = self._conn.recv()
         except (EOFError, OSError):
-            kind, message = "error", f"its process ended (exit code {self._exit_code()})"
+            kind, message = "error", f"its process ended ({self._end()})"
         if kind != "ready":
             self.close()
             raise UserError(f"{self.spec.model_dir}: the model could not be loaded: {message}")
@@ -100,29 +104,29 @@ class ModelWorker:
         replaced first; one that dies while translating is replaced too, and the batch fails with
         WorkerFailed (it may be what killed it). WorkerFailed also when the search raised;
         WorkerLost when no new process can be started."""
-        if not self.process.is_alive():
+        if self._conn.poll():  # an idle worker says nothing: what is there is the end of its pipe
             self._restart()
         try:
             self._conn.send((lines, cfg))
             kind, value = self._conn.recv()
         except (EOFError, OSError):
-            code = self._restart()
-            raise WorkerFailed(f"the model's process ended (exit code {code}) while translating this batch; "
+            end = self._restart()
+            raise WorkerFailed(f"the model's process ended ({end}) while translating this batch; "
                                "a new one was started") from None
         if kind != "ok":
             raise WorkerFailed(value)
         return value
 
-    def _restart(self) -> int | None:
-        """A new process in place of one that ended; the old one's exit code."""
-        code = self._exit_code()
+    def _restart(self) -> str:
+        """A new process in place of one that ended; how the old one ended."""
+        end = self._end()
         self._conn.close()
         self._start()
         try:
             self.wait_ready()
         except UserError as e:
-            raise WorkerLost(f"the model's process ended (exit code {code}) and no new one could start: {e}") from None
-        return code
+            raise WorkerLost(f"the model's process ended ({end}) and no new one could start: {e}") from None
+        return end
 
     def close(self, timeout: float = 10) -> None:
         """End the process: politely, then by force."""
@@ -131,19 +135,25 @@ class ModelWorker:
         except OSError:
             pass
         self._conn.close()
-        self.process.join(timeout)
-        if self.process.is_alive():
+        if not wait([self.process.sentinel], timeout):
             self.process.kill()
-            self.process.join()
+            wait([self.process.sentinel], 5)
 
-    def _exit_code(self) -> int | None:
-        self.process.join(5)
-        return self.process.exitcode
+    def _end(self) -> str:
+        """How the process ended (after waiting a little for it to be gone)."""
+        if not wait([self.process.sentinel], 5):
+            self.process.kill()
+            return "it stopped answering and was killed"
+        self.process.join(1)
+        return "exit code unknown" if self.process.exitcode is None else f"exit code {self.process.exitcode}"
 
 
 def start(spec: ModelSpec, count: int) -> list[ModelWorker]:
     """`count` workers, loading the model at once; every one ready, or UserError and none left."""
     workers = [ModelWorker(spec, f"mtkit-model-{i}") for i in range(count)]
+    # before multiprocessing's own exit handler, which would wait forever for processes that
+    # ignore SIGTERM: a worker is closed the way it expects, however the server ends
+    atexit.register(_close_all, workers)
     try:
         for worker in workers:
             worker.wait_ready()
@@ -152,6 +162,11 @@ def start(spec: ModelSpec, count: int) -> list[ModelWorker]:
             worker.close(timeout=2)
         raise
     return workers
+
+
+def _close_all(workers: list[ModelWorker]) -> None:
+    for worker in workers:
+        worker.close(timeout=2)
 
 
 # ----------------------------------------------------------------------------- in the worker's process
