@@ -1,19 +1,16 @@
-"""Every setting of mtkit in typed dataclasses, the model presets, TOML loading and overrides.
+"""Every setting of mtkit in typed dataclasses, the model presets and their checks (reading and
+writing them, and the command line's overrides: mtkit.config_io).
 
 Defaults live here and nowhere else. Standard library only.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 import re
-import sys
-import types
 import typing
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any, Literal
 
 from mtkit.errors import UserError
@@ -36,10 +33,6 @@ def setting(default: Any, help: str = "", flag: str | None = None) -> Any:
     return field(default=default, metadata={"help": help, "flag": flag})
 
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 
 @dataclass
@@ -143,26 +136,6 @@ class CorpusSpec:
             raise UserError(f"{where} weight: must be a positive number, got {self.weight}")
         if self.tag and (self.tag != self.tag.strip() or not self.tag.isprintable()):
             raise UserError(f"{where} tag: {self.tag!r} must be printable and without spaces around it")
-
-
-def parse_corpora(value: Any, where: str) -> list[CorpusSpec]:
-    """`[[data.corpora]]` tables as CorpusSpecs, each checked; errors name the table and key."""
-    if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
-        raise UserError(f"{where}: expected [[data.corpora]] tables")
-    known, hints = {f.name for f in fields(CorpusSpec)}, _type_hints(CorpusSpec)
-    specs, names = [], set()
-    for i, table in enumerate(value, start=1):
-        label = f"{where} #{i}" + (f" ({table['name']})" if isinstance(table.get("name"), str) else "")
-        for key in table:
-            if key not in known:
-                raise UserError(f"{label} {key}: unknown key (known: {', '.join(sorted(known))})")
-        spec = CorpusSpec(**{k: coerce(v, hints[k], f"{label} {k}") for k, v in table.items()})
-        spec.validate(label)
-        if spec.name in names:
-            raise UserError(f"{label} name: {spec.name!r} is used by another corpus")
-        names.add(spec.name)
-        specs.append(spec)
-    return specs
 
 
 @dataclass
@@ -330,19 +303,19 @@ def validate_labelled(cfg: Any, labels: dict[str, str]) -> None:
 def _check_positive(obj: Any, *names: str) -> None:
     for name in names:
         if getattr(obj, name) <= 0:
-            raise ConfigError(f"{_section(obj)}.{name}", f"must be positive, got {getattr(obj, name)}")
+            raise ConfigError(f"{section_of(obj)}.{name}", f"must be positive, got {getattr(obj, name)}")
 
 
 def _check_non_negative(obj: Any, *names: str) -> None:
     for name in names:
         if getattr(obj, name) < 0:
-            raise ConfigError(f"{_section(obj)}.{name}", f"must be >= 0, got {getattr(obj, name)}")
+            raise ConfigError(f"{section_of(obj)}.{name}", f"must be >= 0, got {getattr(obj, name)}")
 
 
 def _check_range(obj: Any, name: str, low: float, high: float) -> None:
     value = getattr(obj, name)
     if not low <= value < high:
-        raise ConfigError(f"{_section(obj)}.{name}", f"must be in [{low}, {high}), got {value}")
+        raise ConfigError(f"{section_of(obj)}.{name}", f"must be in [{low}, {high}), got {value}")
 
 
 def _check_finite(obj: Any) -> None:
@@ -350,213 +323,15 @@ def _check_finite(obj: Any) -> None:
         values = getattr(obj, f.name)
         for value in values if isinstance(values, tuple) else (values,):
             if isinstance(value, float) and not math.isfinite(value):
-                raise ConfigError(f"{_section(obj)}.{f.name}", f"must be a finite number, got {value}")
+                raise ConfigError(f"{section_of(obj)}.{f.name}", f"must be a finite number, got {value}")
 
 
-def _section(obj: Any) -> str:
+def section_of(obj: Any) -> str:
+    """A config section's name: TrainConfig() -> train."""
     return type(obj).__name__.removesuffix("Config").lower()
 
 
-# ----------------------------------------------------------------------------- TOML and overrides
-def coerce(value: Any, hint: Any, where: str) -> Any:
-    """Turn a TOML value or a command-line string into the field's type, or explain why not."""
-    origin = typing.get_origin(hint)
-    try:
-        if origin is Literal:
-            if value not in typing.get_args(hint):
-                choices = ", ".join(map(str, typing.get_args(hint)))
-                raise ValueError(f"expected one of {choices}")
-            return value
-        if origin in (tuple,):
-            items = value.split(",") if isinstance(value, str) else list(value)
-            if len(items) != len(typing.get_args(hint)):
-                raise ValueError(f"expected {len(typing.get_args(hint))} comma-separated values, got {len(items)}")
-            return tuple(coerce(v, t, where) for v, t in zip(items, typing.get_args(hint), strict=True))
-        if origin in (typing.Union, types.UnionType):
-            return coerce(value, next(a for a in typing.get_args(hint) if a is not type(None)), where)
-        if hint is bool:
-            if isinstance(value, bool):
-                return value
-            if str(value).lower() in ("1", "true", "yes", "on"):
-                return True
-            if str(value).lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError("expected true or false")
-        if hint is int and isinstance(value, float) and not value.is_integer():
-            raise ValueError("expected an integer")
-        return hint(value)
-    except (TypeError, ValueError) as e:
-        raise UserError(f"{where}: invalid value {value!r} ({e})") from None
-
-
-def _apply(section: Any, key: str, value: Any, where: str) -> None:
-    names = {f.name for f in fields(section)}
-    if key not in names:
-        raise UserError(f"{where}: unknown setting {_section(section)}.{key}")
-    if isinstance(section, DataConfig) and key == "corpora":
-        if isinstance(value, str):
-            raise UserError(f"{where}: corpora are [[data.corpora]] tables of a --config file")
-        section.corpora = parse_corpora(value, where)
-        return
-    cls: type = type(section)
-    setattr(section, key, coerce(value, _type_hints(cls)[key], where))
-
-
-def _resolve_key(cfg: RunConfig, key: str, where: str) -> str:
-    """`section.key` for a key given with or without its section (when it is unique)."""
-    if key == "preset":
-        return key
-    if "." in key:
-        section_name = key.split(".", 1)[0]
-        if section_name not in SECTIONS:
-            raise UserError(f"{where}: unknown section {section_name!r} (one of {', '.join(SECTIONS)})")
-        return key
-    owners = [s for s in SECTIONS if key in {f.name for f in fields(getattr(cfg, s))}]
-    if len(owners) != 1:
-        hint = f"ambiguous, write one of {', '.join(f'{s}.{key}' for s in owners)}" if owners else "unknown setting"
-        raise UserError(f"{where}: {hint}")
-    return f"{owners[0]}.{key}"
-
-
-def set_value(cfg: RunConfig, key: str, value: Any, where: str) -> None:
-    """Set `section.key` (or `preset`, which replaces the whole model section) from a string or
-    TOML value; errors name the setting as `where`."""
-    try:
-        if key == "preset":
-            cfg.preset, cfg.model = str(value), preset(str(value))
-            return
-        section_name, name = key.split(".", 1)
-        _apply(getattr(cfg, section_name), name, value, where)
-    except ConfigError as e:
-        raise e.relabel({e.key: where}) from None
-
-
-def apply_override(cfg: RunConfig, assignment: str) -> str:
-    """Apply `section.key=value` (or `key=value` when the key is unique across sections);
-    returns the setting's full key. `preset=NAME` replaces the whole model section."""
-    if "=" not in assignment:
-        raise UserError(f"--set {assignment!r}: expected key=value, e.g. train.lr=0.001")
-    key, value = (s.strip() for s in assignment.split("=", 1))
-    key = _resolve_key(cfg, key, f"--set {key}")
-    set_value(cfg, key, value, f"--set {key}")
-    return key
-
-
-def describe(key: str, root: type = RunConfig) -> Setting:
-    """A setting of `root` (`train.lr` of RunConfig, `preset`, or `vocab_size` of TokenizerOptions)
-    as the command line shows it: its option, type, help (the field's), default (root()'s)."""
-    section, _, name = key.rpartition(".")
-    cls: Any = _type_hints(root)[section] if section else root
-    hint = _type_hints(cls)[name]
-    meta: Any = next((f.metadata for f in fields(cls) if f.name == name), {})
-    text, default = meta.get("help", ""), getattr(getattr(root(), section) if section else root(), name)
-    flag = meta.get("flag") or option_name(key)
-    if typing.get_origin(hint) is Literal:
-        choices = ", ".join(str(c) for c in typing.get_args(hint))
-        return Setting(flag, str, f"{choices}: {text}" if text else choices, default)
-    if key == "preset" and root is RunConfig:
-        return Setting(flag, str, ", ".join(PRESETS), default)
-    if hint is bool and "/" not in flag:
-        flag = f"{flag}/--no-{flag[2:]}"
-    return Setting(flag, hint, text, default)
-
-
-@dataclass(frozen=True)
-class Setting:
-    """A config field as a command-line option."""
-
-    flag: str  # --max-tokens, or --joint/--separate for a yes/no option
-    kind: Any  # its type
-    help: str
-    default: Any
-
-
 @functools.cache
-def _type_hints(cls: type) -> dict[str, Any]:
+def type_hints(cls: type) -> dict[str, Any]:
+    """The resolved annotations of a config dataclass (cached)."""
     return typing.get_type_hints(cls)
-
-
-def option_name(key: str) -> str:
-    """The `mtkit train` option of a setting that has one: data.max_tokens -> --max-tokens."""
-    return "--" + key.rsplit(".", 1)[-1].replace("_", "-")
-
-
-def from_dict(data: dict[str, Any], where: str) -> RunConfig:
-    """A RunConfig from a dict shaped like config.toml: preset first, then the sections."""
-    if not isinstance(data, dict):
-        raise UserError(f"{where}: not a config (expected a table of sections)")
-    unknown = set(data) - {"preset", *SECTIONS}
-    if unknown:
-        raise UserError(f"{where}: unknown section(s) {', '.join(sorted(unknown))}")
-    cfg = RunConfig()
-    set_value(cfg, "preset", data.get("preset", "small"), f"{where} preset")
-    for section in SECTIONS:
-        table = data.get(section, {})
-        if not isinstance(table, dict):
-            raise UserError(f"{where} [{section}]: expected a table of settings")
-        for key, value in table.items():
-            set_value(cfg, f"{section}.{key}", value, f"{where} [{section}] {key}")
-    return cfg
-
-
-def load_toml(path: str | Path) -> RunConfig:
-    path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such config file") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a directory, expected a TOML config file") from None
-    except OSError as e:
-        raise UserError(f"{path}: cannot read ({e.strerror or e})") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: invalid TOML ({e})") from None
-    return from_dict(data, str(path))
-
-
-def assemble(config_file: str | Path | None, options: dict[str, Any], overrides: list[str]) -> RunConfig:
-    """`mtkit train`'s settings in order of precedence: the config file (or the defaults), then the
-    named options that were given (`section.key` -> value, None meaning not given), then each --set.
-    The result is validated; an invalid setting is named as the user gave it."""
-    cfg = load_toml(config_file) if config_file else RunConfig()
-    labels: dict[str, str] = {}
-    if config_file:
-        labels = {f"{s}.{f.name}": f"{config_file} [{s}] {f.name}" for s in SECTIONS for f in fields(getattr(cfg, s))}
-    for key, value in options.items():
-        if value is not None:
-            labels[key] = option_name(key)
-            set_value(cfg, key, value, labels[key])
-    for assignment in overrides:
-        key = apply_override(cfg, assignment)
-        labels[key] = f"--set {key}"
-    validate_labelled(cfg, labels)
-    return cfg
-
-
-def to_dict(cfg: RunConfig) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
-
-
-def to_toml(cfg: RunConfig) -> str:
-    """Serialise to TOML (sections of scalars, lists for tuples, then [[data.corpora]] tables)."""
-    lines = [f'preset = "{cfg.preset}"']
-    for section in SECTIONS:
-        lines += ["", f"[{section}]"]
-        for f in fields(getattr(cfg, section)):
-            if f.name != "corpora":
-                lines.append(f"{f.name} = {_toml_value(getattr(getattr(cfg, section), f.name))}")
-    for spec in cfg.data.corpora:
-        lines += ["", "[[data.corpora]]"]
-        lines += [f"{f.name} = {_toml_value(getattr(spec, f.name))}" for f in fields(spec)
-                  if getattr(spec, f.name) != f.default or f.name == "name"]
-    return "\n".join(lines) + "\n"
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, tuple | list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return repr(value)

@@ -4,18 +4,19 @@ lines generated from them."""
 import pytest
 
 from mtkit import config as C
+from mtkit import config_io
 
 
 def test_settings_precedence_file_then_options_then_set(tmp_path):
     path = tmp_path / "run.toml"
     path.write_text('preset = "tiny"\n[train]\nlr = 0.1\nwarmup = 7\n[data]\nmax_tokens = 999\n', encoding="utf-8")
-    cfg = C.assemble(path, {"train.lr": 0.2, "train.warmup": None, "data.max_tokens": 500},
+    cfg = config_io.assemble(path, {"train.lr": 0.2, "train.warmup": None, "data.max_tokens": 500},
                      ["data.max_tokens=300"])
     assert cfg.preset == "tiny" and cfg.model == C.preset("tiny")
     assert cfg.train.lr == 0.2  # an option given beats the file
     assert cfg.train.warmup == 7  # an option not given (None) leaves the file's value
     assert cfg.data.max_tokens == 300  # --set comes last
-    assert C.assemble(None, {}, []) == C.RunConfig()
+    assert config_io.assemble(None, {}, []) == C.RunConfig()
 
 
 def _params(*command: str) -> dict:
@@ -36,12 +37,12 @@ def test_train_options_are_the_config_declarations():
 
     params = _params("train")
     for key in TRAIN_OPTIONS:
-        assert params[C.option_name(key)].help.startswith(C.describe(key).help), key
+        assert params[config_io.option_name(key)].help.startswith(config_io.describe(key).help), key
     assert params["--max-time"].help.startswith("seconds of wall time, 0: no limit")
     assert params["--lr"].help.endswith(f"[default: {C.TrainConfig().lr}]")
     assert "default" not in params["--dropout"].help  # a model's default is its preset's
     assert params["--compile"].secondary_opts == ["--no-compile"]
-    cfg = C.assemble(None, {"data.max_tokens": 123, "model.dropout": 0.25, "train.compile": True}, [])
+    cfg = config_io.assemble(None, {"data.max_tokens": 123, "model.dropout": 0.25, "train.compile": True}, [])
     assert (cfg.data.max_tokens, cfg.model.dropout, cfg.train.compile) == (123, 0.25, True)
 
 
@@ -56,11 +57,11 @@ def test_translate_and_tokenizer_options_are_the_config_declarations():
     params = _params("translate")
     defaults = C.DecodeConfig()
     for key in DECODE_OPTIONS:
-        assert shown(params[C.option_name(key)]).startswith(C.describe(key, C.DecodeConfig).help), key
+        assert shown(params[config_io.option_name(key)]).startswith(config_io.describe(key, C.DecodeConfig).help), key
         default = getattr(defaults, key)
         if isinstance(default, bool):  # a yes/no option shows the flag its default means
             default = f"--{'' if default else 'no-'}{key.replace('_', '-')}"
-        assert shown(params[C.option_name(key)]).endswith(f"[default: {default}]"), key
+        assert shown(params[config_io.option_name(key)]).endswith(f"[default: {default}]"), key
     assert "8,000 on a CPU, 65,536 on a GPU" in params["--max-tokens"].help
     tokenizer = _params("tokenizer", "train")
     assert shown(tokenizer["--vocab-size"]).endswith(f"[default: {C.TokenizerOptions().vocab_size}]")

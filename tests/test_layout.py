@@ -7,7 +7,7 @@ import mtkit
 
 PACKAGE = Path(mtkit.__file__).parent
 # Lowest first. A module may import from its own folder and from folders before it; the modules
-# at the package's top (config, errors, files, runtime) are the shared ground under everything.
+# at the package's top (config, config_io, errors, files, runtime) are the shared ground under everything.
 LAYERS = ["", "metrics", "data", "model", "inference", "training", "serving", "cli"]
 
 

@@ -12,7 +12,8 @@ import pytest
 import torch
 from helpers import TINY, assert_one_line_error, run_in_process, snapshot, write_pair
 
-from mtkit.config import DataConfig, parse_corpora
+from mtkit.config import DataConfig
+from mtkit.config_io import parse_corpora
 from mtkit.data import batching as B
 from mtkit.data import prepare as P
 from mtkit.data.corpus import Cleaning
@@ -260,7 +261,7 @@ def test_damaged_or_foreign_prepared_data_is_refused_in_one_line(tmp_path, data)
 
 
 def test_weights_and_tags_round_trip_through_a_config_file():
-    from mtkit.config import from_dict, to_toml, tomllib
+    from mtkit.config_io import from_dict, to_toml, tomllib
 
     cfg = from_dict({"data": {"corpora": [{"name": "bt", "src": "x", "tgt": "y", "weight": 0.5, "tag": TAG}]}}, "t")
     again = from_dict(tomllib.loads(to_toml(cfg)), "again")

@@ -13,6 +13,7 @@ import torch
 from helpers import write_pair
 
 from mtkit import config as C
+from mtkit import config_io
 from mtkit.data.textio import read_lines
 from mtkit.data.tokenizer import PAD_ID
 from mtkit.model import checkpoint as ckpt
@@ -76,7 +77,7 @@ def test_validation_bleu_equals_mtkit_bleu_on_the_same_output(reverse_model, rev
 def _job(tmp_path, data, **train_overrides) -> TrainJob:
     cfg = C.RunConfig(preset="tiny", model=C.preset("tiny"))
     for k, v in {"warmup": 10, "lr": 3e-3, "log_every": 1, "valid_every": 0, "save_every": 0, **train_overrides}.items():
-        C.apply_override(cfg, f"train.{k}={v}")
+        config_io.apply_override(cfg, f"train.{k}={v}")
     cfg.data.max_tokens = 512
     return TrainJob(tmp_path / "model", cfg, data["train_src"], data["train_tgt"],
                     tokenizer_options=__import__("mtkit.data.tokenizer", fromlist=["x"]).TokenizerOptions(vocab_size=43))
@@ -317,7 +318,7 @@ def test_compile_trains_and_saves_the_plain_module(tmp_path, reverse_with_tokeni
     assert state["step"] == 3
     from mtkit.model.transformer import Transformer
 
-    fresh = Transformer(C.from_dict(state["config"], "last.pt").model)
+    fresh = Transformer(config_io.from_dict(state["config"], "last.pt").model)
     fresh.load_state_dict(state["model"])  # the plain module's names and shapes, not the compiled wrapper's
 
 

@@ -59,7 +59,8 @@ def config_options(keys: Sequence[str], root: type | None = None, show_defaults:
     once. The command receives them as `settings`: {key: the value given, or None}."""
     import inspect
 
-    from mtkit.config import RunConfig, describe
+    from mtkit.config import RunConfig
+    from mtkit.config_io import describe
 
     def decorate(command):
         names = {key: key.rpartition(".")[2] for key in keys}

@@ -46,7 +46,8 @@ def serve(
     """Serve a model over HTTP with LibreTranslate's API: POST /translate, GET /languages, /health,
     and a page at / to try it."""
     from mtkit.cli import render
-    from mtkit.config import option_name, validate_labelled
+    from mtkit.config import validate_labelled
+    from mtkit.config_io import option_name
 
     try:
         import uvicorn

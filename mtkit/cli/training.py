@@ -45,7 +45,7 @@ def train(
 ) -> None:
     """Train (or resume) a Transformer; the model directory is all `mtkit translate` needs."""
     from mtkit.cli import render
-    from mtkit.config import assemble
+    from mtkit.config_io import assemble
     from mtkit.training.rundir import TrainJob
     from mtkit.training.trainer import train as run_training
 
@@ -92,7 +92,7 @@ def prepare(
     import time
 
     from mtkit.cli import render
-    from mtkit.config import assemble
+    from mtkit.config_io import assemble
     from mtkit.data.corpus import Cleaning
     from mtkit.data.prepare import corpus_inputs, tag_ids
     from mtkit.data.tokenizer import Tokenizer

@@ -41,7 +41,8 @@ def translate(
 
     MODEL is a model directory, or a CTranslate2 model written by mtkit convert (its checkpoint
     was chosen at conversion)."""
-    from mtkit.config import DEVICE_RE, option_name, validate_labelled
+    from mtkit.config import DEVICE_RE, validate_labelled
+    from mtkit.config_io import option_name
     from mtkit.data.textio import iter_lines, require_file
     from mtkit.inference.engine import open_engine
     from mtkit.inference.types import TranslateStats

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from mtkit import config as C
+from mtkit import config_io
 from mtkit.errors import UserError, describe
 from mtkit.files import atomic_write, write_error
 
@@ -230,7 +230,7 @@ def load_for_inference(model_dir: str | Path, which: str = "best", device: str |
             raise UserError(f"{model_dir}: not a complete model directory ({needed} is missing)")
     path = resolve(model_dir, which)
     data = load(path, map_location="cpu")
-    cfg = C.from_dict(data["config"], str(path))
+    cfg = config_io.from_dict(data["config"], str(path))
     tok = Tokenizer.load(model_dir / "tokenizer")
     if (cfg.model.src_vocab_size, cfg.model.tgt_vocab_size) != (tok.src_vocab_size, tok.tgt_vocab_size):
         raise UserError(f"{path}: trained with vocabularies of {cfg.model.src_vocab_size}/{cfg.model.tgt_vocab_size} "

@@ -28,7 +28,7 @@ import platform
 import shutil
 from pathlib import Path
 
-from mtkit import __version__
+from mtkit import __version__, config_io
 from mtkit import config as C
 from mtkit.data.textio import require_file
 from mtkit.data.tokenizer import Tokenizer, train_tokenizer
@@ -108,10 +108,10 @@ def is_model_dir(directory: Path) -> bool:
     config.toml it writes (every section, nothing foreign) beside the tokenizer it copies first.
     A user's own `--config` file in a directory is not enough to make it a run."""
     try:
-        config = C.tomllib.loads((directory / "config.toml").read_text(encoding="utf-8"))
+        config = config_io.tomllib.loads((directory / "config.toml").read_text(encoding="utf-8"))
         if set(config) == {"preset", *C.SECTIONS} and (directory / "tokenizer" / "tokenizer.json").is_file():
             return True
-    except (OSError, UnicodeDecodeError, C.tomllib.TOMLDecodeError):
+    except (OSError, UnicodeDecodeError, config_io.tomllib.TOMLDecodeError):
         pass
     try:
         manifest = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
@@ -153,7 +153,7 @@ def _check_same_settings(job: TrainJob) -> None:
 def setting_differences(job: TrainJob) -> list[str]:
     """What the wanted run changes of the stored one, beyond what a resume may change: settings,
     and the tokenizer (another --tokenizer, or a --vocab-size that the run's tokenizer has not)."""
-    wanted = C.from_dict(C.to_dict(job.cfg), "settings")
+    wanted = config_io.from_dict(config_io.to_dict(job.cfg), "settings")
     diffs = []
     tokenizer = job.model_dir / "tokenizer"
     if tokenizer.is_dir():
@@ -163,11 +163,11 @@ def setting_differences(job: TrainJob) -> list[str]:
             diffs.append(f"--tokenizer {job.tokenizer_dir} is not the run's tokenizer ({tokenizer})")
         elif job.tokenizer_dir is None and job.vocab_size_given and job.tokenizer_options.vocab_size != tok.src_vocab_size:
             diffs.append(f"--vocab-size: {tok.src_vocab_size} -> {job.tokenizer_options.vocab_size}")
-    return diffs + _differences(C.load_toml(job.model_dir / "config.toml"), wanted)
+    return diffs + _differences(config_io.load_toml(job.model_dir / "config.toml"), wanted)
 
 
 def _differences(stored: C.RunConfig, wanted: C.RunConfig) -> list[str]:
-    a, b = C.to_dict(stored), C.to_dict(wanted)
+    a, b = config_io.to_dict(stored), config_io.to_dict(wanted)
     diffs = [f"preset: {a['preset']} -> {b['preset']}"] if a["preset"] != b["preset"] else []
     for section in C.SECTIONS:
         for key, value in a[section].items():
@@ -313,7 +313,7 @@ def prepare_model_dir(job: TrainJob, on_event: OnEvent) -> Tokenizer:
     job.cfg.validate()
     if not fresh:
         _check_same_settings(job)
-    write_text_atomic(config_path, C.to_toml(job.cfg))
+    write_text_atomic(config_path, config_io.to_toml(job.cfg))
     return tok
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from mtkit import config as C
+from mtkit import config_io
 from mtkit.data.batching import BatchIterator
 from mtkit.data.corpus import EncodedCorpus
 from mtkit.data.tokenizer import PAD_ID, Tokenizer
@@ -112,7 +113,7 @@ class Trainer:
     # ------------------------------------------------------------- checkpoints
     def weights(self) -> dict[str, Any]:
         """What every checkpoint holds: the weights, the config they were trained with, the step."""
-        return {"config": C.to_dict(self.cfg), "step": self.progress.step, "model": self.model.state_dict()}
+        return {"config": config_io.to_dict(self.cfg), "step": self.progress.step, "model": self.model.state_dict()}
 
     def state_dict(self, rng: list[dict]) -> dict[str, Any]:
         """Everything a resume needs (last.pt): the weights, the optimiser and loss scale, every

@@ -24,6 +24,7 @@ from bench_model import TorchTransformer
 from common import MULTI30K, peak_rss_since_reset_mb, reset_peak_rss
 
 from mtkit import config as C
+from mtkit import config_io
 from mtkit.data.batching import BatchIterator
 from mtkit.data.corpus import Cleaning
 from mtkit.data.prepare import CorpusInput, prepare_cached
@@ -61,7 +62,7 @@ def bench_mtkit(tok_dir: Path, preset: str, precision: str, steps: int, work: Pa
     cfg = C.RunConfig(preset=preset, model=C.preset(preset))
     for s in (f"train.max_steps={steps}", "train.log_every=5", "train.valid_every=0", "train.save_every=0",
               f"train.precision={precision}", "train.warmup=4000", "data.max_tokens=4096"):
-        C.apply_override(cfg, s)
+        config_io.apply_override(cfg, s)
     job = TrainJob(work / f"{preset}-{precision}", cfg, MULTI30K / "train.en.gz", MULTI30K / "train.de.gz",
                    tokenizer_dir=tok_dir, cache_dir=work / "cache")
     events: list[ev.Event] = []
