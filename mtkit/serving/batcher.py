@@ -80,7 +80,8 @@ class Batcher:
         self._idle = 0  # workers' threads waiting for requests
         self._cond = threading.Condition()
         self._closing = False
-        self.error: Exception | None = None  # why a worker stopped for good
+        self.error: Exception | None = None  # why `run` ended with no worker left
+        self._lost: Exception | None = None  # why a worker stopped for good
 
     @property
     def queued(self) -> int:
@@ -118,15 +119,19 @@ class Batcher:
         while any(t.is_alive() for t in feeders):
             for t in feeders:
                 t.join(SIGNAL_CHECK)
-        self.close()
-        self._fail_queued(RuntimeError(f"no model worker is left to translate ({self.error})"))
+        with self._cond:
+            closed = self._closing
+        if not closed:  # every worker was lost
+            self.close()
+            self.error = self._lost
+            self._fail_queued(RuntimeError(f"no model worker is left to translate ({self.error})"))
 
     def _feed(self, worker: Worker) -> None:
         """One worker's loop; it ends when the batcher closes, or when the worker cannot go on."""
         expect = 1
         while (group := self._next_group(expect)) is not None:
-            if fatal := self._translate(worker, group):
-                self.error = fatal
+            if lost := self._translate(worker, group):
+                self._lost = lost
                 return
             expect = sum(len(r.sentences) for r in group)
 
