@@ -353,6 +353,23 @@ def test_the_server_stops_when_no_model_process_can_start(reverse_model, tmp_pat
     assert "no new one could start" in "".join(s.lines)
 
 
+def test_the_other_workers_go_on_when_one_cannot_start_again(reverse_model, tmp_path):
+    import shutil
+
+    model = shutil.copytree(reverse_model, tmp_path / "model", ignore=shutil.ignore_patterns("cache"))
+    s = Server(model, "--workers", "2", "--quiet")
+    shutil.rmtree(model / "checkpoints")
+    os.kill(s.model_processes()[0], signal.SIGKILL)
+    answers = []
+    with ThreadPoolExecutor(2) as pool:  # two at once: each idle worker takes one
+        for _ in range(6):
+            answers += pool.map(lambda _: s.post({"q": "alpha bravo", "source": "en", "target": "de"}), range(2))
+    lost = [body for code, body in answers if code == 500]
+    assert len(lost) <= 1 and all("no new one could start" in b["error"] for b in lost), answers
+    assert [code for code, _ in answers].count(200) >= 11 and answers[-1][0] == 200
+    assert s.stop()[0] == 0
+
+
 def test_a_model_that_cannot_be_loaded_is_one_line(reverse_model):
     proc = subprocess.run([sys.executable, "-m", "mtkit", "serve", "-m", str(reverse_model), "--port", "0",
                            "--source-lang", "en", "--target-lang", "de", "--checkpoint", "nosuch"],

@@ -97,7 +97,8 @@ class ModelWorker:
             kind, message = "error", f"its process ended ({self._end()})"
         if kind != "ready":
             self.close()
-            raise UserError(f"{self.spec.model_dir}: the model could not be loaded: {message}")
+            where = "" if str(self.spec.model_dir) in message else f"{self.spec.model_dir}: "
+            raise UserError(f"{where}the model could not be loaded: {message}")
 
     def translate(self, lines: list[str], cfg: DecodeConfig) -> list[Translation]:
         """The translations of lines, in order. A process found dead before the batch is sent is
