@@ -50,7 +50,7 @@ def serve(
     from mtkit.config_io import option_name
 
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401 (the serve extra is installed)
 
         from mtkit.serving import workers as model_workers
         from mtkit.serving.app import ServeOptions, create_app
@@ -71,11 +71,7 @@ def serve(
     try:
         batcher = Batcher(pool, cfg, max_queue=max_queue, max_batch=max_batch, max_wait=batch_wait_ms / 1000)
         options = ServeOptions(source, target, api_key, max_chars, max_alternatives=cfg.beam - 1)
-        console = render.stderr_console()
-        log = ((lambda line: None) if quiet else
-               (lambda line: console.print(line, highlight=False, soft_wrap=True, markup=False)))
-        server = uvicorn.Server(uvicorn.Config(create_app(batcher, options, log), log_level="warning",
-                                               access_log=False, timeout_graceful_shutdown=20, lifespan="off"))
+        server = _http_server(create_app(batcher, options, _request_log(quiet)))
         where = sock.getsockname()
         render.print_info(f"serving {model_dir} ({source} -> {target}; {count} model process{'es' * (count > 1)} "
                           f"x {threads} thread{'s' * (threads > 1)}) on http://{_url_host(where[0])}:{where[1]} "
@@ -83,11 +79,28 @@ def serve(
         work_begins()
         _run(server, sock, batcher)
     finally:
-        for worker in pool:
-            worker.close()
+        model_workers.close_all(pool, timeout=10)
     if batcher.error is not None:
         raise UserError(f"mtkit serve stopped: {batcher.error}")
     render.print_info(f"stopped after {batcher.stats.requests:,} requests ({batcher.stats.sentences:,} sentences)")
+
+
+def _request_log(quiet: bool):
+    """Where the app writes its line per request: stderr, or nowhere."""
+    from mtkit.cli import render
+
+    if quiet:
+        return lambda line: None
+    console = render.stderr_console()
+    return lambda line: console.print(line, highlight=False, soft_wrap=True, markup=False)
+
+
+def _http_server(app):
+    """uvicorn serving app; answers in flight get 20 s after SIGTERM."""
+    import uvicorn
+
+    return uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=20,
+                                         lifespan="off"))
 
 
 def _run(server, sock: socket.socket, batcher) -> None:

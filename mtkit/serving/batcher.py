@@ -142,20 +142,21 @@ class Batcher:
         requests up to the share (at most max_batch sentences, at least one request)."""
         with self._cond:
             self._idle += 1
-            while not self._queue:  # empty again when other workers took what came
-                if self._closing:
-                    self._idle -= 1
-                    return None
-                self._cond.wait()
-            deadline = time.monotonic() + self.max_wait
-            while (self._share() < min(expect, self.max_batch) and not self._closing
-                   and (left := deadline - time.monotonic()) > 0):
-                self._cond.wait(left)
-            if not self._queue:  # another worker took it all while this one waited
+            try:
+                while True:
+                    while not self._queue:
+                        if self._closing:
+                            return None
+                        self._cond.wait()
+                    deadline = time.monotonic() + self.max_wait
+                    while (self._share() < min(expect, self.max_batch) and not self._closing
+                           and (left := deadline - time.monotonic()) > 0):
+                        self._cond.wait(left)
+                    if self._queue:  # else other workers took it all while this one waited
+                        break
+                share = min(self.max_batch, self._share())
+            finally:
                 self._idle -= 1
-                return self._next_group(expect)
-            share = min(self.max_batch, self._share())
-            self._idle -= 1
             group: list[_Request] = []
             size = 0
             while self._queue and (not group or size + len(self._queue[0].sentences) <= share):

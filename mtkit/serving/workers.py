@@ -154,20 +154,20 @@ def start(spec: ModelSpec, count: int) -> list[ModelWorker]:
     workers = [ModelWorker(spec, f"mtkit-model-{i}") for i in range(count)]
     # before multiprocessing's own exit handler, which would wait forever for processes that
     # ignore SIGTERM: a worker is closed the way it expects, however the server ends
-    atexit.register(_close_all, workers)
+    atexit.register(close_all, workers, 2)
     try:
         for worker in workers:
             worker.wait_ready()
     except BaseException:
-        for worker in workers:
-            worker.close(timeout=2)
+        close_all(workers, 2)
         raise
     return workers
 
 
-def _close_all(workers: list[ModelWorker]) -> None:
+def close_all(workers: list[ModelWorker], timeout: float) -> None:
+    """End every worker: each finishes its batch, or is killed after `timeout` seconds."""
     for worker in workers:
-        worker.close(timeout=2)
+        worker.close(timeout)
 
 
 # ----------------------------------------------------------------------------- in the worker's process
