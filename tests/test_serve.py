@@ -360,13 +360,12 @@ def test_the_other_workers_go_on_when_one_cannot_start_again(reverse_model, tmp_
     s = Server(model, "--workers", "2", "--quiet")
     shutil.rmtree(model / "checkpoints")
     os.kill(s.model_processes()[0], signal.SIGKILL)
-    answers = []
-    with ThreadPoolExecutor(2) as pool:  # two at once: each idle worker takes one
-        for _ in range(6):
-            answers += pool.map(lambda _: s.post({"q": "alpha bravo", "source": "en", "target": "de"}), range(2))
-    lost = [body for code, body in answers if code == 500]
-    assert len(lost) <= 1 and all("no new one could start" in b["error"] for b in lost), answers
-    assert [code for code, _ in answers].count(200) >= 11 and answers[-1][0] == 200
+    with ThreadPoolExecutor(2) as pool:  # two at once: each idle worker takes one, or one takes both
+        rounds = [list(pool.map(lambda _: s.post({"q": "alpha bravo", "source": "en", "target": "de"}), range(2)))
+                  for _ in range(6)]
+    failed = [i for i, answers in enumerate(rounds) if any(code != 200 for code, _ in answers)]
+    assert len(failed) <= 1, rounds  # the lost worker's one batch, then the other serves alone
+    assert all(code == 200 or "no new one could start" in body["error"] for answers in rounds for code, body in answers)
     assert s.stop()[0] == 0
 
 
