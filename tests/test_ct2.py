@@ -46,12 +46,14 @@ def test_converted_float32_greedy_equals_mtkit_greedy(converted, reverse_model, 
     assert same >= 0.99 * len(lines)
 
 
-def test_converted_int8_bleu_is_within_half_a_point(converted, reverse_model, reverse_data):
+def test_converted_int8_loses_at_most_half_a_bleu_point(converted, reverse_model, reverse_data):
+    """Quantization costs little: int8 scores no more than 0.5 BLEU below mtkit's fp32 search (it
+    may score above it: one sentence of these 100 moves BLEU by ~0.8)."""
     lines, refs = read_lines(reverse_data["valid_src"]), read_lines(reverse_data["valid_tgt"])
     code, out, err = run_in_process("translate", "-m", str(converted["int8"]), "-i", str(reverse_data["valid_src"]))
     assert code == 0, err
     ours = corpus_bleu(_mtkit(reverse_model, lines, beam=5), [refs]).score
-    assert abs(corpus_bleu(out.splitlines(), [refs]).score - ours) <= 0.5
+    assert corpus_bleu(out.splitlines(), [refs]).score >= ours - 0.5
 
 
 def test_a_cpu_translates_a_batch_per_thread(converted, reverse_data):

@@ -220,6 +220,26 @@ def test_batch_order_depends_on_seed_and_epoch_only(lengths):
     assert not all(len(x) == len(y) and np.array_equal(x, y) for x, y in zip(a, c))
 
 
+def mean_fill(batches, src, tgt, max_tokens) -> float:
+    """The share of the budget a batch uses (sentences x longest padded side / budget), averaged."""
+    return float(np.mean([len(b) * max(src[b].max() + 1, tgt[b].max() + 1) / max_tokens for b in batches]))
+
+
+@pytest.mark.parametrize("max_tokens", [1024, 4096, 8192, 25_000, 32_768])
+def test_every_batch_but_the_last_is_as_full_as_the_budget_allows(max_tokens):
+    """What an update carries is what the user configured: on sentence-like lengths (~17 tokens,
+    a long tail, so that many runs of equal cost are shorter than a batch) batches are packed
+    across costs. The corpus holds about 40 budgets' worth of pairs, so the one batch that may
+    be partial (the last of the cost order) weighs little. Cutting each run of equal cost on its
+    own gave a mean fill of 0.38-0.52 here; packed, 0.967-0.991."""
+    n = 40 * max_tokens // 17
+    rng = np.random.default_rng(5)
+    src = np.clip(rng.lognormal(2.6, 0.45, n), 1, 120).astype(np.int64)
+    tgt = np.clip(src * rng.normal(1.1, 0.2, n), 1, 150).astype(np.int64)
+    batches, _ = B.make_batches(src, tgt, max_tokens, seed=1, epoch=1)
+    assert mean_fill(batches, src, tgt, max_tokens) >= 0.95
+
+
 def _toy_corpus(tmp_path, tok, n=300):
     rng = np.random.default_rng(1)
     words = ["a", "man", "two", "dogs", "ein", "Mann", "Hund", "rennt"]
@@ -332,8 +352,8 @@ def _hashes(rows: list[list[int]], multiplier: int, chunk: int = 700) -> np.ndar
 
 def _batches_one_pair_at_a_time(src_lens, tgt_lens, max_tokens, seed, epoch):
     """The batching written plainly, a Python step per pair: the reference. Pairs sorted by cost
-    (the longer padded side), target length and 8 random bits; a batch takes pairs of one cost
-    while they fit."""
+    (the longer padded side), target length and 8 random bits; a batch takes pairs in that order
+    while they fit (sentences x the largest cost so far within the budget), across costs."""
     from mtkit.data.batching import padded_len
 
     rng = np.random.default_rng([seed, epoch])
@@ -343,7 +363,7 @@ def _batches_one_pair_at_a_time(src_lens, tgt_lens, max_tokens, seed, epoch):
     order = [i for i in sorted(range(len(s)), key=lambda i: (cost[i], t[i], noise[i], i)) if cost[i] <= max_tokens]
     batches, current = [], []
     for i in order:
-        if current and (cost[current[0]] != cost[i] or (len(current) + 1) * cost[i] > max_tokens):
+        if current and (len(current) + 1) * cost[i] > max_tokens:
             batches.append(np.array(current))
             current = []
         current.append(i)

@@ -10,7 +10,7 @@ import time
 
 import pytest
 import torch
-from helpers import write_pair
+from helpers import run_in_process, write_pair
 
 from mtkit import config as C
 from mtkit import config_io
@@ -347,6 +347,27 @@ def test_stop_conditions(tmp_path, reverse_data):
     summary = train(_job(tmp_path / "b", reverse_data, max_time=2), lambda e: None)
     assert summary.reason == "max_time" and 2 <= summary.elapsed < 2 + 30 and time.monotonic() - start < 120
 
+
+
+def test_the_log_shows_target_tokens_per_update_and_how_full_batches_are(tmp_path, reverse_data):
+    """What a user sees of the effective batch (fairseq's wpb): target tokens per update and the
+    share of --max-tokens a batch used, in the progress line and in metrics.jsonl."""
+    events: list = []
+    job = _job(tmp_path, reverse_data, max_steps=4, update_freq=2)
+    train(job, events.append)
+    stats = [e for e in events if isinstance(e, ev.TrainStats)]
+    assert len(stats) == 4
+    for e in stats:
+        # two batches an update, each at most 512 cells of sentences x longest padded side
+        assert 0.9 <= e.fill <= 1.0 and 0.3 * 2 * 512 < e.tgt_tokens_per_update <= 2 * 512
+    logged = [e for e in read_metrics(job.model_dir / "metrics.jsonl") if e["kind"] == "train"]
+    assert [e["tgt_tokens_per_update"] for e in logged] == [e.tgt_tokens_per_update for e in stats]
+    assert [e["fill"] for e in logged] == [e.fill for e in stats]
+    code, _, err = run_in_process("train", "-o", str(tmp_path / "cli"), "--src", str(reverse_data["train_src"]),
+                                  "--tgt", str(reverse_data["train_tgt"]), "--vocab-size", "43", "--preset", "tiny",
+                                  "--max-steps", "2", "--set", "train.log_every=1", "--valid-every", "0")
+    assert code == 0, err
+    assert "tgt tok/update (fill 0.9" in err or "tgt tok/update (fill 1.00)" in err, err
 
 
 def test_resume_in_another_precision(tmp_path, reverse_data):

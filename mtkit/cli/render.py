@@ -179,6 +179,7 @@ class TrainRenderer:
             rate = e.elapsed / max(e.step, 1)
             eta = f" eta {_duration(rate * (e.max_steps - e.step))}"
         info = (f"epoch {e.epoch} loss {e.loss:.3f} ppl {e.ppl:.2f} lr {e.lr:.2e} "
+                f"{e.tgt_tokens_per_update:,.0f} tgt tok/update (fill {e.fill:.2f}) "
                 f"{e.tgt_tokens_per_s:,.0f} tgt tok/s elapsed {_duration(e.elapsed)}{eta}")
         if self.progress is not None and self.task is not None:
             self.progress.update(self.task, completed=e.step, total=e.max_steps or None, info=info)

@@ -62,10 +62,11 @@ def make_batches(
     """Length-bucketed batches of example indices, in a shuffled order that depends on (seed, epoch).
 
     A pair costs its longer padded side; pairs are sorted by that cost, then by target length,
-    then at random, and each run of pairs of equal cost c is cut into batches of max_tokens // c
-    pairs: a batch never exceeds max_tokens per side, and the whole epoch takes a few sorts and
-    no Python step per pair or per batch. Returns the batches and the indices of pairs too long
-    to fit any batch (reported, not used).
+    then at random, and cut in that order into batches as full as the budget allows (`_cuts`:
+    sentences x the longest padded side never exceeds max_tokens, and only the last batch may be
+    partial). The whole epoch takes a few sorts and a Python step per distinct cost, none per pair
+    or per batch. Returns the batches and the indices of pairs too long to fit any batch
+    (reported, not used).
     """
     rng = np.random.default_rng([seed, epoch])
     small = np.uint16 if max(int(src_lens.max(initial=0)), int(tgt_lens.max(initial=0))) < (1 << 16) - 1 else np.int32
@@ -96,16 +97,28 @@ def _bucket_order(cost: np.ndarray, tgt: np.ndarray, rng: np.random.Generator) -
 
 
 def _cuts(per_cost: np.ndarray, max_tokens: int) -> np.ndarray:
-    """Batch boundaries over pairs sorted by cost, given how many pairs have each cost: each run of
-    equal cost c in batches of max_tokens // c pairs (the last one of a run may be smaller)."""
-    costs = np.flatnonzero(per_cost)
-    sizes = per_cost[costs]
-    starts = np.cumsum(sizes) - sizes  # where each run begins
-    per_batch = max_tokens // costs
-    n_batches = -(-sizes // per_batch)
-    within = np.arange(n_batches.sum()) - np.repeat(np.cumsum(n_batches) - n_batches, n_batches)
-    bounds = np.repeat(starts, n_batches) + within * np.repeat(per_batch, n_batches)
-    return np.append(bounds, sizes.sum()).astype(np.int64)
+    """Batch boundaries over pairs sorted by cost, given how many pairs have each cost: a batch
+    grows until one more pair would put its size times its largest cost over max_tokens, across
+    runs of equal cost, so that only the last batch of the order may be partial.
+
+    One Python step per run of equal cost (a few hundred at most): the batch left open by the
+    cheaper runs is closed first if it cannot take one more pair of this cost, else it is filled
+    to this cost's capacity; from there on the run is cut in batches of max_tokens // cost pairs
+    (one arange), and what remains is left open for the next run."""
+    bounds, start, pos = [np.zeros(1, dtype=np.int64)], 0, 0  # the open batch is pairs start .. pos - 1
+    for cost in np.flatnonzero(per_cost):
+        capacity, end = max_tokens // int(cost), pos + int(per_cost[cost])
+        if pos - start >= capacity:  # full already for a pair of this cost
+            bounds.append(np.array([pos], dtype=np.int64))
+            start = pos
+        closed = np.arange(start + capacity, end + 1, capacity, dtype=np.int64)
+        if len(closed):
+            bounds.append(closed)
+            start = int(closed[-1])
+        pos = end
+    if pos > start:
+        bounds.append(np.array([pos], dtype=np.int64))
+    return np.concatenate(bounds)
 
 
 def epoch_pairs(parts: Sequence[Part], seed: int, epoch: int) -> np.ndarray | None:
@@ -136,6 +149,12 @@ class Batch:
     @property
     def n_tgt_tokens(self) -> int:
         return int(self.tgt_out.ne(PAD_ID).sum())
+
+    @property
+    def cost(self) -> int:
+        """What the token budget counts: sentences x the longest padded side (source or target)."""
+        longest = max(int(self.src.ne(PAD_ID).sum(1).max()), int(self.tgt_out.ne(PAD_ID).sum(1).max()))
+        return self.src.size(0) * longest
 
     def to(self, device: torch.device | str) -> Batch:
         """The batch on `device`; to a GPU through pinned memory, so the copy does not wait for it."""

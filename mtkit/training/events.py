@@ -80,6 +80,8 @@ class TrainStats:
     ppl: float  # exp(nll)
     lr: float
     tgt_tokens_per_s: float  # all processes together
+    tgt_tokens_per_update: float  # all processes together, the mean since the last TrainStats (fairseq's wpb)
+    fill: float  # the mean share of --max-tokens a batch used (sentences x longest padded side / budget)
     elapsed: float  # training seconds, over every resume
     max_steps: int
     max_time: float

@@ -21,7 +21,7 @@ import torch
 
 from mtkit import config as C
 from mtkit import config_io
-from mtkit.data.batching import BatchIterator
+from mtkit.data.batching import Batch, BatchIterator
 from mtkit.data.corpus import EncodedCorpus
 from mtkit.data.tokenizer import PAD_ID, Tokenizer
 from mtkit.errors import UserError
@@ -243,7 +243,7 @@ def run(tr: Trainer) -> Done:
             raise tr.update.out_of_memory(group, tr.cfg.data.max_tokens) from None
         p.step += 1
         p.elapsed = time.monotonic() - started
-        window.tokens += sum(b.n_tgt_tokens for b in group)
+        window.add(group)
         signal = int(all_reduce(float(tr.stop.signal), tr.dist, tr.update.device, "max"))
         reason = stop_reason(t, p, tr.batches.epoch, signal)
         todo = plan(p.step, t, reason)
@@ -270,6 +270,17 @@ class _Window:
 
     since: float
     tokens: int = 0  # target tokens of this rank's batches
+    updates: int = 0
+    batches: int = 0  # of this rank
+    cost: int = 0  # what the token budget counted of this rank's batches (Batch.cost)
+
+    def add(self, group: list[Batch]) -> None:
+        self.tokens += sum(b.n_tgt_tokens for b in group)
+        self.cost += sum(b.cost for b in group)
+        self.updates, self.batches = self.updates + 1, self.batches + len(group)
+
+    def restart(self, now: float) -> None:
+        self.since, self.tokens, self.updates, self.batches, self.cost = now, 0, 0, 0, 0
 
 
 def _read_statistics(tr: Trainer, window: _Window, log: bool) -> None:
@@ -291,11 +302,13 @@ def _read_statistics(tr: Trainer, window: _Window, log: bool) -> None:
         step=p.step, epoch=tr.batches.epoch, loss=totals["loss"] / scored, nll=totals["nll"] / scored,
         ppl=math.exp(min(totals["nll"] / scored, 50)), lr=p.lr,
         tgt_tokens_per_s=window.tokens * tr.dist.world / max(now - window.since, 1e-9),
+        tgt_tokens_per_update=window.tokens * tr.dist.world / max(window.updates, 1),
+        fill=window.cost / max(window.batches * tr.cfg.data.max_tokens, 1),
         elapsed=p.elapsed, max_steps=t.max_steps, max_time=t.max_time, skipped_steps=p.skipped_steps,
     )
     tr.log.write(event)
     tr.on_event(event)
-    window.since, window.tokens = now, 0
+    window.restart(now)
 
 
 def _validate_and_keep_best(tr: Trainer) -> None:

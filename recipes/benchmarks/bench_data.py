@@ -1,5 +1,7 @@
 """Preparing and reopening a large corpus: `mtkit prepare` against SentencePiece alone, restart
-time, one epoch's batches, memory and disk, on a synthetic corpus of N pairs.
+time, one epoch's batches, memory and disk, on a synthetic corpus of N pairs; and how full an
+epoch's batches are (the share of --max-tokens each uses, target tokens per batch) at budgets
+from 1,024 to 32,768 tokens, on Multi30k and on the small synthetic corpus.
 
 The corpus is Multi30k's training sentences joined 1-3 at a time (the same sentences on both
 sides), so sentence lengths are those of news text (about 24 words on average; WMT14 en-de: ~23)
@@ -12,8 +14,10 @@ child process, one after the other:
   batches     one epoch's batches from the prepared directory (BatchIterator.epoch_batches)
   start       `mtkit train --data` (tiny preset, one update): wall time and peak memory
   restart     the same command resuming to update 2 (what a restart costs)
+  fill        per budget: batches in an epoch, against the greedy cut written as a Python step per
+              pair; mean fill (sentences x longest padded side / budget); target tokens per batch
 
-Usage: python recipes/benchmarks/bench_data.py [--pairs 20000000] [--small 100000] [--work DIR]
+Usage: python recipes/benchmarks/bench_data.py [--pairs 20000000] [--small 100000] [--work DIR] [--fill-only]
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 from common import MULTI30K, corpus_lines
 
 
@@ -131,6 +136,69 @@ def batches_child(data: str) -> None:
     print(f"{opened} {min(times)} {n}")
 
 
+BUDGETS = (1024, 2048, 4096, 8192, 16384, 25_000, 32_768)
+
+
+def greedy_batches(src_lens, tgt_lens, max_tokens: int, seed: int = 1, epoch: int = 1) -> int:
+    """Batches of the greedy cut written plainly, a Python step per pair, over make_batches' order:
+    a batch takes the next pair while sentences x the largest cost stays within the budget."""
+    from mtkit.data.batching import make_batches, padded_len
+
+    order_batches, _ = make_batches(src_lens, tgt_lens, max_tokens, seed, epoch)
+    cost = np.maximum(padded_len(src_lens.astype(np.int64)), padded_len(tgt_lens.astype(np.int64)))
+    ordered = cost[order_batches.pairs(slice(0, int(order_batches.bounds[-1])))]
+    n, size, largest = 0, 0, 0
+    for c in ordered.tolist():
+        if size and (size + 1) * max(largest, c) > max_tokens:
+            n, size, largest = n + 1, 0, 0
+        size, largest = size + 1, max(largest, c)
+    return n + (size > 0)
+
+
+def fill_rows(data: Path) -> list[dict]:
+    """Per budget: an epoch's batches (and the greedy reference's), mean fill (all batches; all but
+    the last of the cost order; the last), target tokens per batch."""
+    from mtkit.data.batching import make_batches, padded_len
+    from mtkit.data.prepare import load_prepared
+
+    corpus, _ = load_prepared(data)
+    src = padded_len(corpus.src_lens.astype(np.int64))
+    tgt = padded_len(corpus.tgt_lens.astype(np.int64))
+    rows = []
+    for budget in BUDGETS:
+        batches, _ = make_batches(corpus.src_lens, corpus.tgt_lens, budget, seed=1, epoch=1)
+        in_order = [batches.pairs(slice(a, b)) for a, b in zip(batches.bounds[:-1], batches.bounds[1:])]
+        fills = np.array([len(b) * max(src[b].max(), tgt[b].max()) / budget for b in in_order])
+        rows.append({"budget": budget, "batches": len(batches), "greedy": greedy_batches(
+            corpus.src_lens, corpus.tgt_lens, budget), "fill": fills.mean(), "but_last": fills[:-1].mean(),
+            "last": fills[-1], "tokens": np.mean([tgt[b].sum() for b in in_order])})
+    return rows
+
+
+def print_fill(name: str, rows: list[dict]) -> None:
+    print(f"\nbatches of one epoch, {name} (seed 1, epoch 1; the last of the cost order is the one that may be "
+          "partial; greedy: the cut written as a Python step per pair):")
+    print(f"{'--max-tokens':>12} {'batches':>8} {'greedy':>7} {'ratio':>6} {'mean fill':>9} {'all but last':>12} "
+          f"{'last':>5} {'tgt tokens/batch':>16}")
+    for r in rows:
+        print(f"{r['budget']:>12,} {r['batches']:>8,} {r['greedy']:>7,} {r['batches'] / r['greedy']:>6.3f} "
+              f"{r['fill']:>9.3f} {r['but_last']:>12.3f} {r['last']:>5.3f} {r['tokens']:>16,.0f}")
+
+
+def prepare_quietly(text: tuple[Path, Path], data: Path, tok: Path, processes: int) -> None:
+    subprocess.run([sys.executable, "-m", "mtkit", "prepare", "-o", str(data), "--tokenizer", str(tok), "--src",
+                    str(text[0]), "--tgt", str(text[1]), "--num-proc", str(processes)], check=True,
+                   capture_output=True)
+
+
+def fill(work: Path, tok: Path, processes: int, small: int) -> None:
+    """The fill tables: Multi30k's training set, and `small` synthetic pairs."""
+    prepare_quietly((MULTI30K / "train.en.gz", MULTI30K / "train.de.gz"), work / "m30k", tok, processes)
+    print_fill("Multi30k train (29,000 pairs)", fill_rows(work / "m30k"))
+    prepare_quietly(make_corpus(work, small), work / "synthetic", tok, processes)
+    print_fill(f"synthetic, {small:,} pairs (Multi30k sentences joined 1-3 at a time)", fill_rows(work / "synthetic"))
+
+
 def du_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
 
@@ -173,12 +241,16 @@ def main() -> None:
     ap.add_argument("--small", type=int, default=100_000)
     ap.add_argument("--processes", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--work", type=Path, help="where the corpora go (default: a temporary directory)")
+    ap.add_argument("--fill-only", action="store_true", help="only the tables of how full batches are")
     args = ap.parse_args()
     from mtkit.data.tokenizer import TokenizerOptions, train_tokenizer
 
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
         work = Path(tmp)
         train_tokenizer([MULTI30K / "train.en.gz"], [MULTI30K / "train.de.gz"], work / "tok", TokenizerOptions(8000))
+        fill(work, work / "tok", args.processes, args.small)
+        if args.fill_only:
+            return
         small = measure(work, args.small, work / "tok", args.processes, with_floor=False)
         big = measure(work, args.pairs, work / "tok", args.processes, with_floor=True)
     flags = [f for f in ("avx512_bf16", "amx_bf16", "avx512f", "avx2") if f in open("/proc/cpuinfo").read()]
