@@ -102,6 +102,24 @@ AUTO_MAX_TOKENS = {"cpu": 8000, "cuda": 65536}
 
 
 CORPUS_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+MAX_PROCESSES = 1024  # data.num_proc: more is a typo (it is capped at the usable CPUs anyway)
+MAX_EPOCH_PAIRS = 1 << 31  # pairs an epoch may draw, weights included (ordering them takes ~40 bytes each)
+
+
+RESERVED_PIECES = ("<pad>", "<unk>", "<s>", "</s>")  # SentencePiece's special pieces, mtkit's fixed ids
+
+
+def check_tag(tag: str, where: str) -> None:
+    """A corpus tag (a piece put before each source sentence, e.g. <BT>): printable, no spaces
+    (SentencePiece never matches a symbol with a space in it), not a special piece, and marked as a
+    tag (not a plain word or number, which would take the place of every occurrence in the text)."""
+    if not tag or not tag.isprintable() or any(c.isspace() for c in tag):
+        raise UserError(f"{where}: a tag is printable text without spaces, e.g. <BT>")
+    if tag in RESERVED_PIECES or re.fullmatch(r"<0x[0-9A-Fa-f]{2}>", tag):
+        raise UserError(f"{where}: reserved (one of the tokenizer's special pieces); choose another, e.g. <BT>")
+    if tag.isalnum():
+        raise UserError(f"{where}: a plain word would replace every {tag!r} in the text; mark it as a tag, "
+                        f"e.g. <{tag}> or __{tag}__")
 
 
 @dataclass
@@ -132,10 +150,11 @@ class CorpusSpec:
             raise UserError(f"{where} {'tgt' if self.src else 'src'}: missing (src and tgt go together)")
         if kinds == ["hub"] and not (self.src_key and self.tgt_key):
             raise UserError(f"{where}: a hub corpus needs src_key and tgt_key (e.g. translation.en)")
-        if not (math.isfinite(self.weight) and self.weight > 0):
-            raise UserError(f"{where} weight: must be a positive number, got {self.weight}")
-        if self.tag and (self.tag != self.tag.strip() or not self.tag.isprintable()):
-            raise UserError(f"{where} tag: {self.tag!r} must be printable and without spaces around it")
+        if not (math.isfinite(self.weight) and 0 < self.weight <= MAX_EPOCH_PAIRS):
+            raise UserError(f"{where} weight: must be a positive number, at most {MAX_EPOCH_PAIRS:,} (the pairs "
+                            f"an epoch may draw), got {self.weight:g}")
+        if self.tag:
+            check_tag(self.tag, f"{where} tag {self.tag!r}")
 
 
 @dataclass
@@ -155,6 +174,8 @@ class DataConfig:
         _check_finite(self)
         _check_positive(self, "max_tokens", "max_len")
         _check_non_negative(self, "max_ratio", "num_proc")
+        if self.num_proc > MAX_PROCESSES:
+            raise ConfigError("data.num_proc", f"must be at most {MAX_PROCESSES:,} (0: one per CPU), got {self.num_proc:,}")
 
 
 @dataclass
@@ -227,6 +248,8 @@ class DecodeConfig:
         _check_finite(self)
         _check_positive(self, "beam", "nbest", "max_len_b", "temperature")
         _check_non_negative(self, "max_len_a", "max_tokens", "topk", "seed")
+        if self.seed >= 1 << 64:
+            raise ConfigError("decode.seed", f"must be below 2**64, got {self.seed}")
         if not 0.0 < self.topp <= 1.0:
             raise ConfigError("decode.topp", f"must be in (0, 1], got {self.topp}")
         if abs(self.length_penalty) > 10:
@@ -265,8 +288,7 @@ class TokenizerOptions:
         if not 0.0 < self.character_coverage <= 1.0:
             raise UserError(f"--character-coverage must be in (0, 1], got {self.character_coverage}")
         for tag in self.tags:
-            if not tag or tag != tag.strip() or not tag.isprintable():
-                raise UserError(f"--tag {tag!r}: a tag is printable text without spaces around it, e.g. <BT>")
+            check_tag(tag, f"--tag {tag!r}")
 
 
 @dataclass

@@ -222,6 +222,23 @@ def assemble(config_file: str | Path | None, options: dict[str, Any], overrides:
     return cfg
 
 
+def given_settings(config_file: str | Path | None, options: dict[str, Any], overrides: list[str]) -> dict[str, str]:
+    """The settings a command was given, not left at their defaults: `section.key` -> how it was
+    given (the option, --set, or the config file's table), as `assemble` names them. Call it after
+    `assemble`, which has checked the file and the assignments."""
+    given: dict[str, str] = {}
+    if config_file:
+        data = tomllib.loads(Path(config_file).read_text(encoding="utf-8"))
+        for section in SECTIONS:
+            for key in data.get(section, {}) if isinstance(data.get(section), dict) else ():
+                given[f"{section}.{key}"] = f"{config_file} [{section}] {key}"
+    given.update({key: option_name(key) for key, value in options.items() if value is not None})
+    for assignment in overrides:
+        key = _resolve_key(RunConfig(), assignment.split("=", 1)[0].strip(), "--set")
+        given[key] = f"--set {key}"
+    return given
+
+
 def to_dict(cfg: RunConfig) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 

@@ -1,8 +1,13 @@
-"""The one exception type for mistakes a user can fix (bad options, files, data)."""
+"""The exceptions that reach the user: mistakes they can fix (UserError), a signal that stopped
+the command (Interrupted), and a self-check that found mtkit wrong (CheckFailed)."""
 
 
 class UserError(Exception):
-    """A clear, one-line message for the user; the CLI prints it and exits with status 2."""
+    """A clear, one-line message for the user; the CLI prints it and exits with status 2.
+    quiet: said by another process already (rank 0 of a torchrun finds the same): exit 2 without
+    printing it again."""
+
+    quiet = False
 
 
 class Interrupted(BaseException):

@@ -18,6 +18,7 @@ import torch
 from helpers import assert_one_line_error, run_in_process, snapshot, train_tiny
 
 from mtkit.model import checkpoint as ckpt
+from mtkit.model.directory import REPLACED, RUN_FILES
 
 DISK_FULL = "the disk is full"
 
@@ -109,7 +110,7 @@ def test_overwrite_replaces_only_mtkit_files_of_a_run(tmp_path, corpus, reverse_
     assert (model / "NOTES.md").read_text() == "lr 1e-3 diverged\n"
     assert (model / "eval" / "test.hyp").read_text() == "a translation\n"
     assert [p.name for p in ckpt.step_checkpoints(model)] == ["step_00000003.pt"]
-    assert not (model / ckpt.REPLACED).exists()
+    assert not (model / REPLACED).exists()
 
 
 def test_a_failed_setup_of_an_overwrite_keeps_the_users_files(tmp_path, corpus, reverse_with_tokenizer, monkeypatch):
@@ -147,17 +148,48 @@ def test_a_killed_overwrite_leaves_the_old_run_and_the_next_train_restores_it(tm
         main()
         """, *args, "--max-steps", "2", "--set", "model.d_ff=96", "--overwrite")
     assert killed.returncode == -signal.SIGKILL
-    aside = model / ckpt.REPLACED
+    aside = model / REPLACED
     assert {p: b for p, b in snapshot(aside).items()} == {p: b for p, b in before.items()
-                                                          if p.split("/")[0] in ckpt.RUN_FILES}
+                                                          if p.split("/")[0] in RUN_FILES}
     code, _, err = run_in_process("translate", "-m", str(model), stdin="alpha\n")
-    assert_one_line_error(code, err, "replacement of this run was interrupted", ckpt.REPLACED)
+    assert_one_line_error(code, err, "replacement of this run was interrupted", REPLACED)
     code, _, err = run_in_process(*args, "--max-steps", "2", "--save-every", "2")  # the old run's own command
     assert code == 0, err
     after = snapshot(model)
     assert not aside.exists()
     for kept in ("config.toml", "tokenizer/spm.model", "checkpoints/step_00000002.pt"):
         assert after[kept] == before[kept]
+
+
+@pytest.mark.slow
+def test_an_overwrite_killed_before_its_first_checkpoint_keeps_the_old_run(tmp_path, corpus, reverse_with_tokenizer):
+    """The old run's files wait aside until the new run has saved a checkpoint: a SIGKILL at the
+    new run's first update (set up, nothing saved) leaves them, and the next train restores them."""
+    tok, model = reverse_with_tokenizer["tokenizer"], tmp_path / "m"
+    args = ["train", "-o", str(model), "--src", str(corpus["src"]), "--tgt", str(corpus["tgt"]), "--tokenizer", str(tok),
+            "--preset", "tiny", "--max-tokens", "256", "--warmup", "10", "--quiet", "--valid-every", "0"]
+    assert run_in_process(*args, "--max-steps", "2", "--save-every", "2")[0] == 0
+    before = snapshot(model)
+    killed = _run_script("""
+        import os, signal, sys
+        import mtkit.training.update as U
+        def die(*args, **kwargs):  # SIGKILL at the new run's first update: set up, nothing saved
+            os.kill(os.getpid(), signal.SIGKILL)
+        U.Updater.__call__ = die
+        from mtkit.cli import main
+        sys.argv = ["mtkit", *sys.argv[1:]]
+        main()
+        """, *args, "--max-steps", "2", "--set", "model.d_ff=96", "--overwrite")
+    assert killed.returncode == -signal.SIGKILL
+    assert (model / "config.toml").is_file()  # the new run had been set up
+    aside = model / REPLACED
+    assert snapshot(aside) == {p: b for p, b in before.items() if p.split("/")[0] in RUN_FILES}
+    code, _, err = run_in_process(*args, "--max-steps", "2", "--save-every", "2")  # the old run's own command
+    assert code == 0, err
+    assert not aside.exists() and snapshot(model)["checkpoints/step_00000002.pt"] == before["checkpoints/step_00000002.pt"]
+    code, _, err = run_in_process(*args, "--max-steps", "2", "--set", "model.d_ff=96", "--overwrite")
+    assert code == 0, err  # replaced for good once the new run saved
+    assert not aside.exists() and ckpt.load(model / "checkpoints" / "last.pt")["config"]["model"]["d_ff"] == 96
 
 
 def test_average_writes_over_nothing_but_an_earlier_average(tmp_path, reverse_model):

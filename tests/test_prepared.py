@@ -3,6 +3,7 @@ several corpora with weights and tags, restarts that read no text, and bad input
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from mtkit.config_io import parse_corpora
 from mtkit.data import batching as B
 from mtkit.data import prepare as P
 from mtkit.data.corpus import Cleaning
+from mtkit.data.prepared import load_prepared
 from mtkit.data.sources import TextPair
 from mtkit.data.tokenizer import Tokenizer, TokenizerOptions, train_tokenizer
 
@@ -65,7 +67,7 @@ def test_prepared_data_gives_the_text_paths_batches_and_training(tmp_path, data)
     src, tgt = data["files"]["a"]
     code, _, err = _prepare_cli(tmp_path / "data", data, "--src", str(src), "--tgt", str(tgt))
     assert code == 0, err
-    prepared, info = P.load_prepared(tmp_path / "data")
+    prepared, info = load_prepared(tmp_path / "data")
     text, _ = P.prepare_cached([P.CorpusInput("train", TextPair(src, tgt))], Tokenizer.load(data["tok"]),
                                Cleaning(), tmp_path / "cache")
     assert _batches(prepared) == _batches(text)
@@ -85,7 +87,7 @@ def test_prepared_data_gives_the_text_paths_batches_and_training(tmp_path, data)
 def test_weights_give_each_corpus_its_share_of_every_epoch(tmp_path, data):
     code, _, err = _prepare_cli(tmp_path / "data", data, "--config", str(_config(tmp_path / "c.toml", _weighted(data))))
     assert code == 0, err
-    corpus, _ = P.load_prepared(tmp_path / "data")
+    corpus, _ = load_prepared(tmp_path / "data")
     parts = {p.name: p for p in corpus.parts}
     draws = []
     for epoch in (1, 2):
@@ -106,7 +108,7 @@ def test_weights_give_each_corpus_its_share_of_every_epoch(tmp_path, data):
 def test_a_tag_is_one_token_before_every_source_sentence_of_its_corpus_only(tmp_path, data):
     code, _, err = _prepare_cli(tmp_path / "data", data, "--config", str(_config(tmp_path / "c.toml", _weighted(data))))
     assert code == 0, err
-    corpus, _ = P.load_prepared(tmp_path / "data")
+    corpus, _ = load_prepared(tmp_path / "data")
     tag = Tokenizer.load(data["tok"]).src.piece_to_id(TAG)
     b = next(p for p in corpus.parts if p.name == "b")
     it = B.BatchIterator(corpus, 256, seed=1)
@@ -193,7 +195,7 @@ def test_prepare_again_is_a_no_op_and_other_data_needs_overwrite(tmp_path, data)
     assert snapshot(out) == before
     code, _, err = _prepare_cli(out, data, "--src", str(b_src), "--tgt", str(b_tgt), "--overwrite")
     assert code == 0, err
-    assert P.load_prepared(out)[1]["corpora"][0]["pairs"] == 200
+    assert load_prepared(out)[1]["corpora"][0]["pairs"] == 200
     assert [p.name for p in tmp_path.iterdir()] == ["data"]  # nothing left beside it
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("mine")
@@ -258,6 +260,89 @@ def test_damaged_or_foreign_prepared_data_is_refused_in_one_line(tmp_path, data)
     code, _, err = run_in_process("train", "-o", str(tmp_path / "m4"), "--data", str(tmp_path / "nowhere"), *TINY)
     assert_one_line_error(code, err, "not prepared data")
     assert not (tmp_path / "m3").exists() and not (tmp_path / "m4").exists()
+
+
+def test_lengths_changed_in_place_and_ids_beyond_the_vocabulary_are_refused(tmp_path, data):
+    src, tgt = data["files"]["a"]
+    assert _prepare_cli(tmp_path / "data", data, "--src", str(src), "--tgt", str(tgt))[0] == 0
+    info = json.loads((tmp_path / "data" / "prepared.json").read_text())
+    assert all(0 < m < 40 for m in info["corpora"][0]["max_ids"])  # recorded at preparation
+    damaged = shutil.copytree(tmp_path / "data", tmp_path / "lens")
+    lens_file = damaged / "corpora" / "train" / "tgt.len.npy"
+    lens = np.load(lens_file)
+    lens[[3, 4]] = lens[[4, 3]] + np.array([1, -1])  # the same total, the same size: pairs misaligned
+    np.save(lens_file, lens)
+    code, _, err = run_in_process("train", "-o", str(tmp_path / "m1"), "--data", str(damaged), *TINY)
+    assert_one_line_error(code, err, "damaged", "tgt.len.npy", "pair 3")
+    damaged = shutil.copytree(tmp_path / "data", tmp_path / "ids")
+    ids_file = damaged / "corpora" / "train" / "src.ids"
+    ids = np.fromfile(ids_file, dtype=info["id_dtype"])
+    ids[5] = 60000  # changed after preparation: the recorded maximum cannot know
+    ids.tofile(ids_file)
+    code, _, err = run_in_process("train", "-o", str(tmp_path / "m2"), "--data", str(damaged), "--max-steps", "50",
+                                  *TINY)
+    assert_one_line_error(code, err, "damaged prepared data", "source id 60,000", "vocabulary has 40")
+    recorded = json.loads((tmp_path / "ids" / "prepared.json").read_text())
+    recorded["corpora"][0]["max_ids"][1] = 40
+    (tmp_path / "ids" / "prepared.json").write_text(json.dumps(recorded))
+    code, _, err = run_in_process("train", "-o", str(tmp_path / "m3"), "--data", str(damaged), *TINY)
+    assert_one_line_error(code, err, "damaged prepared data", "tgt ids reach 40")
+
+
+def test_overwrite_replaces_only_mtkits_entries_and_refuses_foreign_directories(tmp_path, data):
+    (a_src, a_tgt), (b_src, b_tgt) = data["files"]["a"], data["files"]["b"]
+    out = tmp_path / "data"
+    assert _prepare_cli(out, data, "--src", str(a_src), "--tgt", str(a_tgt))[0] == 0
+    (out / "NOTES.md").write_text("how I made this")
+    code, _, err = _prepare_cli(out, data, "--src", str(b_src), "--tgt", str(b_tgt), "--overwrite")
+    assert code == 0, err
+    assert (out / "NOTES.md").read_text() == "how I made this"
+    assert load_prepared(out)[1]["corpora"][0]["pairs"] == 200
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "NOTES.md", "corpora", "prepared.json", "tokenizer"]
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "prepared.json").write_text('{"format": 1}')
+    (foreign / "notes.md").write_text("mine")
+    for extra in ([], ["--overwrite"]):
+        code, _, err = _prepare_cli(foreign, data, "--src", str(a_src), "--tgt", str(a_tgt), *extra)
+        assert_one_line_error(code, err, "not mtkit's")
+        assert sorted(p.name for p in foreign.iterdir()) == ["notes.md", "prepared.json"]
+    interrupted = shutil.copytree(out, tmp_path / "interrupted")
+    (interrupted / "prepared.json").unlink()
+    (interrupted / ".mtkit-replacing").touch()  # what a replacement killed half-way leaves
+    code, _, err = _prepare_cli(interrupted, data, "--src", str(a_src), "--tgt", str(a_tgt))
+    assert_one_line_error(code, err, "--overwrite")
+    code, _, err = _prepare_cli(interrupted, data, "--src", str(a_src), "--tgt", str(a_tgt), "--overwrite")
+    assert code == 0, err
+    assert load_prepared(interrupted)[1]["corpora"][0]["pairs"] == 300 and (interrupted / "NOTES.md").exists()
+    assert not (interrupted / ".mtkit-replacing").exists()
+
+
+def test_processes_and_weights_are_bounded(tmp_path, data):
+    src, tgt = data["files"]["a"]
+    code, _, err = _prepare_cli(tmp_path / "d1", data, "--src", str(src), "--tgt", str(tgt), "--num-proc", "40")
+    assert code == 0 and "--num-proc 40: this process may use" in err, err
+    code, _, err = _prepare_cli(tmp_path / "d2", data, "--src", str(src), "--tgt", str(tgt), "--num-proc", "5000")
+    assert_one_line_error(code, err, "--num-proc", "at most 1,024")
+    huge = _config(tmp_path / "huge.toml", [{**_weighted(data, tag_b=False)[0], "weight": 1e10}])
+    code, _, err = _prepare_cli(tmp_path / "d3", data, "--config", str(huge))
+    assert_one_line_error(code, err, "weight", "at most 2,147,483,648")
+    heavy = _config(tmp_path / "heavy.toml", [{**_weighted(data, tag_b=False)[0], "weight": 1e9}])
+    code, _, err = _prepare_cli(tmp_path / "d4", data, "--config", str(heavy))
+    assert_one_line_error(code, err, "corpus a", "pairs an epoch", "lower its weight")
+    assert not (tmp_path / "d4").exists()
+
+
+def test_settings_that_prepared_data_would_ignore_are_refused_or_warned_about(tmp_path, data):
+    src, tgt = data["files"]["a"]
+    assert _prepare_cli(tmp_path / "data", data, "--src", str(src), "--tgt", str(tgt))[0] == 0
+    code, _, err = run_in_process("train", "-o", str(tmp_path / "m1"), "--data", str(tmp_path / "data"),
+                                  "--set", "data.max_len=5", *TINY)
+    assert_one_line_error(code, err, "--set data.max_len", "no effect with --data")
+    code, _, err = run_in_process("train", "-o", str(tmp_path / "m2"), "--data", str(tmp_path / "data"),
+                                  "--vocab-size", "1000", "--max-steps", "1", *TINY)
+    assert code == 0 and "--vocab-size 1000 has no effect" in err, err
+    assert "smaller --vocab-size" not in err  # the advice names what can change the vocabulary
 
 
 def test_weights_and_tags_round_trip_through_a_config_file():

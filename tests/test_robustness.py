@@ -7,6 +7,7 @@ import gzip
 import io
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -340,6 +341,12 @@ def test_tokenizer_bad_inputs(tmp_path, reverse_model, corpus):
         code, _, err = run_in_process("tokenizer", "train", "--src", str(corpus["src"]), "--tgt", str(corpus["tgt"]),
                                       "-o", str(tmp_path / f"v{vocab}"), "--vocab-size", vocab)
         assert_one_line_error(code, err, f"--vocab-size {vocab} {fragment}")
+    for tag, fragment in (("<s>", "reserved"), ("<0x41>", "reserved"), ("<BT> x", "without spaces"),
+                          ("a", "plain word would replace every 'a'"), ("2", "plain word")):
+        code, _, err = run_in_process("tokenizer", "train", "--src", str(corpus["src"]), "--tgt", str(corpus["tgt"]),
+                                      "-o", str(tmp_path / "tagged"), "--vocab-size", "40", "--tag", tag)
+        assert_one_line_error(code, err, f"--tag {tag!r}", fragment)
+        assert not (tmp_path / "tagged").exists()
 
 
 TRAIN_CASES = [
@@ -387,6 +394,8 @@ def test_translate_and_average_bad_inputs(tmp_path, reverse_model, corpus):
         (["--beam", "0"], "--beam must be positive"), (["--nbest", "6", "--beam", "5"], "--nbest (6)"),
         (["-o", str(tmp_path)], "is a directory"), (["-o", str(tmp_path / "no" / "x.txt")], "no such directory"),
         (["--checkpoint", str(tmp_path / "none.pt")], "no such checkpoint"),
+        (["--sampling", "--seed", str(2**64)], "--seed must be below 2**64"),
+        (["-m", str(tmp_path / "nope")], "no such directory"),
     ]
     for args, fragment in cases:
         assert_one_line_error(*run_in_process("translate", "-m", m, *args, stdin="alpha\n")[::2], fragment)
@@ -403,6 +412,82 @@ def test_translate_and_average_bad_inputs(tmp_path, reverse_model, corpus):
                                           stdin="a\n")[::2], "do not fit this model")
     assert_one_line_error(*run_in_process("average", "-m", str(tmp_path / "nosuch"), "--last", "2")[::2], "no such model directory")
     assert_one_line_error(*run_in_process("average", "-m", m, "--last", "2", "-o", str(tmp_path))[::2], "is a directory")
+
+
+def test_under_torchrun_what_every_rank_finds_is_said_once(tmp_path, reverse_model, corpus, monkeypatch):
+    """A mistake every process of a torchrun finds alike (here a missing output directory) is said
+    by rank 0 alone; the others exit 2 without a word."""
+    args = ["translate", "-m", str(reverse_model), "-i", str(corpus["src"]), "-o", str(tmp_path / "missing" / "x.de")]
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for rank, lines in (("0", 1), ("1", 0)):
+        monkeypatch.setenv("RANK", rank)
+        code, _, err = run_in_process(*args)
+        assert code == 2 and len(err.strip().splitlines()) == lines and "Traceback" not in err, (rank, err)
+    assert not (tmp_path / "missing").exists()
+
+
+def test_sampling_options_without_sampling_are_warned_about(reverse_model):
+    code, out, err = run_in_process("translate", "-m", str(reverse_model), "--topk", "5", "--temperature", "0.5",
+                                    stdin="alpha bravo\n")
+    assert code == 0 and out.count("\n") == 1
+    assert "--topk, --temperature only apply with --sampling: ignored" in err, err
+
+
+def test_translate_shows_its_progress_and_a_summary_on_stderr(tmp_path, reverse_model, corpus):
+    out = tmp_path / "out.txt"
+    code, stdout, err = run_in_process("translate", "-m", str(reverse_model), "-i", str(corpus["short_src"]),
+                                       "-o", str(out), "--greedy")
+    assert code == 0 and stdout == ""
+    assert re.search(r"translated 200 lines \([\d,]+ target tokens\) in [\d.]+ s: [\d,.]+ lines/s", err), err
+    code, stdout, err = run_in_process("translate", "-m", str(reverse_model), "-i", str(corpus["short_src"]),
+                                       "--greedy", "--quiet")
+    assert code == 0 and err == "" and stdout.count("\n") == 200
+
+
+def test_progress_lines_say_how_much_is_done_and_how_long_is_left(capsys):
+    from mtkit.cli import render
+
+    with render.WorkProgress("translating", "sentences", total=400, every=0) as progress:
+        progress.update(100)
+    line = capsys.readouterr().err
+    assert "translating: 100 of 400 sentences (25%)" in line and "sentences/s, eta" in line, line
+    shown = render.PrepareProgress(render.stderr_console(), every=0)
+    shown.show("news", 10)
+    shown.show("news", 5000, 0.5)
+    assert re.search(r"preparing news: 5,000 pairs read \(50% of its text, eta \d+:\d\d:\d\d\)", capsys.readouterr().err)
+
+
+def test_translate_split_sentences_translates_each_sentence_of_a_line(tmp_path, reverse_model):
+    sentences = ["alpha bravo charlie.", "delta echo!", "foxtrot golf?"]
+    code, each, err = run_in_process("translate", "-m", str(reverse_model), "--greedy",
+                                     stdin="".join(s + "\n" for s in sentences))
+    assert code == 0, err
+    code, joined, err = run_in_process("translate", "-m", str(reverse_model), "--greedy", "--split-sentences",
+                                       stdin=" ".join(sentences[:2]) + "  " + sentences[2] + "\n\nalpha\n")
+    assert code == 0, err
+    e = each.splitlines()
+    assert joined.splitlines() == [f"{e[0]} {e[1]}  {e[2]}", "", run_in_process(
+        "translate", "-m", str(reverse_model), "--greedy", stdin="alpha\n")[1].strip()]
+    code, _, err = run_in_process("translate", "-m", str(reverse_model), "--split-sentences", "--sampling",
+                                  stdin="alpha. bravo.\n")
+    assert_one_line_error(code, err, "--split-sentences", "--sampling")
+
+
+def test_a_hub_corpus_without_a_network_fails_at_once(monkeypatch):
+    """datasets retries an unreachable hub for ~30 s, a dozen lines of retries: mtkit tries the
+    host first (here a closed port) and says so in one line."""
+    import time
+
+    from mtkit.data.sources import HubCorpus
+    from mtkit.errors import UserError
+
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    started = time.monotonic()
+    with pytest.raises(UserError, match="the hub cannot be reached .*127.0.0.1.* not in the local cache"):
+        HubCorpus("nobody/no-such-corpus", None, "train", "translation.en", "translation.de").load()
+    assert time.monotonic() - started < 10
 
 
 def test_averaging_checkpoints_of_different_models_is_refused(tmp_path, reverse_model):

@@ -388,3 +388,215 @@ def test_a_busy_port_and_unknown_languages_are_one_line(reverse_model, tmp_path)
     code, _, err = run_in_process("serve", "-m", str(reverse_model), "--source-lang", "english", "--target-lang", "de")
     assert code == 2 and "not a language code" in err, err
     assert os.environ.get("MTKIT_API_KEY") is None
+
+
+# ----------------------------------------------------------------------------- one request cannot hurt another
+def _raw(server: Server, request: bytes, timeout: float = 30) -> bytes:
+    """Send raw bytes on a socket of its own; everything the server answers until it closes."""
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as s:
+        s.sendall(request)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_a_lone_surrogate_is_refused_alone_and_the_others_are_answered(server, sentences):
+    """`"\\ud800"` is valid JSON but no encoder takes it: 400 for that request, before it reaches a
+    batch; every normal request sent with it gets its translation."""
+    poison = json.dumps(_ask("alpha \ud800 bravo")).encode()
+    assert "\\ud800" in poison.decode()
+    with ThreadPoolExecutor(16) as pool:
+        normal = [pool.submit(server.post, _ask(s)) for s in sentences * 4]
+        poisoned = [pool.submit(server.post, None, poison) for _ in range(5)]
+        answers = [f.result() for f in normal]
+    assert all(code == 400 and "lone surrogate" in body["error"] for code, body in (p.result() for p in poisoned))
+    assert [code for code, _ in answers] == [200] * len(answers)
+    for name in ("source", "target"):
+        code, body = server.post(body=json.dumps(_ask("alpha", **{name: "e\udc80n"})).encode())
+        assert code == 400 and name in body["error"] and "surrogate" in body["error"], body
+
+
+def test_malformed_json_of_every_kind_is_400(server):
+    deep = b'{"q": ' + b"[" * 10_000 + b"]" * 10_000 + b', "source": "en", "target": "de", "api_key": "s3cret"}'
+    code, body = server.post(body=deep)
+    assert code == 400 and "nested too deeply" in body["error"], body
+    huge = b'{"q": "alpha", "source": "en", "target": "de", "api_key": "s3cret", "alternatives": 1' + b"0" * 4400 + b"}"
+    code, body = server.post(body=huge)
+    assert code == 400 and "malformed JSON" in body["error"], body
+    assert server.post(_ask("alpha bravo"))[0] == 200
+
+
+def test_a_batch_that_fails_for_one_request_answers_the_others():
+    """The batcher translates a failed batch again one request at a time: only the request that
+    cannot be translated fails."""
+    import asyncio
+
+    from mtkit.config import DecodeConfig
+    from mtkit.inference.types import Translation
+    from mtkit.serving.batcher import Batcher
+
+    class Picky:
+        def translate(self, lines, cfg):
+            if "poison" in lines:
+                raise ValueError("cannot translate poison")
+            return [Translation(line.upper(), [], 0.0) for line in lines]
+
+    batcher = Batcher([Picky()], DecodeConfig(beam=1), max_wait=0.05)
+    runner = threading.Thread(target=batcher.run, daemon=True)
+    runner.start()
+
+    async def ask_all():
+        asks = [batcher.translate(["a", "b"]), batcher.translate(["poison"]), batcher.translate(["c"])]
+        return await asyncio.gather(*asks, return_exceptions=True)
+
+    try:
+        good, bad, other = asyncio.run(ask_all())
+    finally:
+        batcher.close()
+        runner.join(10)
+    assert [t.text for t in good] == ["A", "B"] and [t.text for t in other] == ["C"]
+    assert isinstance(bad, ValueError)
+
+
+# ----------------------------------------------------------------------------- paragraphs
+def test_a_paragraph_is_translated_sentence_by_sentence_with_its_own_spacing(server, reverse_model):
+    sentences = ["alpha bravo charlie.", "delta echo!", "foxtrot golf hotel?", "india juliet kilo.",
+                 "lima mike.", "november oscar papa.", "alpha alpha.", "bravo charlie delta.", "echo foxtrot.",
+                 "golf hotel india."]
+    expected = [t["translation"] for t in _translate_cli(reverse_model, sentences)]
+    paragraph = " ".join(sentences[:5]) + "  " + " ".join(sentences[5:])
+    code, body = server.post(_ask(paragraph))
+    assert code == 200, body
+    assert body["translatedText"] == " ".join(expected[:5]) + "  " + " ".join(expected[5:])
+    text = sentences[0] + "\r\n" + sentences[1] + "\u2028" + sentences[2] + "\r" + sentences[3] + "\u2029\n\n  " + sentences[4]
+    code, body = server.post(_ask(text))
+    assert code == 200
+    assert body["translatedText"] == (expected[0] + "\r\n" + expected[1] + "\u2028" + expected[2] + "\r" + expected[3]
+                                      + "\u2029\n\n  " + expected[4])
+    code, body = server.post(_ask(["\x00\x01\x02", "\x07", sentences[0]]))
+    assert code == 200 and body["translatedText"] == ["", "", expected[0]]
+
+
+def test_a_sentence_longer_than_the_model_is_cut_with_a_notice(reverse_model):
+    s = Server(reverse_model, "--max-chars", "100000")
+    try:
+        code, body = s.post({"q": "alpha " * 2000, "source": "en", "target": "de"})
+        assert code == 200 and body["translatedText"]
+    finally:
+        _, log = s.stop()
+    assert "longer than the model's" in log and "were cut" in log, log
+
+
+def test_12000_emoji_within_max_chars_are_not_refused_for_their_encoding(reverse_model):
+    s = Server(reverse_model, "--max-chars", "12000", "--quiet")
+    try:
+        body = json.dumps({"q": "\U0001F600" * 12_000, "source": "en", "target": "de"}).encode()  # \ud83d\ude00 each
+        assert len(body) > 6 * 12_000 + 16_384
+        code, answer = s.post(body=body)
+        assert code == 200, answer
+        code, answer = s.post({"q": "\U0001F600" * 12_001, "source": "en", "target": "de"})
+        assert code == 413 and "characters" in answer["error"]
+    finally:
+        s.stop()
+
+
+# ----------------------------------------------------------------------------- browsers, keys, detection
+def test_cors_answers_preflights_and_posts_from_any_origin(server):
+    origin = {"Origin": "https://page.example"}
+    request = urllib.request.Request(server.url + "/translate", method="OPTIONS", headers={
+        **origin, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"})
+    with urllib.request.urlopen(request, timeout=30) as r:
+        assert r.status == 200 and r.headers["Access-Control-Allow-Origin"] == "*"
+        assert "POST" in r.headers["Access-Control-Allow-Methods"]
+    request = urllib.request.Request(server.url + "/translate", data=json.dumps(_ask("alpha")).encode(),
+                                     headers={**origin, "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as r:
+        assert r.status == 200 and r.headers["Access-Control-Allow-Origin"] == "*"
+
+
+def test_cors_origins_can_be_named_or_turned_off(reverse_model):
+    for args, origin, allowed in ((["--cors-origin", "https://mine.example"], "https://mine.example", True),
+                                  (["--cors-origin", "https://mine.example"], "https://other.example", False),
+                                  (["--cors-origin", "none"], "https://mine.example", False)):
+        s = Server(reverse_model, *args, "--quiet")
+        try:
+            request = urllib.request.Request(s.url + "/languages", headers={"Origin": origin})
+            with urllib.request.urlopen(request, timeout=30) as r:
+                assert (r.headers.get("Access-Control-Allow-Origin") == origin) == allowed, (args, origin)
+        finally:
+            s.stop()
+    code, _, err = run_in_process("serve", "-m", str(reverse_model), "--cors-origin", "page.example")
+    assert code == 2 and "not an origin" in err, err
+
+
+def test_the_api_key_is_compared_from_the_fields_or_the_query_string(server):
+    fields = {"q": "alpha", "source": "en", "target": "de"}
+    request = urllib.request.Request(server.url + "/translate?api_key=" + KEY, data=json.dumps(fields).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as r:
+        assert r.status == 200
+    assert server.post(fields)[0] == 403
+
+
+@pytest.mark.parametrize("env,args", [({}, ["--api-key", ""]), ({"MTKIT_API_KEY": ""}, []),
+                                      ({"MTKIT_API_KEY": "  "}, [])])
+def test_an_empty_api_key_is_refused_at_start(reverse_model, env, args):
+    proc = subprocess.run([sys.executable, "-m", "mtkit", "serve", "-m", str(reverse_model), "--port", "0",
+                           "--source-lang", "en", "--target-lang", "de", *args],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, **env})
+    assert proc.returncode == 2 and "is empty" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_serving_other_machines_without_a_key_is_warned_about(reverse_model):
+    """192.0.2.1 (TEST-NET-1) is no address of this machine: nothing is bound, the warning comes first."""
+    from mtkit.serving.server import is_loopback
+
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.0.2.1")
+    code, _, err = run_in_process("serve", "-m", str(reverse_model), "--host", "192.0.2.1", "--port", "0",
+                                  "--source-lang", "en", "--target-lang", "de")
+    assert code == 2 and "warning" in err and "no --api-key" in err and "cannot listen" in err, err
+
+
+def test_detect_and_source_auto(server):
+    lt = pytest.importorskip("libretranslatepy")
+    client = lt.LibreTranslateAPI(server.url, api_key=KEY)
+    found = client.detect("Ein Mann mit einem orangefarbenen Hut starrt auf etwas.")
+    assert found[0]["language"] == "de" and found[0]["confidence"] > 90, found
+    code, body = server.post(_ask(["Two young guys with shaggy hair look at their hands.", "hello"]), path="/detect")
+    assert code == 200 and body[0][0]["language"] == "en" and len(body) == 2, body
+    code, body = server.post(_ask("Ein Mann mit einem orangefarbenen Hut starrt auf etwas.", source="auto"))
+    assert code == 400 and "German" in body["error"], body
+    code, body = server.post(_ask("alpha bravo", source="auto"))  # unsure: translated as the model's source
+    assert code == 200 and body["detectedLanguage"]["language"] == "en", body
+    assert server.post({"q": "hello"}, path="/detect")[0] == 403
+
+
+# ----------------------------------------------------------------------------- connections
+def test_headers_that_never_finish_time_out_and_connections_are_bounded(reverse_model):
+    s = Server(reverse_model, "--timeout", "1", "--max-connections", "3")
+    try:
+        started = time.monotonic()
+        answer = _raw(s, b"POST /translate HTTP/1.1\r\nHost: x\r\nContent-Ty")  # and nothing more
+        assert answer.startswith(b"HTTP/1.1 408") and 0.9 < time.monotonic() - started < 10, answer
+        host, port = s.url.removeprefix("http://").split(":")
+        held = [socket.create_connection((host, int(port))) for _ in range(3)]
+        time.sleep(0.2)
+        refused = _raw(s, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert refused.startswith(b"HTTP/1.1 503") and b"Too many connections" in refused, refused
+        for c in held:
+            c.close()
+        time.sleep(0.2)
+        assert s.get("/health")[0] == 200
+    finally:
+        _, log = s.stop()
+    assert "refused 1 connection(s): 3 are open (--max-connections)" in log, log
+
+
+def test_a_413_reaches_clients_that_send_the_whole_body_first(server):
+    """urllib (and libretranslatepy with it) sends a 10 MB body whole before reading: it reads the
+    JSON 413, not a reset connection."""
+    code, body = server.post(body=b'{"q": "' + b"a" * 10_000_000 + b'"}')
+    assert code == 413 and "too large" in body["error"], body

@@ -98,7 +98,8 @@ def main() -> None:
             if sys.stdout is not None:
                 Stdout(sys.stdout).flush()  # here, where a full or closed output is handled below
     except UserError as e:
-        _print_error(str(e))
+        if not e.quiet:
+            _print_error(str(e))
         if isinstance(e, StdoutFailed):
             _discard_stdout()
         sys.exit(2)

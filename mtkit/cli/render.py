@@ -94,21 +94,81 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
+class WorkProgress:
+    """Progress of long work on stderr, never stdout: on a terminal a live bar (done of the total
+    when it is known, the rate, the time left); otherwise a plain line every `every` seconds;
+    nothing when quiet. `update(done)` as the work goes; `fraction` stands in for the total
+    where only the share done is known (bytes of a file read)."""
+
+    def __init__(self, what: str, unit: str, total: int | None = None, quiet: bool = False, every: float = 30.0):
+        import time
+
+        self.what, self.unit, self.total, self.quiet, self.every = what, unit, total, quiet, every
+        self.console = stderr_console()
+        self.started = self.shown = time.monotonic()
+        self.bar: Any = None
+        self.task: Any = None
+
+    def __enter__(self) -> WorkProgress:
+        if not self.quiet and self.console.is_terminal:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn(escape(self.what)), BarColumn(), TextColumn("{task.fields[info]}"),
+                                TimeRemainingColumn(), console=self.console, transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task(self.what, total=None, info="")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def update(self, done: int, fraction: float | None = None) -> None:
+        import time
+
+        if self.quiet:
+            return
+        now = time.monotonic()
+        rate = done / max(now - self.started, 1e-9)
+        share = fraction if fraction is not None else (done / self.total if self.total else None)
+        counted = f"{done:,}" + (f" of {self.total:,}" if self.total else "") + f" {self.unit}"
+        if self.bar is not None:  # the bar counts thousandths of the work when its share is known
+            self.bar.update(self.task, total=1000 if share is not None else None,
+                            completed=1000 * share if share is not None else done, info=f"{counted}, {rate:,.1f}/s")
+            return
+        if now - self.shown < self.every:
+            return
+        self.shown = now
+        eta = f", eta {_duration((now - self.started) * (1 - share) / share)}" if share else ""
+        percent = f" ({100 * share:.0f}%)" if share is not None else ""
+        self.console.print(f"{escape(self.what)}: {counted}{percent}, {rate:,.1f} {self.unit}/s{eta}",
+                           soft_wrap=True, highlight=False)
+
+
 class PrepareProgress:
-    """Pairs read while preparing a corpus: a line every 10 seconds (a corpus of millions of pairs
-    takes minutes; a small one shows nothing)."""
+    """Pairs read while preparing a corpus: a line every 10 seconds with the share of its text read
+    and the time left, where known (a corpus of millions of pairs takes minutes; a small one
+    shows nothing)."""
 
     def __init__(self, console: Console, quiet: bool = False, every: float = 10.0):
         import time
 
-        self.console, self.quiet, self.every, self.last = console, quiet, every, time.monotonic()
+        self.console, self.quiet, self.every = console, quiet, every
+        self.last = time.monotonic()
+        self.started: dict[str, float] = {}  # when each corpus began
 
-    def show(self, corpus: str, pairs: int) -> None:
+    def show(self, corpus: str, pairs: int, fraction: float | None = None) -> None:
         import time
 
-        if not self.quiet and time.monotonic() - self.last >= self.every:
-            self.console.print(f"preparing {escape(corpus)}: {pairs:,} pairs read", soft_wrap=True, highlight=False)
-            self.last = time.monotonic()
+        now = time.monotonic()
+        began = self.started.setdefault(corpus, now)
+        if self.quiet or now - self.last < self.every:
+            return
+        share = ""
+        if fraction:
+            share = f" ({100 * fraction:.0f}% of its text, eta {_duration((now - began) * (1 - fraction) / fraction)})"
+        self.console.print(f"preparing {escape(corpus)}: {pairs:,} pairs read{share}", soft_wrap=True, highlight=False)
+        self.last = now
 
 
 class TrainRenderer:
@@ -146,8 +206,8 @@ class TrainRenderer:
                 self._line(escape(message))
             case ev.Warn(message):
                 self.console.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True, highlight=False)
-            case ev.Preparing(corpus, pairs):
-                self.prepared.show(corpus, pairs)
+            case ev.Preparing(corpus, pairs, fraction):
+                self.prepared.show(corpus, pairs, fraction)
             case ev.DataReport():
                 removed = ", ".join(f"{k} {v}" for k, v in event.removed.items())
                 self._line(f"corpus: {event.read:,} pairs read, {event.kept:,} kept (removed: {removed})")

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
 from typing import Annotated
 
 import typer
 
 from mtkit.cli.app import app, stdin_lines, stdout, work_begins
 from mtkit.errors import UserError
+
+LARGE = 20_000  # segments x systems from which scoring shows what it is doing on a terminal
 
 # The reporting options `mtkit bleu` and `mtkit score` share.
 SentenceLevel = Annotated[bool, typer.Option("--sentence-level", help="Also score each sentence.")]
@@ -137,11 +141,14 @@ def _score(ref_files: list[str], hyp_files: list[str], metrics: list, fmt: str, 
     if check_sacrebleu and not systems[0]:
         raise UserError(f"{names[0]}: no lines to score; --sacrebleu cannot check an empty corpus "
                         "(sacreBLEU itself fails on one)")
+    started, segments = time.monotonic(), len(systems) * len(systems[0])
     prepared = base.prepare(references)
     reports = []
     for metric in metrics:
-        report = base.evaluate(systems, prepared, metric, sentence_level=sentence_level,
-                               paired_bs_samples=paired_bs_n if paired_bs else 0, seed=seed, jobs=jobs)
+        shown = render.status(f"{type(metric).__name__}: {segments:,} segments") if segments >= LARGE else contextlib.nullcontext()
+        with shown:
+            report = base.evaluate(systems, prepared, metric, sentence_level=sentence_level,
+                                   paired_bs_samples=paired_bs_n if paired_bs else 0, seed=seed, jobs=jobs)
         if check_sacrebleu:
             from mtkit.metrics.check import check_equal
 
@@ -149,6 +156,9 @@ def _score(ref_files: list[str], hyp_files: list[str], metrics: list, fmt: str, 
                 check_equal(metric, result, hyps, references, name)
         reports.append(report)
     render.render_reports(reports, names, fmt, width, stdout())
+    if (seconds := time.monotonic() - started) >= 3:  # on stderr: the report on stdout stays as it is
+        render.print_info(f"scored {segments:,} segments ({len(systems)} system(s) x {len(systems[0]):,}) with "
+                          f"{len(metrics)} metric(s) in {seconds:,.1f} s")
 
 
 def _split_inputs(args: list[str], command: str) -> tuple[list[str], list[str], list[str]]:

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import json
+import os
 import re
-import socket
 from pathlib import Path
 
 import typer
 
 from mtkit.cli.app import app, config_options, work_begins
 from mtkit.config import DecodeConfig
-from mtkit.errors import Interrupted, UserError
+from mtkit.errors import UserError
+from mtkit.model.directory import LANG_RE, ModelDir
 
 SERVE_OPTIONS = ("beam", "length_penalty", "max_len_a", "max_len_b", "max_tokens")
-LANG_RE = re.compile(r"[a-z]{2,3}(-[A-Za-z]{2,4})?")
 
 
 @app.command()
@@ -26,8 +25,8 @@ def serve(
     precision: str = typer.Option("auto", "--precision", help="auto, fp32, bf16, fp16, or int8 (on the CPU)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
     port: int = typer.Option(5000, "--port", help="Port to listen on (LibreTranslate's; 0: any free port)."),
-    api_key: str | None = typer.Option(None, "--api-key", help="Every request must carry this api_key (else 403).",
-                                       envvar="MTKIT_API_KEY", show_envvar=True),
+    api_key: str | None = typer.Option(None, "--api-key", help="Every request must carry this api_key, as a field "
+                                       "or in the query string (else 403).", envvar="MTKIT_API_KEY", show_envvar=True),
     max_chars: int = typer.Option(20_000, "--max-chars", help="Characters of q per request (413 above)."),
     max_queue: int = typer.Option(2048, "--max-queue", help="Sentences waiting for the model (429 above)."),
     max_batch: int = typer.Option(256, "--max-batch", help="Sentences translated together at most."),
@@ -36,6 +35,12 @@ def serve(
     workers: int = typer.Option(0, "--workers", help="Model processes, each decoding its own batches, each with "
                                 "its own copy of the model (0: on a CPU one per thread, at most 4, the threads "
                                 "shared among them; on a GPU one)."),
+    timeout: float = typer.Option(30.0, "--timeout", help="Seconds a request's headers, and then its body, may take "
+                                  "to arrive (408 after)."),
+    max_connections: int = typer.Option(0, "--max-connections", help="Connections open at once (503 and closed "
+                                        "beyond; 0: what the file descriptors allow, at most 4,096)."),
+    cors_origins: list[str] = typer.Option(["*"], "--cors-origin", help="An origin whose pages may call the API "
+                                           "from a browser (repeatable; * any, as LibreTranslate; none: no CORS)."),
     source_lang: str | None = typer.Option(None, "--source-lang", help="The model's source language code "
                                            "(default: from the training files' names, e.g. train.en)."),
     target_lang: str | None = typer.Option(None, "--target-lang", help="The model's target language code."),
@@ -43,8 +48,8 @@ def serve(
     *,
     settings: dict,
 ) -> None:
-    """Serve a model over HTTP with LibreTranslate's API: POST /translate, GET /languages, /health,
-    and a page at / to try it."""
+    """Serve a model over HTTP with LibreTranslate's API: POST /translate and /detect, GET /languages,
+    /health, and a page at / to try it."""
     from mtkit.cli import render
     from mtkit.config import validate_labelled
     from mtkit.config_io import option_name
@@ -52,37 +57,53 @@ def serve(
     try:
         import uvicorn  # noqa: F401 (the serve extra is installed)
 
-        from mtkit.serving import workers as model_workers
-        from mtkit.serving.app import ServeOptions, create_app
-        from mtkit.serving.batcher import Batcher
+        from mtkit.serving import server
+        from mtkit.serving.workers import ModelSpec
     except ImportError as e:
         raise UserError(f"mtkit serve needs the serve extra: pip install 'mtkit[serve]' ({e.name} is missing)") from None
 
     cfg = DecodeConfig(**{key: value for key, value in settings.items() if value is not None})
     validate_labelled(cfg, {f"decode.{key}": option_name(key) for key in SERVE_OPTIONS})
     for name, value, low in (("--max-chars", max_chars, 1), ("--max-queue", max_queue, 1), ("--max-batch", max_batch, 1),
-                             ("--batch-wait-ms", batch_wait_ms, 0), ("--port", port, 0), ("--workers", workers, 0)):
+                             ("--batch-wait-ms", batch_wait_ms, 0), ("--port", port, 0), ("--workers", workers, 0),
+                             ("--timeout", timeout, 0.001), ("--max-connections", max_connections, 0)):
         if value < low or (name == "--port" and value > 65535):
             raise UserError(f"{name} must be {'in 0..65535' if name == '--port' else f'at least {low}'}, got {value}")
-    source, target = _languages(model_dir, source_lang, target_lang)
-    sock = _listen(host, port)
-    count, threads = model_workers.plan(model_dir, device, precision, workers)
-    pool = model_workers.start(model_workers.ModelSpec(model_dir, checkpoint, device, precision, threads), count)
-    try:
-        batcher = Batcher(pool, cfg, max_queue=max_queue, max_batch=max_batch, max_wait=batch_wait_ms / 1000)
-        options = ServeOptions(source, target, api_key, max_chars, max_alternatives=cfg.beam - 1)
-        server = _http_server(create_app(batcher, options, _request_log(quiet)))
-        where = sock.getsockname()
-        render.print_info(f"serving {model_dir} ({source} -> {target}; {count} model process{'es' * (count > 1)} "
-                          f"x {threads} thread{'s' * (threads > 1)}) on http://{_url_host(where[0])}:{where[1]} "
-                          "(POST /translate, GET /languages, /health, and / in a browser)")
+    if api_key is None and os.environ.get("MTKIT_API_KEY") is not None:  # click reads an empty variable as unset
+        api_key = os.environ["MTKIT_API_KEY"]
+    if api_key is not None and not api_key.strip():
+        raise UserError("--api-key (or MTKIT_API_KEY) is empty: give a key, or leave both unset to serve without one")
+    origins = _cors_origins(cors_origins)
+    model = ModelDir(model_dir)
+    model.require("run", "converted")
+    source, target = _languages(model, source_lang, target_lang)
+    if api_key is None and not server.is_loopback(host):
+        render.print_warning(f"--host {host} serves other machines, and no --api-key is set: anyone who can reach "
+                             "it can use it")
+    spec = server.ServerSettings(ModelSpec(model_dir, checkpoint, device, precision), cfg, source, target, host, port,
+                                 api_key, max_chars, max_queue, max_batch, batch_wait_ms / 1000, workers, timeout,
+                                 max_connections, origins)
+
+    def started(s: server.Started) -> None:
+        render.print_info(f"serving {model_dir} ({source} -> {target}; {s.processes} model process"
+                          f"{'es' * (s.processes > 1)} x {s.threads} thread{'s' * (s.threads > 1)}) on {s.url} "
+                          "(POST /translate, /detect, GET /languages, /health, and / in a browser)")
         work_begins()
-        _run(server, sock, batcher)
-    finally:
-        model_workers.close_all(pool, timeout=10)
-    if batcher.error is not None:
-        raise UserError(f"mtkit serve stopped: {batcher.error}")
-    render.print_info(f"stopped after {batcher.stats.requests:,} requests ({batcher.stats.sentences:,} sentences)")
+
+    stats = server.serve(spec, started, _request_log(quiet))
+    render.print_info(f"stopped after {stats.requests:,} requests ({stats.sentences:,} sentences)")
+
+
+def _cors_origins(given: list[str]) -> tuple[str, ...]:
+    """--cors-origin values: * (any), none (no CORS headers at all), or origins (scheme://host[:port])."""
+    if "none" in given:
+        if len(given) > 1:
+            raise UserError("--cors-origin none cannot be given with other origins")
+        return ()
+    for origin in given:
+        if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+            raise UserError(f"--cors-origin: {origin!r} is not an origin (e.g. https://example.org, *, or none)")
+    return tuple(given)
 
 
 def _request_log(quiet: bool):
@@ -95,94 +116,14 @@ def _request_log(quiet: bool):
     return lambda line: console.print(line, highlight=False, soft_wrap=True, markup=False)
 
 
-def _http_server(app):
-    """uvicorn serving app; answers in flight get 20 s after SIGTERM."""
-    import uvicorn
-
-    return uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=20,
-                                         lifespan="off"))
-
-
-def _run(server, sock: socket.socket, batcher) -> None:
-    """HTTP in a thread of its own, the batcher's feeding of the model processes driven from this
-    (the main) thread. The first SIGTERM or SIGINT stops accepting; what is in flight is answered,
-    then the command returns (exit 0); a second one stops at once. When no model process is left,
-    the server stops too (after answering what is in flight with the error)."""
-    import signal
-    import threading
-
-    from mtkit.serving.batcher import SIGNAL_CHECK
-
-    def stop(signum: int, frame: object) -> None:
-        if server.should_exit:
-            raise Interrupted(signum)
-        server.should_exit = True
-
-    def serve_http() -> None:
-        try:
-            server.run(sockets=[sock])
-        finally:
-            batcher.close()
-
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
-    http = threading.Thread(target=serve_http, name="mtkit-http", daemon=True)
-    http.start()
-    try:
-        batcher.run()
-        server.should_exit = True  # already, unless the model processes are gone
-        while http.is_alive():  # with a timeout, as in Batcher: a signal to another thread is still handled
-            http.join(SIGNAL_CHECK)
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    """The listening socket, bound before the model loads (a taken port is found at once)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP named: asyncio sets TCP_NODELAY only on connections of such a socket; without it a
-    # kept-alive connection waited 40 ms for each answer (Nagle's algorithm against delayed ACKs)
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as e:
-        sock.close()
-        raise UserError(f"--host {host} --port {port}: cannot listen there ({e.strerror or e})") from None
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
-
-
-def _languages(model_dir: Path, source: str | None, target: str | None) -> tuple[str, str]:
+def _languages(model: ModelDir, source: str | None, target: str | None) -> tuple[str, str]:
     """The model's languages: given, or read from the training files' names (train.en, train.de)."""
-    guessed = _guess_languages(model_dir)
+    guessed = model.languages()
     source, target = source or guessed[0], target or guessed[1]
     if source is None or target is None:
-        raise UserError(f"{model_dir}: its languages are unknown (its training files' names do not say): give "
+        raise UserError(f"{model}: its languages are unknown (its training files' names do not say): give "
                         "--source-lang and --target-lang, e.g. --source-lang en --target-lang de")
     for name, code in (("--source-lang", source), ("--target-lang", target)):
         if not LANG_RE.fullmatch(code):
             raise UserError(f"{name}: {code!r} is not a language code (e.g. en, de, pt-BR)")
     return source, target
-
-
-def _guess_languages(model_dir: Path) -> tuple[str | None, str | None]:
-    try:
-        manifest = json.loads((model_dir / "manifest.json").read_text(encoding="utf-8"))
-        args = [str(a) for a in manifest.get("command_line", [])]
-        files = [args[args.index(flag) + 1] for flag in ("--src", "--tgt") if flag in args[:-1]]
-        if len(files) != 2 and isinstance(manifest.get("data"), dict) and manifest["data"].get("prepared"):
-            info = json.loads((Path(manifest["data"]["prepared"]) / "prepared.json").read_text(encoding="utf-8"))
-            quick = info["corpora"][0]["quick"]
-            files = [quick["src"][0], quick["tgt"][0]]
-    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
-        return None, None
-    codes = [Path(f).name.removesuffix(".gz").rpartition(".")[2] for f in files]
-    if len(codes) == 2 and all(LANG_RE.fullmatch(c) for c in codes) and codes[0] != codes[1]:
-        return codes[0], codes[1]
-    return None, None

@@ -45,7 +45,7 @@ def train(
 ) -> None:
     """Train (or resume) a Transformer; the model directory is all `mtkit translate` needs."""
     from mtkit.cli import render
-    from mtkit.config_io import assemble
+    from mtkit.config_io import assemble, given_settings
     from mtkit.training.rundir import TrainJob
     from mtkit.training.trainer import train as run_training
 
@@ -61,14 +61,28 @@ def train(
     job = TrainJob(output, cfg, src, tgt, valid_src, valid_tgt, tokenizer, options, overwrite,
                    vocab_size_given=vocab_size is not None, reset_data=reset_data, data_dir=data,
                    config_file=config_file)
-    if tokenizer is not None and vocab_size is not None:
-        render.print_warning(f"--vocab-size {vocab_size} has no effect: --tokenizer {tokenizer} gives the vocabulary")
+    _check_given(data, tokenizer, vocab_size, given_settings(config_file, settings, overrides))
     renderer = render.TrainRenderer(quiet=quiet)
     work_begins()
     with renderer:
         done = run_training(job, renderer)
     if done.reason == "signal":
         raise typer.Exit(128 + done.signal)
+
+
+def _check_given(data: Path | None, tokenizer: Path | None, vocab_size: int | None, given: dict[str, str]) -> None:
+    """Settings that a run would silently ignore: a vocabulary size where the tokenizer is given
+    (warned about), cleaning settings where the data was cleaned when prepared (refused)."""
+    from mtkit.cli import render
+
+    if vocab_size is not None and (tokenizer is not None or data is not None):
+        what = f"--tokenizer {tokenizer}" if tokenizer is not None else f"the prepared data's tokenizer ({data})"
+        render.print_warning(f"--vocab-size {vocab_size} has no effect: {what} gives the vocabulary")
+    if data is not None:
+        for key in ("data.max_len", "data.max_ratio", "data.dedup"):
+            if key in given:
+                raise UserError(f"{given[key]}: has no effect with --data (the data was cleaned when it was "
+                                f"prepared): prepare it again with `mtkit prepare --set {key}=...`")
 
 
 PREPARE_OPTIONS = ("data.max_len", "data.max_ratio", "data.dedup", "data.num_proc")
@@ -94,7 +108,7 @@ def prepare(
     from mtkit.cli import render
     from mtkit.config_io import assemble
     from mtkit.data.corpus import Cleaning
-    from mtkit.data.prepare import corpus_inputs, tag_ids
+    from mtkit.data.prepare import corpus_inputs, encoding_processes, prepare_into, tag_ids
     from mtkit.data.tokenizer import Tokenizer
 
     cfg = assemble(config_file, settings, overrides)
@@ -103,13 +117,15 @@ def prepare(
     inputs = corpus_inputs(cfg.data, src, tgt, f"{config_file} [[data.corpora]]")
     tok = Tokenizer.load(tokenizer / "tokenizer" if (tokenizer / "tokenizer").is_dir() else tokenizer)
     tag_ids(inputs, tok)
-    cleaning = Cleaning.of(cfg.data)
-    if _already_prepared(output, inputs, tok, cleaning, overwrite):
-        render.print_info(f"{output} already holds this data, prepared (nothing to do; --overwrite prepares it again)")
-        return
+    if cfg.data.num_proc > (usable := encoding_processes(cfg.data.num_proc)):
+        render.print_warning(f"--num-proc {cfg.data.num_proc}: this process may use {usable} CPU(s); "
+                             f"{usable} process(es) encode")
     work_begins()
     started, shown = time.monotonic(), render.PrepareProgress(render.stderr_console())
-    info = _prepare_into(output, inputs, tok, cleaning, cfg.data.num_proc, shown.show)
+    info = prepare_into(output, inputs, tok, Cleaning.of(cfg.data), cfg.data.num_proc, overwrite, shown.show)
+    if info is None:
+        render.print_info(f"{output} already holds this data, prepared (nothing to do; --overwrite prepares it again)")
+        return
     seconds = time.monotonic() - started
     for c in info["corpora"]:
         r = c["report"]
@@ -118,47 +134,6 @@ def prepare(
                           f"{c['tokens'][0]:,} + {c['tokens'][1]:,} tokens")
     read = sum(c["report"]["read"] for c in info["corpora"])
     render.print_info(f"wrote {output} in {seconds:,.1f} s ({read / max(seconds, 1e-9):,.0f} pairs/s)")
-
-
-def _already_prepared(output: Path, inputs, tok, cleaning, overwrite: bool) -> bool:
-    """Whether `output` holds exactly this data (same sources by path, size and time; tokenizer;
-    settings). Anything else in it is refused unless it is prepared data and --overwrite is given."""
-    from mtkit.data.prepare import is_prepared, quick_key, read_info
-    from mtkit.files import TEMP_RE
-
-    if not output.exists():
-        return False
-    if not output.is_dir():
-        raise UserError(f"{output}: exists and is not a directory")
-    if is_prepared(output):
-        try:
-            same = read_info(output).get("quick_key") == quick_key(inputs, tok, cleaning)
-        except UserError:
-            same = False
-        if same and not overwrite:
-            return True
-        if not overwrite:
-            raise UserError(f"{output}: holds other prepared data; nothing was changed: pass --overwrite to replace it, "
-                            "or choose another -o")
-        return False
-    if any(not TEMP_RE.fullmatch(p.name) for p in output.iterdir()):
-        raise UserError(f"{output}: exists and is not prepared data; nothing was changed: choose another -o")
-    return False
-
-
-def _prepare_into(output: Path, inputs, tok, cleaning, num_proc: int, progress):
-    from mtkit.data.prepare import is_prepared, prepare, replace_prepared
-    from mtkit.files import remove_leftovers
-
-    def build(out: Path):
-        return prepare(inputs, tok, cleaning, out, num_proc, progress)
-
-    if is_prepared(output):
-        return replace_prepared(output, build)
-    if output.is_dir():  # empty, or what a killed run left
-        remove_leftovers(output)
-        output.rmdir()
-    return build(output)
 
 
 @app.command()

@@ -6,16 +6,12 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import typer
 
 from mtkit.cli.app import app, config_options, stdin_lines, stdout, work_begins
 from mtkit.config import DecodeConfig
 from mtkit.errors import UserError
-
-if TYPE_CHECKING:
-    from mtkit.runtime import Dist
 
 # The search settings `mtkit translate` takes, declared in mtkit.config.DecodeConfig.
 DECODE_OPTIONS = ("beam", "length_penalty", "max_len_a", "max_len_b", "nbest", "max_tokens", "sampling", "topk", "topp",
@@ -34,52 +30,86 @@ def translate(
     precision: str = typer.Option("auto", "--precision", help="auto, fp32, bf16, fp16, or int8 (int8 linear layers, on the CPU)."),
     fmt: str = typer.Option("text", "--format", "-f", help="text or jsonl."),
     interactive: bool = typer.Option(False, "--interactive", help="Answer each line as it arrives."),
+    split_sentences: bool = typer.Option(False, "--split-sentences", help="Cut each line into sentences (by the "
+                                         "model's source language), translate them, and join them again: for "
+                                         "paragraphs; one output line per input line still."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no summary (warnings and errors still)."),
     *,
     settings: dict,
 ) -> None:
     """Translate lines (stdin to stdout by default), one output line per input line, in order.
 
     MODEL is a model directory, or a CTranslate2 model written by mtkit convert (its checkpoint
-    was chosen at conversion)."""
+    was chosen at conversion). Progress and a summary go to stderr."""
+    import time
+
+    from mtkit.cli import render
     from mtkit.config import DEVICE_RE, validate_labelled
     from mtkit.config_io import option_name
-    from mtkit.data.textio import iter_lines, require_file
-    from mtkit.inference.engine import open_engine
+    from mtkit.data.textio import count_lines, iter_lines, require_file
+    from mtkit.inference.engine import BySentences, open_engine
     from mtkit.inference.types import TranslateStats
+    from mtkit.model.directory import ModelDir
 
-    if fmt not in ("text", "jsonl"):
-        raise UserError(f"--format: expected text or jsonl, got {fmt!r}")
-    if precision not in ("auto", "fp32", "bf16", "fp16", "int8"):
-        raise UserError(f"--precision: expected auto, fp32, bf16, fp16 or int8, got {precision!r}")
-    if not DEVICE_RE.fullmatch(device):
-        raise UserError(f"--device: expected auto, cpu, cuda or cuda:N, got {device!r}")
-    cfg = DecodeConfig(**{key: value for key, value in settings.items() if value is not None})
-    if greedy:
-        cfg.beam = 1
-    validate_labelled(cfg, {f"decode.{key}": option_name(key) for key in DECODE_OPTIONS})
-    if input_file is not None:
-        require_file(input_file)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        done = _translate_distributed(model_dir, checkpoint, device, precision, cfg, input_file, output_file, fmt)
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    try:  # what every process of a torchrun finds alike is said once, by rank 0
+        if fmt not in ("text", "jsonl"):
+            raise UserError(f"--format: expected text or jsonl, got {fmt!r}")
+        if precision not in ("auto", "fp32", "bf16", "fp16", "int8"):
+            raise UserError(f"--precision: expected auto, fp32, bf16, fp16 or int8, got {precision!r}")
+        if not DEVICE_RE.fullmatch(device):
+            raise UserError(f"--device: expected auto, cpu, cuda or cuda:N, got {device!r}")
+        cfg = DecodeConfig(**{key: value for key, value in settings.items() if value is not None})
+        if greedy:
+            cfg.beam = 1
+        validate_labelled(cfg, {f"decode.{key}": option_name(key) for key in DECODE_OPTIONS})
+        if input_file is not None:
+            require_file(input_file)
+        if output_file is not None:
+            check_output(output_file, input_file)
+        if distributed and (input_file is None or output_file is None):
+            raise UserError("translating with several processes (torchrun) needs -i FILE and -o FILE")
+        ModelDir(model_dir).require("run", "converted")
+    except UserError as e:
+        e.quiet = distributed and os.environ.get("RANK", "0") != "0"
+        raise
+    if not cfg.sampling and (ignored := [option_name(f"decode.{k}") for k in ("topk", "topp", "temperature", "seed")
+                                          if settings.get(k) is not None]):
+        render.print_warning(f"{', '.join(ignored)} only apply{'s' * (len(ignored) == 1)} with --sampling: ignored")
+    language = ModelDir(model_dir).languages()[0] if split_sentences else None
+
+    def engine_on(where: str):
+        engine = open_engine(model_dir, checkpoint, where, precision)
+        return BySentences(engine, language) if split_sentences else engine
+
+    started = time.monotonic()
+    if distributed:
+        done = _translate_distributed(engine_on, device, cfg, input_file, output_file, fmt, quiet)  # type: ignore[arg-type]
         if done is None:
             return
         stats, engine_max = done
     else:
-        engine = open_engine(model_dir, checkpoint, device, precision)
+        engine = engine_on(device)
         engine_max = engine.max_positions
         work_begins()
         lines = iter_lines(input_file) if input_file else stdin_lines()
+        total = count_lines(input_file) if input_file is not None and not quiet else None
         stats = TranslateStats()
-        with _output(output_file, input_file) as out:
-            for t in engine.translate(lines, cfg, stats, 1 if interactive else 2000):
+        with _output(output_file, input_file) as out, \
+                render.WorkProgress("translating", "sentences", total, quiet or interactive) as progress:
+            for k, t in enumerate(engine.translate(lines, cfg, stats, 1 if interactive else 2000), start=1):
                 out.write(_format(t, fmt))
                 if interactive:
                     out.flush()
+                progress.update(k)
     if stats.truncated:
-        from mtkit.cli import render
-
         render.print_warning(f"{stats.truncated} input line(s) were longer than the model's maximum "
                              f"({engine_max - 1} tokens) and were truncated")
+    if not quiet and not interactive:
+        seconds = time.monotonic() - started
+        render.print_info(f"translated {stats.sentences:,} lines ({stats.tgt_tokens:,} target tokens) in "
+                          f"{seconds:,.1f} s: {stats.sentences / max(seconds, 1e-9):,.1f} lines/s"
+                          + (f"; {stats.truncated:,} truncated" if stats.truncated else ""))
 
 
 def _format(t, fmt: str) -> str:
@@ -92,71 +122,24 @@ def _format(t, fmt: str) -> str:
                        "nbest": [{"translation": x, "score": s} for x, s in t.nbest]}, ensure_ascii=False) + "\n"
 
 
-def _translate_distributed(model_dir: Path, checkpoint: str, device: str, precision: str, cfg: DecodeConfig,
-                           input_file: Path | None, output_file: Path | None, fmt: str):
-    """Under torchrun: rank r translates lines [r n / W, (r+1) n / W) of the input (on its own GPU,
-    or CPU), into a temporary file beside the output; rank 0 then joins them, in input order, into
-    the output, which appears whole or not at all. A sentence's translation does not depend on its
-    batch, and sampling draws from the line numbers: the output is a single process's. Returns the
-    statistics summed over the ranks and the model's longest input on rank 0, None on the others."""
+def _translate_distributed(engine_on, device: str, cfg: DecodeConfig, input_file: Path, output_file: Path, fmt: str,
+                           quiet: bool):
+    """Under torchrun: each rank its share of the lines (mtkit.inference.distributed); rank 0 shows
+    its progress and returns the statistics over every rank and the model's longest input."""
+    from mtkit.cli import render
+    from mtkit.inference import distributed
     from mtkit.runtime import end_distributed, init_distributed
 
-    if input_file is None or output_file is None:
-        raise UserError("translating with several processes (torchrun) needs -i FILE and -o FILE")
     d = init_distributed(device)
     try:
-        return _translate_rank(d, model_dir, checkpoint, device, precision, cfg, input_file, output_file, fmt)
+        engine = engine_on(distributed.rank_device(device, d))
+        work_begins()
+        with render.WorkProgress(f"rank 0 of {d.world}", "sentences", None, quiet or not d.main) as progress:
+            stats = distributed.translate_file(d, engine, cfg, input_file, output_file, lambda t: _format(t, fmt),
+                                               lambda done, share: progress.update(done, done / max(share, 1)))
+        return None if stats is None else (stats, engine.max_positions)
     finally:
         end_distributed(d)
-
-
-def _translate_rank(d: Dist, model_dir: Path, checkpoint: str, device: str, precision: str, cfg: DecodeConfig,
-                    input_file: Path, output_file: Path, fmt: str):
-    """This rank's share of the lines; rank 0 joins the shares into the output."""
-    import itertools
-    import time
-
-    from mtkit.cli import render
-    from mtkit.data.textio import check_text, iter_lines
-    from mtkit.files import temp_name
-    from mtkit.inference.engine import open_engine
-    from mtkit.inference.types import TranslateStats
-    from mtkit.runtime import barrier, gather_objects
-
-    local = device
-    if device == "auto":
-        import torch
-
-        local = f"cuda:{d.local_rank}" if torch.cuda.is_available() else "cpu"
-    n = check_text(input_file)
-    first, last = d.rank * n // d.world, (d.rank + 1) * n // d.world
-    engine = open_engine(model_dir, checkpoint, local, precision)
-    work_begins()
-    stats, part = TranslateStats(), temp_name(output_file)
-    shown, started = time.monotonic(), time.monotonic()
-    try:
-        with open(part, "w", encoding="utf-8") as out:
-            lines = itertools.islice(iter_lines(input_file), first, last)
-            for k, t in enumerate(engine.translate(lines, cfg, stats, 2000, first_line=first), start=1):
-                out.write(_format(t, fmt))
-                if d.main and time.monotonic() - shown >= 10:
-                    render.print_info(f"rank 0: {k:,} of {last - first:,} lines ({k / (time.monotonic() - started):,.1f}"
-                                      f" lines/s), {d.world} processes")
-                    shown = time.monotonic()
-        parts = gather_objects((str(part), vars(stats)), d)
-        if d.main:
-            with _output(output_file, input_file) as merged:
-                for path, _ in parts:
-                    with open(path, encoding="utf-8") as f:
-                        for line in f:
-                            merged.write(line)
-        barrier(d)
-    finally:
-        part.unlink(missing_ok=True)
-    if not d.main:
-        return None
-    total = TranslateStats(*(sum(p[1][k] for p in parts) for k in ("sentences", "truncated", "tgt_tokens")))
-    return total, engine.max_positions
 
 
 @app.command()
@@ -206,6 +189,16 @@ def attention(
         render.attention_table(result)
 
 
+def check_output(path: Path, input_path: Path | None) -> None:
+    """Refuse, before any work, an output file that cannot be written as asked."""
+    if input_path is not None and path.exists() and input_path.exists() and os.path.samefile(path, input_path):
+        raise UserError(f"-o {path} is the input file: write the output elsewhere (the input would be lost)")
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory; -o takes a file name")
+    if not path.parent.is_dir():
+        raise UserError(f"{path}: no such directory {path.parent}")
+
+
 @contextlib.contextmanager
 def _output(path: Path | None, input_path: Path | None):
     """Where a command writes its result: stdout, or a file that appears whole once the command
@@ -216,12 +209,7 @@ def _output(path: Path | None, input_path: Path | None):
     if path is None:
         yield stdout()
         return
-    if input_path is not None and path.exists() and os.path.samefile(path, input_path):
-        raise UserError(f"-o {path} is the input file: write the output elsewhere (the input would be lost)")
-    if path.is_dir():
-        raise UserError(f"{path}: is a directory; -o takes a file name")
-    if not path.parent.is_dir():
-        raise UserError(f"{path}: no such directory {path.parent}")
+    check_output(path, input_path)
     try:
         if path.exists() and not path.is_file():
             with open(path, "w", encoding="utf-8") as f:

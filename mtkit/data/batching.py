@@ -131,8 +131,8 @@ def epoch_pairs(parts: Sequence[Part], seed: int, epoch: int) -> np.ndarray | No
     drawn = []
     for k, part in enumerate(parts):
         whole, extra = int(part.weight), part.drawn() - int(part.weight) * part.size
-        pairs = np.arange(part.start, part.start + part.size)
-        drawn += [pairs] * whole
+        if whole:
+            drawn.append(np.tile(np.arange(part.start, part.start + part.size), whole))
         if extra > 0:
             rng = np.random.default_rng([seed, epoch, k])
             drawn.append(part.start + np.sort(rng.choice(part.size, extra, replace=False)))
@@ -183,9 +183,12 @@ def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
-def collate(corpus: EncodedCorpus, indices: np.ndarray, multiple: int = 1) -> Batch:
+def collate(corpus: EncodedCorpus, indices: np.ndarray, multiple: int = 1,
+            vocab: tuple[int, int] | None = None) -> Batch:
     """The batch of corpus pairs `indices`, each side padded to its longest sequence (rounded up to
-    a multiple of `multiple`, which bounds the number of distinct shapes)."""
+    a multiple of `multiple`, which bounds the number of distinct shapes). With `vocab` (the
+    source and target vocabulary sizes), an id beyond it (prepared data changed after it was
+    prepared) is refused, naming the pair, before it reaches the embedding."""
     indices = np.asarray(indices)
     rows = np.arange(len(indices))
     src_len, tgt_len = corpus.src_lens[indices].astype(np.int64), corpus.tgt_lens[indices].astype(np.int64)
@@ -198,7 +201,19 @@ def collate(corpus: EncodedCorpus, indices: np.ndarray, multiple: int = 1) -> Ba
     tgt_out = np.full_like(tgt_in, PAD_ID)
     tgt_out[:, :-1] = tgt_in[:, 1:]
     tgt_out[rows, tgt_len] = EOS_ID
+    if vocab is not None:
+        _check_ids(corpus, indices, (src, tgt_in), vocab)
     return Batch(torch.from_numpy(src), torch.from_numpy(tgt_in), torch.from_numpy(tgt_out), indices)
+
+
+def _check_ids(corpus: EncodedCorpus, indices: np.ndarray, sides: tuple[np.ndarray, np.ndarray],
+               vocab: tuple[int, int]) -> None:
+    for name, ids, size in zip(("source", "target"), sides, vocab):
+        if int(ids.max()) >= size:
+            row = int(np.flatnonzero((ids >= size).any(axis=1))[0])
+            where = corpus.directory or "the prepared data"
+            raise UserError(f"{where}: damaged prepared data (pair {int(indices[row]):,} has a {name} id "
+                            f"{int(ids[row].max()):,}, the vocabulary has {size:,}); prepare the data again")
 
 
 @dataclass
@@ -218,6 +233,7 @@ class BatchIterator:
     world_size: int = 1
     oversized: int = 0
     pad_multiple: int = 1  # lengths padded up to a multiple of this (fewer distinct shapes)
+    vocab: tuple[int, int] | None = None  # source and target vocabulary sizes: ids beyond are refused
 
     def epoch_batches(self, epoch: int) -> EpochBatches:
         """This rank's batches of an epoch: the weighted draw of the corpora, then make_batches."""
@@ -233,7 +249,11 @@ class BatchIterator:
         return batches.take(self.rank, usable, self.world_size)
 
     def check(self) -> None:
-        """Refuse a budget that no pair fits (before any work, as the loop would find it)."""
+        """Refuse, before any work, weights that draw too many pairs an epoch, and a budget that no
+        pair fits (as the loop would find it)."""
+        from mtkit.data.corpus import check_epoch_size
+
+        check_epoch_size(self.corpus.parts)
         fits = np.maximum(padded_len(self.corpus.src_lens), padded_len(self.corpus.tgt_lens)) <= self.max_tokens
         if not fits.any():
             raise self._nothing_fits()
@@ -254,7 +274,7 @@ class BatchIterator:
             for i in range(self.index, len(batches)):
                 last = i == len(batches) - 1
                 self.epoch, self.index = (self.epoch + 1, 0) if last else (self.epoch, i + 1)
-                yield collate(self.corpus, batches[i], self.pad_multiple)
+                yield collate(self.corpus, batches[i], self.pad_multiple, self.vocab)
 
     def state(self) -> dict:
         return {"epoch": self.epoch, "index": self.index}

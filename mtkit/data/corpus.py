@@ -12,6 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mtkit.config import MAX_EPOCH_PAIRS
+from mtkit.errors import UserError
+
 
 @dataclass(frozen=True)
 class Cleaning:
@@ -148,6 +151,17 @@ class Part:
     def drawn(self) -> int:
         """Pairs of this corpus in one epoch: weight x size, rounded."""
         return int(round(self.weight * self.size))
+
+
+def check_epoch_size(parts: list[Part]) -> None:
+    """Refuse weights that make an epoch draw more than MAX_EPOCH_PAIRS pairs, naming the corpus
+    that draws the most."""
+    drawn = [p.drawn() for p in parts]
+    if sum(drawn) > MAX_EPOCH_PAIRS:
+        big = max(range(len(parts)), key=drawn.__getitem__)
+        p = parts[big]
+        raise UserError(f"corpus {p.name}: weight {p.weight:g} x {p.size:,} pairs draws {drawn[big]:,} pairs an epoch; "
+                        f"an epoch may draw at most {MAX_EPOCH_PAIRS:,} in all: lower its weight")
 
 
 @dataclass

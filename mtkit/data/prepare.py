@@ -5,17 +5,8 @@
          processes (every CPU by default), results taken in order with a bounded queue
       -> appended to flat files of ids; the lengths and (for dedup) two 64-bit hashes per pair
          are kept in arrays; duplicates are removed at the end
-      -> a prepared directory, appearing whole by one rename:
-
-    DATA/prepared.json                      what it holds: format, tokenizer, cleaning, each corpus
-                                            (weight, tag, source identity, cleaning counts), its id
-    DATA/tokenizer/                         the tokenizer the ids come from
-    DATA/corpora/NAME/{src,tgt}.ids         the ids of every kept pair, one after the other
-    DATA/corpora/NAME/{src,tgt}.len.npy     each pair's length
-    DATA/corpora/NAME/{src,tgt}.offsets.npy where each pair's ids start (pairs + 1 entries)
-
-Opening one (`load_prepared`) reads prepared.json and maps the files: nothing grows with the
-corpus but the length arrays (4 bytes a pair), and no text is read or hashed again.
+      -> a prepared directory (its layout and opening it: mtkit.data.prepared), appearing whole
+         by one rename; `prepare_into` (`mtkit prepare -o`) decides what an existing -o allows
 """
 
 from __future__ import annotations
@@ -42,21 +33,29 @@ from mtkit.data.corpus import (
     CleaningReport,
     EncodedCorpus,
     Part,
-    RaggedColumn,
     block_hashes,
+    check_epoch_size,
     duplicates,
     keep_mask,
+)
+from mtkit.data.prepared import (
+    FORMAT,
+    INFO,
+    content_id,
+    is_prepared,
+    load_prepared,
+    read_info,
+    replace_contents,
+    state_of,
 )
 from mtkit.data.sources import Chunk, Source, cpu_count, source_from_paths, source_from_spec
 from mtkit.data.textio import decode_line
 from mtkit.data.tokenizer import UNK_ID, Tokenizer
-from mtkit.errors import UserError, describe
-from mtkit.files import fsync_dir, make_temp_dir, temp_name, write_error
+from mtkit.errors import UserError
+from mtkit.files import fsync_dir, make_temp_dir, remove_leftovers, write_error
 
-FORMAT = 1
-INFO = "prepared.json"
 CHUNK = 16384  # pairs per task: big enough to amortise the hand-over, small enough to keep memory flat
-Progress = Callable[[str, int], None]  # (corpus name, pairs read so far)
+OnProgress = Callable[[str, int, float | None], None]  # (corpus, pairs read so far, share of its text read)
 
 
 @dataclass(frozen=True)
@@ -237,23 +236,33 @@ def _dtypes(tok: Tokenizer, cleaning: Cleaning) -> tuple[str, str]:
     return id_dtype, "uint16" if cleaning.max_len + 1 < 1 << 16 else "int32"
 
 
-def _prepare_one(inp: CorpusInput, enc: Encoding, workers: Workers, out: Path, progress: Progress | None) -> dict:
+def _prepare_one(inp: CorpusInput, enc: Encoding, workers: Workers, out: Path, progress: OnProgress | None) -> dict:
     out.mkdir(parents=True)
     report = CleaningReport()
     lens: dict[str, list[np.ndarray]] = {"src": [], "tgt": []}
     hashes: dict[str, list[np.ndarray]] = {"src": [], "tgt": []}
+    max_ids = [0, 0]  # the largest id of each side, recorded: opening the data checks it against the vocabulary
+    read: collections.deque[float | None] = collections.deque()  # the share of the text read, per chunk in flight
+
+    def tasks() -> Iterator[tuple[Chunk, Encoding]]:
+        for chunk in inp.source.chunks(CHUNK):
+            read.append(chunk.fraction)
+            yield chunk, enc
+
     with open(out / "src.ids", "wb") as fs, open(out / "tgt.ids", "wb") as ft:
-        for done in workers.map((chunk, enc) for chunk in inp.source.chunks(CHUNK)):
+        for done in workers.map(tasks()):
             fs.write(done.src_ids.tobytes())
             ft.write(done.tgt_ids.tobytes())
+            max_ids = [max(max_ids[0], int(done.src_ids.max(initial=0))), max(max_ids[1], int(done.tgt_ids.max(initial=0)))]
             lens["src"].append(done.src_lens)
             lens["tgt"].append(done.tgt_lens)
             if done.src_hash is not None and done.tgt_hash is not None:
                 hashes["src"].append(done.src_hash)
                 hashes["tgt"].append(done.tgt_hash)
             report.add(done.report)
+            share = read.popleft()
             if progress:
-                progress(inp.name, report.read)
+                progress(inp.name, report.read, share)
         for f in (fs, ft):  # durable before prepared.json names them
             _sync(f)
     if report.read == 0:
@@ -274,7 +283,8 @@ def _prepare_one(inp: CorpusInput, enc: Encoding, workers: Workers, out: Path, p
         _save(out / f"{side}.offsets.npy", _offsets(side_lens))
     return {"name": inp.name, "weight": inp.weight, "tag": inp.tag, "source": inp.source.identity(),
             "quick": inp.source.quick_identity(), "report": asdict(report), "pairs": report.kept,
-            "tokens": [int(sides["src"].sum(dtype=np.int64)), int(sides["tgt"].sum(dtype=np.int64))]}
+            "tokens": [int(sides["src"].sum(dtype=np.int64)), int(sides["tgt"].sum(dtype=np.int64))],
+            "max_ids": max_ids}
 
 
 def _sync(f: IO) -> None:
@@ -313,18 +323,19 @@ def _drop_rows(path: Path, lens: np.ndarray, keep: np.ndarray, dtype: str, block
 
 # ----------------------------------------------------------------------------- a prepared directory
 def prepare(inputs: list[CorpusInput], tok: Tokenizer, cleaning: Cleaning, out: Path, num_proc: int = 0,
-            progress: Progress | None = None) -> dict:
+            progress: OnProgress | None = None) -> dict:
     """Prepare `inputs` into the new directory `out` (it must not exist), which appears whole or
     not at all; returns its prepared.json."""
     tags = tag_ids(inputs, tok)
     id_dtype, len_dtype = _dtypes(tok, cleaning)
     work = make_temp_dir(out)
     try:
-        with Workers(num_proc or cpu_count()) as workers:
+        with Workers(encoding_processes(num_proc)) as workers:
             corpora = []
             for inp in inputs:
                 enc = Encoding(str(tok.directory), cleaning, id_dtype, len_dtype, tags.get(inp.name, -1), cleaning.dedup)
                 corpora.append(_prepare_one(inp, enc, workers, work / "corpora" / inp.name, progress))
+        check_epoch_size([Part(c["name"], 0, c["pairs"], c["weight"]) for c in corpora])
         tok.copy_to(work / "tokenizer")
         info = {"format": FORMAT, "tokenizer": tok.fingerprint(), "id_dtype": id_dtype, "len_dtype": len_dtype,
                 "cleaning": asdict(cleaning), "quick_key": quick_key(inputs, tok, cleaning), "corpora": corpora}
@@ -342,7 +353,7 @@ def prepare(inputs: list[CorpusInput], tok: Tokenizer, cleaning: Cleaning, out: 
 
 
 def prepare_cached(inputs: list[CorpusInput], tok: Tokenizer, cleaning: Cleaning, cache: Path, num_proc: int = 0,
-                   progress: Progress | None = None) -> tuple[EncodedCorpus, dict]:
+                   progress: OnProgress | None = None) -> tuple[EncodedCorpus, dict]:
     """Prepared data in `cache`/<quick key> (prepared first if it is not there yet), mapped."""
     where = Path(cache) / quick_key(inputs, tok, cleaning)
     if not is_prepared(where):
@@ -350,76 +361,29 @@ def prepare_cached(inputs: list[CorpusInput], tok: Tokenizer, cleaning: Cleaning
     return load_prepared(where)
 
 
-def content_id(info: dict) -> str:
-    """What the prepared data is, from the content of its sources (not their paths): two
-    directories prepared from the same text, tokenizer and settings have the same id."""
-    what = {"format": info["format"], "tokenizer": info["tokenizer"], "cleaning": info["cleaning"],
-            "corpora": [[c["name"], c["weight"], c["tag"], c["source"]] for c in info["corpora"]]}
-    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:20]
+def encoding_processes(num_proc: int) -> int:
+    """Processes that encode: num_proc (0: one per CPU), at most the CPUs this process may use
+    (more only compete for them, each with its own copy of the tokenizer)."""
+    return min(num_proc or cpu_count(), cpu_count())
 
 
-def read_info(directory: Path) -> dict:
-    """prepared.json, checked; a missing or damaged one is refused in one line."""
-    path = directory / INFO
-    if not path.is_file():
-        raise UserError(f"{directory}: not prepared data ({INFO} is missing); make it with `mtkit prepare`")
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-        if info.get("format") != FORMAT:
-            raise ValueError(f"format {info.get('format')!r}, this mtkit reads format {FORMAT}")
-        if content_id(info) != info["id"]:
-            raise ValueError("its id does not match its content")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise UserError(f"{path}: damaged ({describe(e, 80)}); prepare the data again") from None
-    return info
+def prepare_into(out: Path, inputs: list[CorpusInput], tok: Tokenizer, cleaning: Cleaning, num_proc: int = 0,
+                 overwrite: bool = False, progress: OnProgress | None = None) -> dict | None:
+    """`mtkit prepare -o OUT`: prepared.json of the data written to `out`, or None when `out`
+    already holds exactly this data (same sources by path, size and time; tokenizer; settings).
+    Other prepared data is replaced only with `overwrite` (mtkit's own entries; a user's files
+    beside them stay); a directory that is not mtkit's prepared data is refused either way."""
+    state = state_of(out)
+    if state == "prepared" and not overwrite and read_info(out).get("quick_key") == quick_key(inputs, tok, cleaning):
+        return None
+    if state in ("prepared", "interrupted") and not overwrite:
+        raise UserError(f"{out}: holds other prepared data; nothing was changed: pass --overwrite to replace it, "
+                        "or choose another -o")
 
+    def build(where: Path) -> dict:
+        return prepare(inputs, tok, cleaning, where, num_proc, progress)
 
-def load_prepared(directory: str | Path) -> tuple[EncodedCorpus, dict]:
-    """Map a prepared directory (checked against its prepared.json) and return it with its info."""
-    directory = Path(directory)
-    info = read_info(directory)
-    columns: dict[str, tuple[list, list, list]] = {"src": ([], [], []), "tgt": ([], [], [])}
-    parts, start = [], 0
-    for c in info["corpora"]:
-        for k, side in enumerate(("src", "tgt")):
-            offsets, values, lens = _map_side(directory / "corpora" / c["name"], side, c["pairs"], c["tokens"][k], info)
-            columns[side][0].append(offsets)
-            columns[side][1].append(values)
-            columns[side][2].append(lens)
-        parts.append(Part(c["name"], start, c["pairs"], c["weight"], c["tag"], CleaningReport(**c["report"])))
-        start += c["pairs"]
-    src, tgt = (RaggedColumn.of_chunks(*columns[side]) for side in ("src", "tgt"))
-    return EncodedCorpus(src, tgt, parts, directory), info
-
-
-def _map_side(d: Path, side: str, pairs: int, tokens: int, info: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    try:
-        lens = np.load(d / f"{side}.len.npy", mmap_mode="r")
-        offsets = np.load(d / f"{side}.offsets.npy", mmap_mode="r")
-        ids_path = d / f"{side}.ids"
-        expected = tokens * np.dtype(info["id_dtype"]).itemsize
-        if ids_path.stat().st_size != expected:
-            raise ValueError(f"{ids_path.name} holds {ids_path.stat().st_size:,} bytes, {expected:,} expected")
-        if lens.shape != (pairs,) or offsets.shape != (pairs + 1,) or int(offsets[-1]) != tokens:
-            raise ValueError(f"the {side} lengths or offsets do not match {pairs:,} pairs")
-        values = np.memmap(ids_path, dtype=info["id_dtype"], mode="r", shape=(tokens,))
-    except (OSError, ValueError) as e:
-        raise UserError(f"{d}: damaged prepared data ({describe(e, 100)}); prepare the data again") from None
-    return offsets, values, lens
-
-
-def is_prepared(directory: Path) -> bool:
-    return (directory / INFO).is_file()
-
-
-def replace_prepared(out: Path, build: Callable[[Path], dict]) -> dict:
-    """Build new prepared data and put it where `out` was (an earlier prepared directory): the old
-    one stays whole until the new one is complete, then goes by two renames."""
-    fresh = temp_name(out)
-    info = build(fresh)
-    doomed = temp_name(out)
-    out.rename(doomed)
-    fresh.rename(out)
-    fsync_dir(out.parent)
-    shutil.rmtree(doomed, ignore_errors=True)
-    return info
+    if state == "new":
+        return build(out)
+    remove_leftovers(out)
+    return replace_contents(out, build)

@@ -31,6 +31,7 @@ class Chunk:
     first_line: int  # of the first pair, counted from 1
     src_name: str  # for error messages: the file, or the source's description
     tgt_name: str
+    fraction: float | None = None  # the share of the source read once this chunk is (None: unknown)
 
 
 def _stat(path: Path) -> list:
@@ -68,6 +69,7 @@ class TextPair:
 
     def chunks(self, size: int) -> Iterator[Chunk]:
         hashes = {"src": hashlib.sha256(), "tgt": hashlib.sha256()}
+        size_of_src = self.src.stat().st_size
         with _open_binary(self.src) as fs, _open_binary(self.tgt) as ft:
             first = 1
             while True:
@@ -84,9 +86,18 @@ class TextPair:
                     break
                 hashes["src"].update(b"".join(src))
                 hashes["tgt"].update(b"".join(tgt))
-                yield Chunk(src, tgt, first, str(self.src), str(self.tgt))
+                yield Chunk(src, tgt, first, str(self.src), str(self.tgt), _share_read(fs, size_of_src))
                 first += len(src)
         self._hashes.update({k: h.hexdigest() for k, h in hashes.items()})
+
+
+def _share_read(f, size: int) -> float | None:
+    """How much of a file (plain, or gzip: its compressed bytes) has been read, 0..1."""
+    raw = getattr(f, "fileobj", None) or f  # a GzipFile reads its compressed file through fileobj
+    try:
+        return min(1.0, raw.tell() / size) if size else 1.0
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -160,13 +171,17 @@ class HubCorpus:
         return f"{self.name}[{self.split}]"
 
     def load(self):
+        unreachable = None if Path(self.name).exists() else offline_unless_reachable()
         import datasets
 
         try:
             return datasets.load_dataset(self.name, self.config, split=self.split)
         except Exception as e:  # datasets raises many types for offline / missing / bad config
+            why = f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
+            if unreachable:
+                why = f"the hub cannot be reached ({unreachable}) and the dataset is not in the local cache"
             raise UserError(f"cannot load dataset {self.name!r} (config {self.config}, split {self.split}): "
-                            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+                            f"{why}") from None
 
     def check(self) -> int:
         return len(self.load())
@@ -184,6 +199,33 @@ class HubCorpus:
 
     def chunks(self, size: int) -> Iterator[Chunk]:
         yield from _row_chunks(self.rows(), size, self.describe())
+
+
+def offline_unless_reachable(timeout: float = 3.0) -> str | None:
+    """datasets retries an unreachable hub for half a minute, a dozen lines of retries, before it
+    says so. So the hub's host is tried first: if it cannot be reached within `timeout` seconds,
+    datasets is put in offline mode (its local cache still answers) and the reason is returned.
+    None when the hub answered, or offline mode was already asked for."""
+    import socket
+    import sys
+    from urllib.parse import urlsplit
+
+    if os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
+        return None
+    url = urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+        return None
+    except OSError as e:
+        reason = f"{host}: {e.strerror or e}"
+    os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
+    for module, names in (("huggingface_hub.constants", ("HF_HUB_OFFLINE",)),
+                          ("datasets.config", ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))):
+        if module in sys.modules:  # already imported: they read the environment once
+            for name in names:
+                setattr(sys.modules[module], name, True)
+    return reason
 
 
 Source = TextPair | TableFile | HubCorpus

@@ -33,6 +33,7 @@ from mtkit.inference.types import (
     cpu_threads,
     decode_nbests,
 )
+from mtkit.model.directory import ModelDir
 
 MARKER = "mtkit.json"
 # mtkit translate --precision -> CTranslate2's compute type ("default": the model's own quantization)
@@ -87,7 +88,8 @@ def convert(model_dir: Path, out: Path, quantization: str = "int8", checkpoint: 
         _save(spec, work, quantization)
         shutil.copytree(tok.directory, work / "tokenizer")
         info = {"format": "ctranslate2", "mtkit": __version__, "source": str(resolve(Path(model_dir), checkpoint)),
-                "quantization": quantization, "max_positions": model.cfg.max_positions}
+                "quantization": quantization, "max_positions": model.cfg.max_positions,
+                "languages": list(ModelDir(model_dir).languages())}
         (work / MARKER).write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
         if out.exists():
             out.rmdir()
@@ -221,6 +223,9 @@ class Translator:
         if cfg.sampling:
             import ctranslate2
 
+            if cfg.seed >= 1 << 32:
+                raise UserError(f"--seed {cfg.seed}: a converted model samples with CTranslate2, whose seeds are "
+                                "below 2**32 (4,294,967,296)")
             ctranslate2.set_random_seed(cfg.seed)
         for chunk in chunks(lines, chunk_size):
             yield from self._chunk(chunk, cfg, stats)
@@ -228,9 +233,10 @@ class Translator:
     def _chunk(self, lines: list[str], cfg: DecodeConfig, stats: TranslateStats) -> list[Translation]:
         max_src = self.info["max_positions"] - 1
         pieces = [self.tokenizer.src.encode(line, out_type=str) for line in lines]
-        for i, p in enumerate(pieces):
-            if len(p) > max_src:
-                pieces[i], stats.truncated = p[:max_src], stats.truncated + 1
+        cut = {i for i, p in enumerate(pieces) if len(p) > max_src}
+        for i in cut:
+            pieces[i] = pieces[i][:max_src]
+        stats.truncated += len(cut)
         todo = [i for i, p in enumerate(pieces) if p]
         results = [Translation("", [], 0.0) for _ in lines]
         # mtkit's limit (a * source length + b, eos included, at most the position table) applies per
@@ -246,7 +252,7 @@ class Translator:
         ) if todo else []
         all_ids = [[[self.tokenizer.tgt.piece_to_id(p) for p in hyp] for hyp in out.hypotheses] for out in outputs]
         for i, out, ids, texts in zip(todo, outputs, all_ids, decode_nbests(self.tokenizer.decode_tgt, all_ids)):
-            results[i] = Translation(texts[0], ids[0], out.scores[0], list(zip(texts, out.scores)))
+            results[i] = Translation(texts[0], ids[0], out.scores[0], list(zip(texts, out.scores)), truncated=i in cut)
             stats.tgt_tokens += len(ids[0]) + 1
         stats.sentences += len(lines)
         return results

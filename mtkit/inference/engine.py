@@ -54,6 +54,39 @@ class TorchEngine:
                          autocast_dtype=self.autocast_dtype, workers=self.workers)
 
 
+class BySentences:
+    """An engine that cuts each line into sentences (mtkit.data.sentences), translates them all
+    with `engine` in the same batches, and puts each line back together with its own whitespace:
+    one translation per line, as the engine gives. (Sampling draws from line numbers, which the
+    sentences of a line do not have: it is refused with it.)"""
+
+    def __init__(self, engine: Engine, language: str | None):
+        self.engine, self.language = engine, language
+
+    @property
+    def max_positions(self) -> int:
+        return self.engine.max_positions
+
+    def translate(self, lines: Iterable[str], cfg: DecodeConfig, stats: TranslateStats,
+                  chunk_size: int = 2000, first_line: int = 0) -> Iterator[Translation]:
+        from mtkit.data.sentences import split
+        from mtkit.inference.types import chunks, joined
+
+        if cfg.sampling:
+            raise UserError("--split-sentences cannot be used with --sampling (samples are drawn by line number): "
+                            "put one sentence per line instead")
+        for chunk in chunks(lines, chunk_size):
+            segmented = [split(line, self.language) for line in chunk]
+            sentences = [s for segments in segmented for s in segments.sentences]
+            inner = TranslateStats()
+            done = iter(list(self.engine.translate(sentences, cfg, inner, max(len(sentences), 1))))
+            for segments in segmented:
+                yield joined(segments, [next(done) for _ in segments.sentences], cfg.nbest)
+            stats.sentences += len(chunk)
+            stats.truncated += inner.truncated
+            stats.tgt_tokens += inner.tgt_tokens
+
+
 def open_engine(model_dir: Path, checkpoint: str = "best", device: str = "auto", precision: str = "auto",
                 workers: int = 0) -> Engine:
     """An mtkit model directory (mtkit's search on torch; precision auto, fp32, bf16, fp16, or int8

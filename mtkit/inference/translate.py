@@ -48,9 +48,10 @@ def translate_chunk(
     input line number of lines[0] (sampling draws from the line numbers)."""
     max_src = model.cfg.max_positions - 1  # room for eos
     ids = tokenizer.encode_src(lines)
-    for i, seq in enumerate(ids):
-        if len(seq) > max_src:
-            ids[i], stats.truncated = seq[:max_src], stats.truncated + 1
+    cut = {i for i, seq in enumerate(ids) if len(seq) > max_src}
+    for i in cut:
+        ids[i] = ids[i][:max_src]
+    stats.truncated += len(cut)
     results: list[Translation | None] = [Translation("", [], 0.0) if not seq else None for seq in ids]
     todo = [i for i, seq in enumerate(ids) if seq]
     device_type = torch.device(device).type
@@ -68,7 +69,7 @@ def translate_chunk(
         all_texts = decode_nbests(tokenizer.decode_tgt, [[h.tokens for h in nbest] for nbest in hyps])
         for i, nbest, texts in zip(rows, hyps, all_texts):
             results[i] = Translation(texts[0], nbest[0].tokens, nbest[0].score,
-                                     [(txt, h.score) for txt, h in zip(texts, nbest)])
+                                     [(txt, h.score) for txt, h in zip(texts, nbest)], truncated=i in cut)
             stats.tgt_tokens += len(nbest[0].tokens) + 1
     stats.sentences += len(lines)
     return results  # type: ignore[return-value]

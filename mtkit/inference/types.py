@@ -7,6 +7,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mtkit.data.sentences import Segments
 
 
 @dataclass
@@ -15,6 +19,7 @@ class Translation:
     tokens: list[int]
     score: float
     nbest: list[tuple[str, float]] = field(default_factory=list)  # (text, score), best first
+    truncated: bool = False  # the source was longer than the model takes, and was cut
 
 
 @dataclass
@@ -22,6 +27,23 @@ class TranslateStats:
     sentences: int = 0
     truncated: int = 0  # source lines cut to the model's maximum length
     tgt_tokens: int = 0
+
+
+def hypotheses(t: Translation, nbest: int) -> list[tuple[str, float]]:
+    """nbest (text, score) of a sentence, best first; the last repeated where the search found
+    fewer (an empty line has one, empty)."""
+    hyps = list(t.nbest) or [(t.text, t.score)]
+    return hyps + [hyps[-1]] * (nbest - len(hyps))
+
+
+def joined(segments: Segments, parts: list[Translation], nbest: int = 1) -> Translation:
+    """One text's translation from its sentences' (one per segments.sentences, in order): each
+    hypothesis k joins the sentences' k-th with the text's own whitespace; scores add up."""
+    hyps = [hypotheses(t, nbest) for t in parts]
+    texts = [segments.join(h[k][0] for h in hyps) for k in range(nbest)]
+    scores = [sum(h[k][1] for h in hyps) for k in range(nbest)]
+    return Translation(texts[0], [i for t in parts for i in t.tokens], scores[0], list(zip(texts, scores)),
+                       truncated=any(t.truncated for t in parts))
 
 
 def cpu_threads() -> int:

@@ -1,14 +1,5 @@
-"""Checkpoints and model directories.
-
-A model directory is self-contained:
-
-    config.toml        the resolved RunConfig the model was trained with
-    tokenizer/         spm.model (or src.model + tgt.model) and tokenizer.json
-    checkpoints/       last.pt (full training state), best.pt, step_00001000.pt ... (weights)
-    metrics.jsonl      one JSON object per training/validation event
-    manifest.json      versions, command line, data and tokenizer hashes
-    valid_output.txt   the last validation's translations
-    cache/             the encoded corpora (keyed by their content, tokenizer and cleaning)
+"""Checkpoints: saving, loading (with the migration of older formats), averaging, pruning, and
+loading a model directory's model for inference. (The directory itself: mtkit.model.directory.)
 
 Checkpoints hold plain CPU tensors and plain data (loadable with weights_only=True on any
 machine), the config they were trained with and a format version, and are written durably
@@ -27,11 +18,7 @@ import torch
 from mtkit import config_io
 from mtkit.errors import UserError, describe
 from mtkit.files import atomic_write, write_error
-
-# What a training run writes into its model directory: all that mtkit ever replaces or deletes
-# there (a user's own files beside them are left alone).
-RUN_FILES = ("config.toml", "manifest.json", "metrics.jsonl", "valid_output.txt", "tokenizer", "checkpoints", "cache")
-REPLACED = ".replaced-run"  # a run being replaced (`mtkit train --overwrite`) waits here until its successor is set up
+from mtkit.model.directory import REPLACED
 
 FORMAT = "mtkit-checkpoint"
 FORMAT_VERSION = 2  # 2: fused attention projections, progress.best_score; 1 is read through _upgrade_v1

@@ -170,16 +170,26 @@ class Batcher:
         return -(-self._queued // self._idle)
 
     def _translate(self, worker: Worker, group: list[_Request]) -> WorkerLost | None:
-        """Translate a group and answer its requests; the error when the worker cannot go on."""
+        """Translate a group and answer its requests; the error when the worker cannot go on. A
+        group that fails is translated again one request at a time, so that a request that cannot
+        be translated (or whose sentence took the worker's process down) fails alone."""
         lines = [s for r in group for s in r.sentences]
         nbest = max(r.nbest for r in group)
         cfg = dataclasses.replace(self.cfg, nbest=nbest)
         try:
             done = worker.translate(lines, cfg)
-        except Exception as e:  # reported to every request of the batch (HTTP 500); the server goes on
-            for r in group:
-                r.loop.call_soon_threadsafe(_settle, r.future, None, e)
-            return e if isinstance(e, WorkerLost) else None
+        except WorkerLost as e:
+            _fail(group, e)
+            return e
+        except Exception as e:  # noqa: BLE001 (reported to the request, HTTP 500; the server goes on)
+            if len(group) == 1:
+                _fail(group, e)
+                return None
+            for k, request in enumerate(group):
+                if lost := self._translate(worker, [request]):
+                    _fail(group[k + 1:], lost)
+                    return lost
+            return None
         with self._cond:
             self.stats.batches += 1
             self.stats.sentences += len(lines)
@@ -198,6 +208,11 @@ class Batcher:
         for r in group:
             if not r.loop.is_closed():
                 r.loop.call_soon_threadsafe(_settle, r.future, None, error)
+
+
+def _fail(group: list[_Request], error: Exception) -> None:
+    for r in group:
+        r.loop.call_soon_threadsafe(_settle, r.future, None, error)
 
 
 def _settle(future: asyncio.Future, result: object, error: BaseException | None) -> None:

@@ -80,6 +80,7 @@ class ModelWorker:
 
     def __init__(self, spec: ModelSpec, name: str):
         self.spec, self.name = spec, name
+        self.max_positions = 0  # the model's longest input, eos included: known once ready
         self._start()
 
     def _start(self) -> None:
@@ -95,7 +96,9 @@ class ModelWorker:
             kind, message = self._conn.recv()
         except (EOFError, OSError):
             kind, message = "error", f"its process ended ({self._end()})"
-        if kind != "ready":
+        if kind == "ready":
+            self.max_positions = message
+        else:
             self.close()
             where = "" if str(self.spec.model_dir) in message else f"{self.spec.model_dir}: "
             raise UserError(f"{where}the model could not be loaded: {message}")
@@ -188,7 +191,7 @@ def _serve(conn: Connection, spec: ModelSpec) -> None:
         import torch
 
         torch.set_num_threads(spec.threads)
-    conn.send(("ready", None))
+    conn.send(("ready", engine.max_positions))
     while True:
         try:
             job = conn.recv()

@@ -15,10 +15,15 @@ def warmup_warning(t: C.TrainConfig, updates: float, budget: str) -> str | None:
             f"never reaches --lr; a warmup of about {max(1, int(updates) // 10):,} updates would")
 
 
-def vocabulary_warning(tokens: int, cfg: C.ModelConfig) -> str | None:
-    """When the vocabulary is large for the corpus (fewer than 10 occurrences per entry on average)."""
+def vocabulary_warning(tokens: int, cfg: C.ModelConfig, given: bool = False) -> str | None:
+    """When the vocabulary is large for the corpus (fewer than 10 occurrences per entry on average).
+    given: the tokenizer came with the run (--tokenizer, or the prepared data's), so --vocab-size
+    cannot change it."""
     entries = cfg.src_vocab_size + (0 if cfg.share_embeddings else cfg.tgt_vocab_size)
     if tokens >= 10 * entries:
         return None
+    smaller = max(8, tokens // 50)
+    advice = (f"a tokenizer with a smaller vocabulary (about {smaller:,}; `mtkit tokenizer train --vocab-size`)"
+              if given else f"a smaller --vocab-size (about {smaller:,})")
     return (f"the vocabulary ({entries:,} entries) is large for this corpus ({tokens:,} tokens, "
-            f"{tokens / entries:.1f} per entry): a smaller --vocab-size (about {max(8, tokens // 50):,}) learns faster")
+            f"{tokens / entries:.1f} per entry): {advice} learns faster")

@@ -45,6 +45,7 @@ class Preparing:
     kind: ClassVar[str] = "preparing"
     corpus: str
     pairs: int  # read so far
+    fraction: float | None = None  # the share of its text read (None: unknown)
 
 
 @dataclass(frozen=True)

@@ -13,17 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mtkit.data.corpus import Cleaning, EncodedCorpus
-from mtkit.data.prepare import (
-    CorpusInput,
-    Progress,
-    corpus_inputs,
-    is_prepared,
-    load_prepared,
-    prepare_cached,
-    quick_key,
-    read_info,
-    tag_ids,
-)
+from mtkit.data.prepare import CorpusInput, OnProgress, corpus_inputs, prepare_cached, quick_key, tag_ids
+from mtkit.data.prepared import is_prepared, load_prepared, read_info
 from mtkit.data.sources import TextPair, source_from_paths
 from mtkit.data.textio import read_lines
 from mtkit.data.tokenizer import Tokenizer, file_sha256
@@ -87,7 +78,7 @@ def check_data(job: TrainJob, tok: Tokenizer | None) -> None:
             raise UserError(f"{inp.source.describe()}: the training corpus is empty")
 
 
-def training_data(job: TrainJob, tok: Tokenizer, main: bool, progress: Progress | None = None) -> TrainData:
+def training_data(job: TrainJob, tok: Tokenizer, main: bool, progress: OnProgress | None = None) -> TrainData:
     """The run's corpus, memory-mapped; text is prepared by the main process (the others come
     after it, and map the result)."""
     if job.data_dir is not None:

@@ -6,18 +6,21 @@
                               process), an interrupted replacement undone, leftovers of a killed
                               run removed, and the old run's files moved aside when it is replaced
                               (--overwrite, or a run that never saved a checkpoint started again
-                              with other settings) -- restored if setup fails, deleted by commit()
+                              with other settings) -- restored if the new run fails before its
+                              first checkpoint, deleted once it has one (drop_replaced)
         prepare_model_dir()   tokenizer (copied or trained) and config.toml for a fresh run; the
                               stored config checked against the wanted one for a resumed run
         ...
-        claim.commit()        setup succeeded: the replaced run is deleted
+        claim.commit()        setup succeeded: a fresh run's files stay, whatever happens next
+        ...
+        claim.drop_replaced() the new run saved its first checkpoint: the replaced run is deleted
 
 Only mtkit's own files (RUN_FILES) of an mtkit model directory are ever resumed, replaced or
 deleted: a user's notes or evaluations beside them are kept, and a directory that is not an mtkit
 model directory is refused, with or without --overwrite. A directory that mtkit created is removed
 again if setup fails. The replaced run waits in `.replaced-run/` (a name no clean-up removes) until
-the new run is set up: if the process is killed before, the next `mtkit train` on the directory
-puts it back first.
+the new run has saved its first checkpoint: if the process is killed before, the next `mtkit
+train` on the directory puts it back first.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from mtkit.files import (
     write_error,
     write_text_atomic,
 )
-from mtkit.model.checkpoint import REPLACED, RUN_FILES
+from mtkit.model.directory import REPLACED, RUN_FILES
 from mtkit.training.events import Info, OnEvent
 from mtkit.training.job import TrainJob
 
@@ -260,20 +263,23 @@ class ModelDirClaim:
         fsync_dir(d)
 
     def commit(self) -> None:
-        """Setup succeeded: the replaced run (if any) is deleted for good."""
+        """Setup succeeded: a fresh run's files are kept from here on, whatever happens."""
+        self.committed = True
+
+    def drop_replaced(self) -> None:
+        """The new run saved a checkpoint: the replaced run (if any) is deleted for good."""
         if self.main and self.aside is not None:
             doomed = temp_name(self.aside)
             self.aside.rename(doomed)  # one rename: a kill during the deletion leaves a leftover, not a half run
             shutil.rmtree(doomed, ignore_errors=True)
             self.aside = None
-        self.committed = True
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if not self.main:
             return
-        undo = exc_type is not None and not self.committed and not self.resuming
+        undo = exc_type is not None and not self.resuming and (not self.committed or self.aside is not None)
         if undo:
-            if self.aside is not None:
+            if self.aside is not None:  # the new run has no checkpoint: the old one comes back
                 self._put_back(self.aside)
             else:
                 for name in RUN_FILES:

@@ -13,6 +13,7 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,7 @@ class Trainer:
     stop: StopFlag
     valid: Valid | None = None
     progress: Progress = field(default_factory=Progress)
+    on_saved: Callable[[], None] = lambda: None  # after each checkpoint (the claim drops a replaced run)
 
     @property
     def cfg(self) -> C.RunConfig:
@@ -142,6 +144,7 @@ class Trainer:
         ckpt.save(d / "last.pt", self.state_dict(rng))
         ckpt.save(d / f"step_{self.progress.step:08d}.pt", self.weights())  # after last.pt
         ckpt.prune(self.job.model_dir, self.cfg.train.keep_last)
+        self.on_saved()
 
     def resume(self) -> bool:
         path = ckpt.checkpoint_dir(self.job.model_dir) / "last.pt"
@@ -217,7 +220,8 @@ def _budget_warnings(tr: Trainer) -> list[str]:
         per_epoch = len(tr.batches.epoch_batches(1)) / t.update_freq
         found.append(warmup_warning(t, per_epoch * t.max_epochs, f"--max-epochs {t.max_epochs}"))
     corpus = tr.batches.corpus
-    found.append(vocabulary_warning(int(corpus.src_lens.sum()) + int(corpus.tgt_lens.sum()), tr.cfg.model))
+    given = tr.job.tokenizer_dir is not None or tr.job.data_dir is not None
+    found.append(vocabulary_warning(int(corpus.src_lens.sum()) + int(corpus.tgt_lens.sum()), tr.cfg.model, given))
     return [w for w in found if w]
 
 
@@ -345,7 +349,7 @@ def _setup_data(job: TrainJob, d: Dist, on_event: OnEvent) -> tuple[Tokenizer, E
     else:
         tok = Tokenizer.load(job.model_dir / "tokenizer")
         fix_vocabulary(job.cfg, tok)
-    progress = (lambda name, n: on_event(Preparing(name, n))) if d.main else None
+    progress = (lambda name, n, share: on_event(Preparing(name, n, share))) if d.main else None
     data = training_data(job, tok, d.main, progress)
     valid = load_valid(job, tok)
     if d.main:
@@ -395,7 +399,8 @@ def build(job: TrainJob, d: Dist, device: torch.device, on_event: OnEvent, stop:
 
         objective = DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None)
     update = Updater(model, objective, optimizer, scaler, precision, device, d, t)
-    batches = BatchIterator(corpus, job.cfg.data.max_tokens, job.cfg.data.seed, rank=d.rank, world_size=d.world)
+    batches = BatchIterator(corpus, job.cfg.data.max_tokens, job.cfg.data.seed, rank=d.rank, world_size=d.world,
+                            vocab=(tok.src_vocab_size, tok.tgt_vocab_size))
     batches.check()
     log = MetricsLog(job.model_dir / "metrics.jsonl", enabled=d.main)
     tr = Trainer(job, update, batches, tok, d, on_event, log, stop, valid)
@@ -416,6 +421,7 @@ def train(job: TrainJob, on_event: OnEvent) -> Done:
         with stop_on_signals() as stop, ModelDirClaim(job, d.main) as claim:
             tr = build(job, d, device, on_event, stop)
             claim.commit()
+            tr.on_saved = claim.drop_replaced
             stop.armed = True
             done = dataclasses.replace(run(tr), ranks_in_sync=ranks_in_sync(tr.model, tr.dist), signal=stop.signal)
             tr.log.write(done)

@@ -122,7 +122,7 @@ def floor(work: Path, src: Path, tgt: Path, tok: Path, processes: int) -> float:
 
 def batches_child(data: str) -> None:
     from mtkit.data.batching import BatchIterator
-    from mtkit.data.prepare import load_prepared
+    from mtkit.data.prepared import load_prepared
 
     start = time.perf_counter()
     corpus, _ = load_prepared(data)
@@ -159,7 +159,7 @@ def fill_rows(data: Path) -> list[dict]:
     """Per budget: an epoch's batches (and the greedy reference's), mean fill (all batches; all but
     the last of the cost order; the last), target tokens per batch."""
     from mtkit.data.batching import make_batches, padded_len
-    from mtkit.data.prepare import load_prepared
+    from mtkit.data.prepared import load_prepared
 
     corpus, _ = load_prepared(data)
     src = padded_len(corpus.src_lens.astype(np.int64))
