@@ -12,7 +12,7 @@ STAMP       = $(VENV)/.installed
 export HF_DATASETS_OFFLINE ?= 1
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install test lint demo bench docs clean
+.PHONY: install test test-fast lint demo bench docs clean
 
 install: $(STAMP)
 
@@ -25,6 +25,9 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+test-fast: $(STAMP)  # the edit-test loop: everything but the tests marked slow
+	$(PY) -m pytest -q -m "not slow" tests
 
 lint: $(STAMP)
 	$(PY) -m ruff check mtkit tests recipes/benchmarks

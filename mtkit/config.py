@@ -86,6 +86,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "small": dict(d_model=256, n_heads=4, d_ff=1024, n_enc_layers=3, n_dec_layers=3, dropout=0.1),
     "base": dict(d_model=512, n_heads=8, d_ff=2048, n_enc_layers=6, n_dec_layers=6, dropout=0.1),
     "big": dict(d_model=1024, n_heads=16, d_ff=4096, n_enc_layers=6, n_dec_layers=6, dropout=0.3),
+    # students for fast CPU translation (recipes/distill.sh): the encoder runs once per sentence, the
+    # decoder once per token, so layers move from the decoder to the encoder (Kasai et al., 2021);
+    # chosen by measurement on Multi30k (docs/benchmarks.md, Students)
+    "student": dict(d_model=128, n_heads=4, d_ff=256, n_enc_layers=6, n_dec_layers=2, dropout=0.1),
+    "student-tiny": dict(d_model=64, n_heads=4, d_ff=256, n_enc_layers=6, n_dec_layers=1, dropout=0.1),
 }
 
 
@@ -161,7 +166,8 @@ class CorpusSpec:
 class DataConfig:
     """Reading, cleaning and batching a parallel corpus."""
 
-    max_tokens: int = setting(4096, "batch budget: sentences x longest padded length, per side")
+    max_tokens: int = setting(4096, "training's batch budget: sentences x the longest padded side (decoding's "
+                                    "--max-tokens counts source tokens x beam instead)")
     max_len: int = setting(250, "drop pairs longer than this many tokens on either side")
     max_ratio: float = setting(3.0, "drop pairs whose token-length ratio exceeds this (0 disables)")
     dedup: bool = setting(False, "drop exact duplicate pairs")
@@ -231,8 +237,9 @@ class DecodeConfig:
     max_len_a: float = setting(1.2, "longest output: a * source length + b tokens (this is a)")
     max_len_b: int = setting(10, "longest output: a * source length + b tokens (this is b)")
     nbest: int = setting(1, "hypotheses per sentence (jsonl output lists them)")
-    max_tokens: int = setting(0, f"batch budget, source tokens x beam (0: {AUTO_MAX_TOKENS['cpu']:,} on a CPU, "
-                                 f"{AUTO_MAX_TOKENS['cuda']:,} on a GPU)")
+    max_tokens: int = setting(0, f"decoding's batch budget: source tokens x beam, or x samples (0: "
+                                 f"{AUTO_MAX_TOKENS['cpu']:,} on a CPU, {AUTO_MAX_TOKENS['cuda']:,} on a GPU; "
+                                 "training's --max-tokens counts sentences x longest side instead)")
     sampling: bool = setting(False, "sample each token instead of searching (back-translation); --nbest N gives N samples")
     topk: int = setting(0, "sampling: from the k most probable tokens only (0: all)")
     topp: float = setting(1.0, "sampling: from the most probable tokens whose probability reaches p (nucleus)")

@@ -6,6 +6,7 @@
 # with the same preset and wall-time budget train on:
 #   (a) the parallel part alone     (b) + beam back-translation     (c) + sampled back-translation
 #   (d) + the better of (b, c) tagged <BT>                          (e) all 29,000 real pairs (the bound)
+#   (f) (d) fine-tuned on the parallel part (--init-from d)         (d+f) (d) and (f) as an ensemble
 # Each setting's tokenizer learns from what that setting may see. Writes $RUN_DIR/results.md.
 #
 #   recipes/backtranslation.sh              # run (CPU or GPU)
@@ -22,6 +23,7 @@ MAX_TIME=${MAX_TIME:-600}           # seconds of training per model, the same fo
 MAX_TOKENS=${MAX_TOKENS:-4096}
 LR=${LR:-0.003}
 WARMUP=${WARMUP:-150}
+FT_LR=${FT_LR:-0.001}               # fine-tuning (f): a third of the learning rate, the same budget
 DROPOUT=${DROPOUT:-0.1}
 BEAM=${BEAM:-5}
 SAMPLING=${SAMPLING:-"--sampling --seed 1"}  # how the sampled back-translation is drawn (add --topk 10, ...)
@@ -44,12 +46,14 @@ for lang in en de; do
 done
 run sh -c "tail -n +$((PARALLEL + 1)) '$DATA/train.de' > '$DATA/mono.de'"   # the German side only
 
-train() {  # train MODEL TOKENIZER SRC TGT (data: --src/--tgt files, or --config FILE)
+train() {  # train MODEL TOKENIZER SRC TGT (data: --src/--tgt files, or --config FILE; then any option)
   local model=$1 tok=$2 src=$3 tgt=$4
   shift 4
-  run "$MTKIT" train -o "$RUN_DIR/$model" --tokenizer "$RUN_DIR/$tok" "$@" \
-    --valid-src "$DATA/val.$src" --valid-tgt "$DATA/val.$tgt" --preset "$PRESET" --max-tokens "$MAX_TOKENS" \
-    --lr "$LR" --warmup "$WARMUP" --dropout "$DROPOUT" --max-steps 0 --max-time "$MAX_TIME" \
+  local shape=(--preset "$PRESET")
+  [[ " $* " == *" --init-from "* ]] && shape=()  # a fine-tuned model keeps its parent's shape
+  run "$MTKIT" train -o "$RUN_DIR/$model" --tokenizer "$RUN_DIR/$tok" --lr "$LR" "$@" \
+    --valid-src "$DATA/val.$src" --valid-tgt "$DATA/val.$tgt" "${shape[@]}" --max-tokens "$MAX_TOKENS" \
+    --warmup "$WARMUP" --dropout "$DROPOUT" --max-steps 0 --max-time "$MAX_TIME" \
     --set train.schedule=linear --valid-every 300 --save-every 100 --keep-last 5 --precision "$PRECISION" --quiet
   local saved
   saved=$(ls "$RUN_DIR/$model/checkpoints"/step_*.pt 2>/dev/null | wc -l || true)
@@ -80,9 +84,12 @@ train b-beam tok-mono en de --config "$RUN_DIR/b.toml"
 corpora "$RUN_DIR/c.toml" "$DATA/bt-sampling.en"
 train c-sampling tok-mono en de --config "$RUN_DIR/c.toml"
 
-score() {  # score MODEL SPLIT -> "BLEU chrF" (cased)
-  local model=$1 split=$2 hyp=$RUN_DIR/$1.$2.de
-  run "$MTKIT" translate -m "$RUN_DIR/$model" --checkpoint averaged --beam "$BEAM" -i "$DATA/$split.en" -o "$hyp"
+score() {  # score NAME SPLIT [MODEL ...] -> "BLEU chrF" (cased); several models: an ensemble (default: NAME)
+  local name=$1 split=$2 hyp=$RUN_DIR/$1.$2.de
+  shift 2
+  local models=() model
+  for model in "${@:-$name}"; do models+=(-m "$RUN_DIR/$model:averaged"); done
+  run "$MTKIT" translate "${models[@]}" --beam "$BEAM" -i "$DATA/$split.en" -o "$hyp" --quiet
   run sh -c "'$MTKIT' score '$DATA/$split.de' -i '$hyp' -m bleu chrf -w 2 > '$hyp.scores'"
 }
 for model in a-parallel b-beam c-sampling; do
@@ -97,17 +104,21 @@ fi
 corpora "$RUN_DIR/d.toml" "$DATA/$better" "$TAG"
 train d-tagged tok-mono en de --config "$RUN_DIR/d.toml"
 train e-all tok-all en de --src "$DATA/train.en" --tgt "$DATA/train.de"
-for model in d-tagged e-all; do
+# (f): the tagged back-translation model, fine-tuned on the genuine pairs alone; (d+f): both, ensembled
+train f-finetuned tok-mono en de --src "$DATA/parallel.en" --tgt "$DATA/parallel.de" \
+  --init-from "$RUN_DIR/d-tagged" --init-checkpoint averaged --lr "$FT_LR"
+for model in d-tagged e-all f-finetuned; do
   for split in val test_2016_flickr; do score "$model" "$split"; done
 done
+for split in val test_2016_flickr; do score d+f-ensemble "$split" d-tagged f-finetuned; done
 
 if [[ "$DRY_RUN" != 1 ]]; then
   {
     echo "| en->de trained on | pairs | val BLEU | val chrF2 | test_2016_flickr BLEU | test chrF2 |"
     echo "|---|---|---|---|---|---|"
-    for model in a-parallel b-beam c-sampling d-tagged e-all; do
+    for model in a-parallel b-beam c-sampling d-tagged e-all f-finetuned d+f-ensemble; do
       pairs=$(python3 -c "import json,sys; print(sum(c['report']['kept'] for c in json.load(open(sys.argv[1]))['data']['corpora']))" \
-        "$RUN_DIR/$model/manifest.json")
+        "$RUN_DIR/${model%-ensemble}/manifest.json" 2>/dev/null || echo "(d) + (f)")
       row="| $model | $pairs"
       for split in val test_2016_flickr; do
         row+=" | $(awk 'NR == 1 {print $3}' "$RUN_DIR/$model.$split.de.scores") | $(awk 'NR == 2 {print $3}' "$RUN_DIR/$model.$split.de.scores")"
@@ -117,7 +128,8 @@ if [[ "$DRY_RUN" != 1 ]]; then
     echo
     echo "Cased BLEU and chrF2, beam $BEAM, the average of the last 5 checkpoints; $PRESET preset, $MAX_TIME s of"
     echo "training per model, precision $PRECISION; recipe wall time $(( SECONDS / 60 )) min $(( SECONDS % 60 )) s;"
-    echo "(d) tags the better of (b, c) on val: $better. $(date -u +%F), $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)."
+    echo "(d) tags the better of (b, c) on val: $better; (f) is (d) fine-tuned on the parallel part at lr $FT_LR;"
+    echo "(d+f) decodes with both. $(date -u +%F), $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)."
   } > "$RUN_DIR/results.md"
   cat "$RUN_DIR/results.md"
 fi

@@ -280,7 +280,7 @@ def _sacrebleu_resamples(n_segments: int, n_samples: int, seed: int = 12345) -> 
 def test_paired_bootstrap_means_and_intervals_equal_sacrebleus_on_its_resamples(monkeypatch):
     from sacrebleu.significance import PairedTest
 
-    from mtkit.metrics import base
+    from mtkit.metrics import significance
 
     refs = [f"sentence number {i} is here ." for i in range(60)]
     base_sys = [r.replace("number", "no") if i % 2 else "" for i, r in enumerate(refs)]
@@ -290,7 +290,7 @@ def test_paired_bootstrap_means_and_intervals_equal_sacrebleus_on_its_resamples(
     monkeypatch.setenv("SACREBLEU_SEED", "12345")
     theirs = PairedTest([(str(k), s) for k, s in enumerate(systems)], {"BLEU": sacrebleu.BLEU(references=[refs])},
                         references=None, test_type="bs", n_samples=n)()[1]["BLEU"]
-    monkeypatch.setattr(base, "_resample_weights", lambda segments, samples, seed: _sacrebleu_resamples(segments, samples))
+    monkeypatch.setattr(significance, "_resample_weights", lambda segments, samples, seed: _sacrebleu_resamples(segments, samples))
     ours = bleu.evaluate(systems, [refs], bleu.BLEU(), paired_bs_samples=n, seed=12345).paired
     for o, t in zip(ours, theirs, strict=True):
         assert o.score == pytest.approx(t.score, abs=1e-12)

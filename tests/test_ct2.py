@@ -64,7 +64,7 @@ def test_a_cpu_translates_a_batch_per_thread(converted, reverse_data):
 
     lines, cfg = read_lines(reverse_data["valid_src"]), DecodeConfig(beam=3, max_tokens=200)
     per_thread = ct2.Translator(converted["int8"], "cpu", "int8", threads=2)
-    together = ct2.Translator(converted["int8"], "cpu", "int8", threads=2, workers=1)
+    together = ct2.Translator(converted["int8"], "cpu", "int8", threads=2, concurrent=1)
     assert per_thread.model.num_translators == 2 and together.model.num_translators == 1
     texts = [[t.text for t in engine.translate(lines, cfg, TranslateStats())] for engine in (per_thread, together)]
     assert texts[0] == texts[1]

@@ -96,7 +96,7 @@ def test_a_cpu_decodes_a_batch_per_thread(loaded, sources, monkeypatch):
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        one_at_a_time = [t.tokens for t in translate(model, tok, sources, cfg, workers=1)]
+        one_at_a_time = [t.tokens for t in translate(model, tok, sources, cfg, concurrent=1)]
         assert len(seen) > 2 and {n for _, n in seen} == {2} and {t for t, _ in seen} == {threading.get_ident()}
         seen.clear()
         assert [t.tokens for t in translate(model, tok, sources, cfg)] == one_at_a_time
@@ -295,6 +295,7 @@ def test_attention_png(reverse_model, mtkit_cli, tmp_path):
     assert (tmp_path / "a.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.perf
 def test_a_batch_of_translations_is_detokenized_in_one_call(reverse_model, reverse_data, monkeypatch):
     """sentencepiece starts a thread pool at each decode call (1 ms on 16 cores): one call per batch."""
     model, tok, _ = load_for_inference(reverse_model, "best")
@@ -308,6 +309,7 @@ def test_a_batch_of_translations_is_detokenized_in_one_call(reverse_model, rever
     assert all(len(t.nbest) == 2 and t.nbest[0][0] == t.text for t in got)
 
 
+@pytest.mark.perf
 def test_cycle_collection_is_off_while_translate_starts_and_back_for_its_work(reverse_model, reverse_data,
                                                                                monkeypatch):
     """Start-up runs without the cycle collector (a quarter of a second of a one-sentence run);
@@ -340,6 +342,7 @@ def test_cycle_collection_is_off_while_translate_starts_and_back_for_its_work(re
     assert gc.isenabled() and gc.get_freeze_count() == 0
 
 
+@pytest.mark.perf
 def test_a_beam_step_reaches_the_host_exactly():
     """One transfer per step, every column exact: token ids past 2**24 (a float32 would round them)
     and log-probabilities to the bit."""

@@ -65,3 +65,23 @@ def test_the_checker_catches_what_does_not_exist():
     commands = _commands()
     flagged = [(c, o) for c, opts in _invocations(bad) for o in opts if o not in commands.get(c, set())]
     assert sorted(flagged) == [("tokenizer decode", "--ids"), ("translate", "--beams")]
+
+
+PACKAGES = sorted(p for p in (ROOT / "mtkit").iterdir() if (p / "__init__.py").is_file())
+
+
+@pytest.mark.parametrize("package", PACKAGES, ids=lambda p: p.name)
+def test_each_package_docstring_names_every_module_of_its_package(package):
+    """The first page a newcomer opens says what is in the folder: every module is named there."""
+    import ast
+
+    doc = ast.get_docstring(ast.parse((package / "__init__.py").read_text(encoding="utf-8"))) or ""
+    missing = [m.name for m in sorted(package.glob("*.py")) if m.name != "__init__.py" and m.name not in doc]
+    assert not missing, f"{package.name}/__init__.py does not name {missing}"
+
+
+def test_the_readme_layout_names_every_module_of_a_stage_folder():
+    layout = (ROOT / "README.md").read_text(encoding="utf-8").split("## Layout", 1)[1]
+    missing = [f"{p.name}/{m.name}" for p in PACKAGES for m in sorted(p.glob("*.py"))
+               if m.name != "__init__.py" and f"`{m.name}`" not in layout]
+    assert not missing, f"the README's layout table does not name {missing}"

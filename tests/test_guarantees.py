@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import assert_one_line_error, run_in_process, snapshot, train_tiny
+from helpers import assert_one_line_error, run_in_process, skip_unless_required, snapshot, train_tiny
 
 from mtkit.model import checkpoint as ckpt
 from mtkit.model.directory import REPLACED, RUN_FILES
@@ -40,10 +40,10 @@ def small_disk(tmp_path):
     mount = tmp_path / "disk"
     mount.mkdir()
     if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("a small file system needs root and mount(8)")
+        skip_unless_required("a small file system needs root and mount(8)")
     made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mount)], capture_output=True, text=True)
     if made.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
+        skip_unless_required(f"cannot mount a tmpfs here: {made.stderr.strip()}")
     try:
         yield mount
     finally:

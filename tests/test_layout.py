@@ -86,3 +86,34 @@ def test_no_module_imports_itself_back():
     for module in graph:
         visit(module, [])
     assert not cycles, cycles[0]
+
+
+# The command line parses options, calls the library and renders: what it may not do itself.
+CLI_FORBIDDEN = {"socket", "threading", "multiprocessing", "subprocess", "shutil", "signal", "torch.distributed"}
+CLI_ENTRY = {"signal", "threading"}  # app.py: signals become Interrupted, for every command alike
+CLI_LONGEST_BODY = 45  # lines of a function's body, its signature (the options) aside
+
+
+def _foreign_imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.module.startswith("mtkit"):
+            found.add(node.module)
+    return found
+
+
+def test_the_command_line_only_parses_and_renders():
+    """No sockets, threads, processes, signals or file juggling of its own (the library's rooms
+    hold them: serving.server, inference.distributed, data.prepare...), and no long function."""
+    wrong = []
+    for path in sorted((PACKAGE / "cli").glob("*.py")):
+        allowed = CLI_ENTRY if path.name == "app.py" else set()
+        wrong += [f"{path.name} imports {m}" for m in _foreign_imports(path) & (CLI_FORBIDDEN - allowed)]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef):
+                body = (node.end_lineno or node.lineno) - node.body[0].lineno + 1
+                if body > CLI_LONGEST_BODY:
+                    wrong.append(f"{path.name}:{node.lineno} {node.name} has a body of {body} lines")
+    assert not wrong, wrong

@@ -212,6 +212,7 @@ def test_cuda_autocast(dtype):
 
 
 @pytest.mark.gpu
+@pytest.mark.perf
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_cuda_attention_backends_are_chosen_and_agree(dtype, monkeypatch):

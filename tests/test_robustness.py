@@ -511,11 +511,15 @@ def _options(names):
         lambda pairs: [x for name, value in pairs for x in (name, value)])
 
 
-def _assert_clean(code, err):
+def _assert_clean(code, err, out=None, oracle=None):
+    """What any input may give: exit 0 with what the oracle says (the output of an undamaged or
+    independent run, or a check of the result), or exit 2 with one line; never a traceback."""
     assert code in (0, 2), (code, err)
     assert "Traceback" not in err
     if code == 2:
         assert len(err.strip().splitlines()) == 1, err
+    elif oracle is not None:
+        assert oracle(out) if callable(oracle) else out == oracle, (out, err)
 
 
 # MTKIT_FUZZ_EXAMPLES=1000 for a longer search than the default suite's
@@ -531,7 +535,13 @@ def test_fuzz_bleu(tmp_path_factory, args, data):
     d = tmp_path_factory.mktemp("fuzz")
     (d / "ref").write_bytes(b"a b c\n")
     (d / "hyp").write_bytes(data)
-    _assert_clean(*run_in_process("bleu", str(d / "ref"), "-i", str(d / "hyp"), *args)[::2])
+    code, out, err = run_in_process("bleu", str(d / "ref"), "-i", str(d / "hyp"), *args)
+
+    def equals_sacrebleu(_: str) -> bool:  # the same options, cross-checked: exit 1 if sacreBLEU differs
+        again, _, why = run_in_process("bleu", str(d / "ref"), "-i", str(d / "hyp"), *args, "--sacrebleu")
+        return again == 0 or (again == 2 and "empty corpus" in why)
+
+    _assert_clean(code, err, out, equals_sacrebleu)
 
 
 @FUZZ
@@ -539,7 +549,14 @@ def test_fuzz_bleu(tmp_path_factory, args, data):
                       "--device", "--precision", "--checkpoint", "--format"]))
 @pytest.mark.slow
 def test_fuzz_translate_options(reverse_model, args):
-    _assert_clean(*run_in_process("translate", "-m", str(reverse_model), *args, stdin="alpha bravo\n")[::2])
+    """Accepted options translate the one line into one line (one JSON object with --format jsonl)."""
+    code, out, err = run_in_process("translate", "-m", str(reverse_model), *args, stdin="alpha bravo\n")
+
+    def one_translation(text: str) -> bool:
+        lines = text.splitlines()
+        return len(lines) == 1 and ("translation" in json.loads(lines[0]) if lines[0].startswith("{") else True)
+
+    _assert_clean(code, err, out, one_translation)
 
 
 @settings(FUZZ, max_examples=max(1, FUZZ.max_examples // 2))
@@ -555,7 +572,16 @@ def test_fuzz_train_settings(tmp_path_factory, corpus, reverse_with_tokenizer, s
     out = tmp_path_factory.mktemp("fuzz") / "m"
     args = [x for key, value in sets for x in ("--set", f"{key}={value}")]
     code, _, err = _train(out, corpus, reverse_with_tokenizer["tokenizer"], "--max-steps", "1", *args)
-    _assert_clean(code, err)
+
+    def trained_as_asked(_: str) -> bool:  # every setting given is the one the run recorded and used
+        from mtkit.config_io import apply_override, load_toml
+
+        stored, wanted = load_toml(out / "config.toml"), load_toml(out / "config.toml")
+        for assignment in args[1::2]:
+            apply_override(wanted, assignment)
+        return stored == wanted and (out / "checkpoints" / "last.pt").is_file()
+
+    _assert_clean(code, err, "", trained_as_asked)
     if code == 2:
         assert not out.exists(), err
 
@@ -578,8 +604,11 @@ def test_fuzz_damaged_checkpoint_and_tokenizer(tmp_path_factory, reverse_model, 
             data[min(len(data) - 1, int(where * len(data)))] ^= xor
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(bytes(data))
-    _assert_clean(*run_in_process("translate", "-m", str(model), "--greedy", stdin="alpha bravo\n")[::2])
-    _assert_clean(*run_in_process("tokenizer", "encode", "-m", str(model), stdin="alpha bravo\n")[::2])
+    undamaged = {command: run_in_process(*command, "-m", str(reverse_model), *extra, stdin="alpha bravo\n")[1]
+                 for command, extra in ((("translate",), ("--greedy",)), (("tokenizer", "encode"), ()))}
+    for command, extra in ((("translate",), ("--greedy",)), (("tokenizer", "encode"), ())):
+        code, out, err = run_in_process(*command, "-m", str(model), *extra, stdin="alpha bravo\n")
+        _assert_clean(code, err, out, undamaged[command])  # damage is refused, never translated with
 
 
 @pytest.fixture(scope="module")
@@ -611,7 +640,10 @@ def test_fuzz_damaged_files_of_a_run_on_resume(tmp_path_factory, resumable, name
     model = tmp_path_factory.mktemp("damaged") / "m"
     shutil.copytree(source, model)
     (model / name).write_bytes(_damage((source / name).read_bytes(), cut, flips))
-    _assert_clean(*run_in_process(*[str(model) if a == "MODEL" else a for a in command])[::2])
+    code, out, err = run_in_process(*[str(model) if a == "MODEL" else a for a in command])
+    weights = (source / "checkpoints" / "step_00000002.pt").read_bytes()
+    # damaged metadata never changes the weights: the run resumes as it was (or is refused)
+    _assert_clean(code, err, out, lambda _: (model / "checkpoints" / "step_00000002.pt").read_bytes() == weights)
 
 
 @pytest.mark.slow
@@ -624,7 +656,13 @@ def test_fuzz_damaged_converted_model_metadata(tmp_path_factory, reverse_model, 
         assert run_in_process("convert", "-m", str(reverse_model), "-o", str(converted))[0] == 0
         (converted / "mtkit.json.orig").write_bytes((converted / "mtkit.json").read_bytes())
     (converted / "mtkit.json").write_bytes(_damage((converted / "mtkit.json.orig").read_bytes(), cut, flips))
-    _assert_clean(*run_in_process("translate", "-m", str(converted), stdin="alpha bravo\n")[::2])
+    (converted / "mtkit.json").rename(converted / "mtkit.json.damaged")
+    (converted / "mtkit.json.orig").rename(converted / "mtkit.json")
+    undamaged = run_in_process("translate", "-m", str(converted), stdin="alpha bravo\n")[1]
+    (converted / "mtkit.json").rename(converted / "mtkit.json.orig")
+    (converted / "mtkit.json.damaged").rename(converted / "mtkit.json")
+    code, out, err = run_in_process("translate", "-m", str(converted), stdin="alpha bravo\n")
+    _assert_clean(code, err, out, undamaged)
 
 
 class _FullAfter(io.StringIO):

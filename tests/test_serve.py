@@ -600,3 +600,13 @@ def test_a_413_reaches_clients_that_send_the_whole_body_first(server):
     JSON 413, not a reset connection."""
     code, body = server.post(body=b'{"q": "' + b"a" * 10_000_000 + b'"}')
     assert code == 413 and "too large" in body["error"], body
+
+
+def test_an_ensemble_is_served_as_mtkit_translate_decodes_it(reverse_model, sentences):
+    s = Server(reverse_model, "-m", f"{reverse_model}:last", "--beam", "4", "--quiet")
+    try:
+        expected = [t["translation"] for t in _translate_cli(reverse_model, sentences[:6], "-m", f"{reverse_model}:last")]
+        code, body = s.post({"q": sentences[:6], "source": "en", "target": "de"})
+        assert code == 200 and body["translatedText"] == expected
+    finally:
+        assert s.stop()[0] == 0

@@ -2,6 +2,8 @@
 the result; heavy libraries (torch, datasets) are imported inside the commands that need them.
 
     app.py          the typer app, main() (the entry point), standard input and output
+    render.py       what a person sees: errors, reports, progress, training's events
+    reference.py    docs/cli.md, generated from the commands
     scoring.py      bleu, score
     tokenizers.py   tokenizer train / encode / decode
     training.py     train, prepare, average, export

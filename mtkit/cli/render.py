@@ -16,7 +16,7 @@ from rich.table import Table
 from mtkit.training import events as ev
 
 if TYPE_CHECKING:
-    from mtkit.metrics.base import Report
+    from mtkit.metrics.report import Report
 
 
 def stderr_console() -> Console:
@@ -37,7 +37,7 @@ def print_warning(message: str) -> None:
 
 
 def render_reports(reports: Sequence[Report], names: Sequence[str], fmt: str, width: int, out: IO[str]) -> None:
-    """Each metric's report (mtkit.metrics.base.Report) on each system, as text lines or JSON, to `out`."""
+    """Each metric's report (mtkit.metrics.report.Report) on each system, as text lines or JSON, to `out`."""
     if fmt == "json":
         rows = [_json_row(report, k, name) for report in reports for k, name in enumerate(names)]
         out.write(json.dumps(rows[0] if len(rows) == 1 else rows, indent=1, ensure_ascii=False) + "\n")

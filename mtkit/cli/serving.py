@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 
 import typer
 
 from mtkit.cli.app import app, config_options, work_begins
 from mtkit.config import DecodeConfig
 from mtkit.errors import UserError
-from mtkit.model.directory import LANG_RE, ModelDir
+from mtkit.model.directory import LANG_RE, ModelDir, ModelRef
 
 SERVE_OPTIONS = ("beam", "length_penalty", "max_len_a", "max_len_b", "max_tokens")
 
@@ -19,7 +18,8 @@ SERVE_OPTIONS = ("beam", "length_penalty", "max_len_a", "max_len_b", "max_tokens
 @app.command()
 @config_options(SERVE_OPTIONS, root=DecodeConfig, show_defaults=True)
 def serve(
-    model_dir: Path = typer.Option(..., "-m", "--model", help="Model directory (or a converted CTranslate2 model)."),
+    models: list[str] = typer.Option(..., "-m", "--model", help="Model directory (or a converted CTranslate2 model); "
+                                     "repeat for an ensemble; DIR:CHECKPOINT picks a checkpoint."),
     checkpoint: str = typer.Option("best", "--checkpoint", help="best, last, averaged or a path."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
     precision: str = typer.Option("auto", "--precision", help="auto, fp32, bf16, fp16, or int8 (on the CPU)."),
@@ -74,18 +74,19 @@ def serve(
     if api_key is not None and not api_key.strip():
         raise UserError("--api-key (or MTKIT_API_KEY) is empty: give a key, or leave both unset to serve without one")
     origins = _cors_origins(cors_origins)
-    model = ModelDir(model_dir)
-    model.require("run", "converted")
-    source, target = _languages(model, source_lang, target_lang)
+    refs = tuple(ModelRef.parse(m, checkpoint) for m in models)
+    for ref in refs:
+        ModelDir(ref.path).require("run", "converted")
+    source, target = _languages(ModelDir(refs[0].path), source_lang, target_lang)
     if api_key is None and not server.is_loopback(host):
         render.print_warning(f"--host {host} serves other machines, and no --api-key is set: anyone who can reach "
                              "it can use it")
-    spec = server.ServerSettings(ModelSpec(model_dir, checkpoint, device, precision), cfg, source, target, host, port,
+    spec = server.ServerSettings(ModelSpec(refs, device, precision), cfg, source, target, host, port,
                                  api_key, max_chars, max_queue, max_batch, batch_wait_ms / 1000, workers, timeout,
                                  max_connections, origins)
 
     def started(s: server.Started) -> None:
-        render.print_info(f"serving {model_dir} ({source} -> {target}; {s.processes} model process"
+        render.print_info(f"serving {' + '.join(models)} ({source} -> {target}; {s.processes} model process"
                           f"{'es' * (s.processes > 1)} x {s.threads} thread{'s' * (s.threads > 1)}) on {s.url} "
                           "(POST /translate, /detect, GET /languages, /health, and / in a browser)")
         work_begins()

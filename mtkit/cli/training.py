@@ -39,6 +39,10 @@ def train(
     overrides: list[str] = typer.Option([], "--set", help="section.key=value, repeatable (any config setting)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a model directory holding another run."),
     reset_data: bool = typer.Option(False, "--reset-data", help="Resume on another corpus, from its first batch."),
+    init_from: Path | None = typer.Option(None, "--init-from", help="Fine-tune: start from this trained model's "
+                                          "weights (its tokenizer and model shape; a fresh optimiser and schedule)."),
+    init_checkpoint: str = typer.Option("best", "--init-checkpoint", help="Of --init-from: best, last, averaged "
+                                        "or a path."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the summary."),
     *,
     settings: dict,
@@ -58,16 +62,40 @@ def train(
     options = TokenizerOptions(seed=cfg.train.seed)
     if vocab_size is not None:
         options.vocab_size = vocab_size
+    given = given_settings(config_file, settings, overrides)
+    if init_from is not None:
+        tokenizer = _from_parent(cfg, output, overwrite, init_from, init_checkpoint, tokenizer, vocab_size, given)
     job = TrainJob(output, cfg, src, tgt, valid_src, valid_tgt, tokenizer, options, overwrite,
                    vocab_size_given=vocab_size is not None, reset_data=reset_data, data_dir=data,
-                   config_file=config_file)
-    _check_given(data, tokenizer, vocab_size, given_settings(config_file, settings, overrides))
+                   config_file=config_file, init_from=init_from, init_checkpoint=init_checkpoint)
+    _check_given(data, tokenizer if init_from is None else None, vocab_size, given)
     renderer = render.TrainRenderer(quiet=quiet)
     work_begins()
     with renderer:
         done = run_training(job, renderer)
     if done.reason == "signal":
         raise typer.Exit(128 + done.signal)
+
+
+def _from_parent(cfg, output: Path, overwrite: bool, init_from: Path, which: str, tokenizer: Path | None,
+                 vocab_size: int | None, given: dict[str, str]) -> Path:
+    """A run that starts from a trained model: its model settings become the parent's (the dropout
+    may be the run's own); what would change its shape or tokenizer is refused. Returns the
+    tokenizer directory the run uses (the parent's, unless the same one is given)."""
+    from mtkit.model.directory import ModelDir
+    from mtkit.training.parent import COPY, Parent
+
+    run = ModelDir(output)
+    parent = Parent.copied(run) if (run.checkpoints / COPY).is_file() and not overwrite else Parent.open(init_from, which)
+    if vocab_size is not None:
+        raise UserError(f"--vocab-size: the run starts from {init_from} and keeps its tokenizer")
+    shape = [how for key, how in given.items() if key == "preset" or (key.startswith("model.") and key != "model.dropout")]
+    if shape:
+        raise UserError(f"{shape[0]}: the run starts from {init_from}, whose model's shape it keeps (only model.dropout "
+                        "may change)")
+    cfg.preset = parent.cfg.preset
+    cfg.model = parent.child_model(cfg.model.dropout if "model.dropout" in given else None)
+    return tokenizer or parent.tokenizer_dir
 
 
 def _check_given(data: Path | None, tokenizer: Path | None, vocab_size: int | None, given: dict[str, str]) -> None:

@@ -21,7 +21,8 @@ DECODE_OPTIONS = ("beam", "length_penalty", "max_len_a", "max_len_b", "nbest", "
 @app.command()
 @config_options(DECODE_OPTIONS, root=DecodeConfig, show_defaults=True)
 def translate(
-    model_dir: Path = typer.Option(..., "-m", "--model", help="Model directory written by mtkit train."),
+    models: list[str] = typer.Option(..., "-m", "--model", help="Model directory written by mtkit train (or "
+                                     "converted); repeat for an ensemble; DIR:CHECKPOINT picks a checkpoint."),
     input_file: Path | None = typer.Option(None, "-i", "--input", help="Input file (default: stdin)."),
     output_file: Path | None = typer.Option(None, "-o", "--output", help="Output file (default: stdout)."),
     greedy: bool = typer.Option(False, "--greedy", help="Greedy search (same as --beam 1)."),
@@ -40,19 +41,52 @@ def translate(
     """Translate lines (stdin to stdout by default), one output line per input line, in order.
 
     MODEL is a model directory, or a CTranslate2 model written by mtkit convert (its checkpoint
-    was chosen at conversion). Progress and a summary go to stderr."""
+    was chosen at conversion). Several -m translate as an ensemble (their log-probabilities
+    averaged; one tokenizer). Progress and a summary go to stderr."""
     import time
 
     from mtkit.cli import render
-    from mtkit.config import DEVICE_RE, validate_labelled
-    from mtkit.config_io import option_name
-    from mtkit.data.textio import count_lines, iter_lines, require_file
     from mtkit.inference.engine import BySentences, open_engine
-    from mtkit.inference.types import TranslateStats
-    from mtkit.model.directory import ModelDir
+    from mtkit.model.directory import ModelDir, ModelRef
 
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    try:  # what every process of a torchrun finds alike is said once, by rank 0
+    refs = [ModelRef.parse(m, checkpoint) for m in models]
+    cfg = _checked(settings, greedy, fmt, precision, device, refs, input_file, output_file, distributed)
+    language = ModelDir(refs[0].path).languages()[0] if split_sentences else None
+
+    def engine_on(where: str):
+        engine = open_engine(refs, checkpoint, where, precision)
+        return BySentences(engine, language) if split_sentences else engine
+
+    started = time.monotonic()
+    if distributed:
+        done = _translate_distributed(engine_on, device, cfg, input_file, output_file, fmt, quiet)  # type: ignore[arg-type]
+    else:
+        done = _translate_here(engine_on(device), cfg, input_file, output_file, fmt, quiet, interactive)
+    if done is None:
+        return
+    stats, engine_max = done
+    if stats.truncated:
+        render.print_warning(f"{stats.truncated} input line(s) were longer than the model's maximum "
+                             f"({engine_max - 1} tokens) and were truncated")
+    if not quiet and not interactive:
+        seconds = time.monotonic() - started
+        render.print_info(f"translated {stats.sentences:,} lines ({stats.tgt_tokens:,} target tokens) in "
+                          f"{seconds:,.1f} s: {stats.sentences / max(seconds, 1e-9):,.1f} lines/s"
+                          + (f"; {stats.truncated:,} truncated" if stats.truncated else ""))
+
+
+def _checked(settings: dict, greedy: bool, fmt: str, precision: str, device: str, refs: list,
+             input_file: Path | None, output_file: Path | None, distributed: bool) -> DecodeConfig:
+    """The search settings, every option and path checked before any work. Under torchrun what
+    every process finds alike is said once, by rank 0."""
+    from mtkit.cli import render
+    from mtkit.config import DEVICE_RE, validate_labelled
+    from mtkit.config_io import option_name
+    from mtkit.data.textio import require_file
+    from mtkit.model.directory import ModelDir
+
+    try:
         if fmt not in ("text", "jsonl"):
             raise UserError(f"--format: expected text or jsonl, got {fmt!r}")
         if precision not in ("auto", "fp32", "bf16", "fp16", "int8"):
@@ -69,47 +103,37 @@ def translate(
             check_output(output_file, input_file)
         if distributed and (input_file is None or output_file is None):
             raise UserError("translating with several processes (torchrun) needs -i FILE and -o FILE")
-        ModelDir(model_dir).require("run", "converted")
+        for ref in refs:
+            ModelDir(ref.path).require("run", "converted")
     except UserError as e:
         e.quiet = distributed and os.environ.get("RANK", "0") != "0"
         raise
-    if not cfg.sampling and (ignored := [option_name(f"decode.{k}") for k in ("topk", "topp", "temperature", "seed")
-                                          if settings.get(k) is not None]):
+    ignored = [option_name(f"decode.{k}") for k in ("topk", "topp", "temperature", "seed") if settings.get(k) is not None]
+    if ignored and not cfg.sampling:
         render.print_warning(f"{', '.join(ignored)} only apply{'s' * (len(ignored) == 1)} with --sampling: ignored")
-    language = ModelDir(model_dir).languages()[0] if split_sentences else None
+    return cfg
 
-    def engine_on(where: str):
-        engine = open_engine(model_dir, checkpoint, where, precision)
-        return BySentences(engine, language) if split_sentences else engine
 
-    started = time.monotonic()
-    if distributed:
-        done = _translate_distributed(engine_on, device, cfg, input_file, output_file, fmt, quiet)  # type: ignore[arg-type]
-        if done is None:
-            return
-        stats, engine_max = done
-    else:
-        engine = engine_on(device)
-        engine_max = engine.max_positions
-        work_begins()
-        lines = iter_lines(input_file) if input_file else stdin_lines()
-        total = count_lines(input_file) if input_file is not None and not quiet else None
-        stats = TranslateStats()
-        with _output(output_file, input_file) as out, \
-                render.WorkProgress("translating", "sentences", total, quiet or interactive) as progress:
-            for k, t in enumerate(engine.translate(lines, cfg, stats, 1 if interactive else 2000), start=1):
-                out.write(_format(t, fmt))
-                if interactive:
-                    out.flush()
-                progress.update(k)
-    if stats.truncated:
-        render.print_warning(f"{stats.truncated} input line(s) were longer than the model's maximum "
-                             f"({engine_max - 1} tokens) and were truncated")
-    if not quiet and not interactive:
-        seconds = time.monotonic() - started
-        render.print_info(f"translated {stats.sentences:,} lines ({stats.tgt_tokens:,} target tokens) in "
-                          f"{seconds:,.1f} s: {stats.sentences / max(seconds, 1e-9):,.1f} lines/s"
-                          + (f"; {stats.truncated:,} truncated" if stats.truncated else ""))
+def _translate_here(engine, cfg: DecodeConfig, input_file: Path | None, output_file: Path | None, fmt: str,
+                    quiet: bool, interactive: bool):
+    """One process: the input (a file, or stdin) translated to the output, with progress on stderr;
+    the statistics and the model's longest input."""
+    from mtkit.cli import render
+    from mtkit.data.textio import count_lines, iter_lines
+    from mtkit.inference.types import TranslateStats
+
+    work_begins()
+    lines = iter_lines(input_file) if input_file else stdin_lines()
+    total = count_lines(input_file) if input_file is not None and not quiet else None
+    stats = TranslateStats()
+    with _output(output_file, input_file) as out, \
+            render.WorkProgress("translating", "sentences", total, quiet or interactive) as progress:
+        for k, t in enumerate(engine.translate(lines, cfg, stats, 1 if interactive else 2000), start=1):
+            out.write(_format(t, fmt))
+            if interactive:
+                out.flush()
+            progress.update(k)
+    return stats, engine.max_positions
 
 
 def _format(t, fmt: str) -> str:

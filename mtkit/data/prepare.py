@@ -194,7 +194,7 @@ def _encode_task(task: tuple[Chunk, Encoding]) -> Encoded:
 
 
 # ----------------------------------------------------------------------------- in parallel, in order
-class Workers:
+class EncodingPool:
     """A pool of encoding processes (spawned, so that a parent holding CUDA or OpenMP threads is
     safe), started on first use. map() takes results in input order with a bounded number of tasks
     in flight, so memory does not grow with the corpus."""
@@ -221,7 +221,7 @@ class Workers:
         while pending:
             yield pending.popleft().get()
 
-    def __enter__(self) -> Workers:
+    def __enter__(self) -> EncodingPool:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -236,7 +236,7 @@ def _dtypes(tok: Tokenizer, cleaning: Cleaning) -> tuple[str, str]:
     return id_dtype, "uint16" if cleaning.max_len + 1 < 1 << 16 else "int32"
 
 
-def _prepare_one(inp: CorpusInput, enc: Encoding, workers: Workers, out: Path, progress: OnProgress | None) -> dict:
+def _prepare_one(inp: CorpusInput, enc: Encoding, pool: EncodingPool, out: Path, progress: OnProgress | None) -> dict:
     out.mkdir(parents=True)
     report = CleaningReport()
     lens: dict[str, list[np.ndarray]] = {"src": [], "tgt": []}
@@ -250,7 +250,7 @@ def _prepare_one(inp: CorpusInput, enc: Encoding, workers: Workers, out: Path, p
             yield chunk, enc
 
     with open(out / "src.ids", "wb") as fs, open(out / "tgt.ids", "wb") as ft:
-        for done in workers.map(tasks()):
+        for done in pool.map(tasks()):
             fs.write(done.src_ids.tobytes())
             ft.write(done.tgt_ids.tobytes())
             max_ids = [max(max_ids[0], int(done.src_ids.max(initial=0))), max(max_ids[1], int(done.tgt_ids.max(initial=0)))]
@@ -330,11 +330,11 @@ def prepare(inputs: list[CorpusInput], tok: Tokenizer, cleaning: Cleaning, out: 
     id_dtype, len_dtype = _dtypes(tok, cleaning)
     work = make_temp_dir(out)
     try:
-        with Workers(encoding_processes(num_proc)) as workers:
+        with EncodingPool(encoding_processes(num_proc)) as pool:
             corpora = []
             for inp in inputs:
                 enc = Encoding(str(tok.directory), cleaning, id_dtype, len_dtype, tags.get(inp.name, -1), cleaning.dedup)
-                corpora.append(_prepare_one(inp, enc, workers, work / "corpora" / inp.name, progress))
+                corpora.append(_prepare_one(inp, enc, pool, work / "corpora" / inp.name, progress))
         check_epoch_size([Part(c["name"], 0, c["pairs"], c["weight"]) for c in corpora])
         tok.copy_to(work / "tokenizer")
         info = {"format": FORMAT, "tokenizer": tok.fingerprint(), "id_dtype": id_dtype, "len_dtype": len_dtype,

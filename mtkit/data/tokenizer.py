@@ -45,6 +45,11 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def _model_sha256(path: Path) -> str:
+    """The SHA-256 of a model file (small: read at once; not a corpus, whose hash is file_sha256's)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def _sample(paths: Sequence[Path], size: int, seed: int) -> Iterator[str]:
     """Non-empty lines of the files; a uniform reservoir sample of `size` lines when size > 0."""
     lines = (line for p in paths for line in iter_lines(p) if line.strip())
@@ -153,6 +158,7 @@ def _train_into(work: Path, src: list[Path], tgt: list[Path], opts: TokenizerOpt
     }
     tok = Tokenizer.load(work, info=info)
     info["src_vocab_size"], info["tgt_vocab_size"] = tok.src_vocab_size, tok.tgt_vocab_size
+    info["model_sha256"] = {name: _model_sha256(work / name) for name in info["models"]}  # checked at every load
     (work / INFO_FILE).write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
     for name in info["models"]:
         (work / name).chmod(0o666 & default_dir_mode())
@@ -211,9 +217,17 @@ class Tokenizer:
 
     @classmethod
     def load(cls, directory: str | Path, info: dict | None = None) -> Tokenizer:
+        """The tokenizer of `directory`; a model file whose bytes are not those recorded when it
+        was trained (damaged, or replaced) is refused, naming it."""
         directory = Path(directory)
         if info is None:
             info = _read_info(directory)
+        recorded = info.get("model_sha256")
+        recorded = recorded if isinstance(recorded, dict) else {}
+        for name in info["models"]:
+            if name in recorded and (directory / name).is_file() and _model_sha256(directory / name) != recorded[name]:
+                raise UserError(f"{directory / name}: damaged (its bytes are not those of the tokenizer that was "
+                                f"trained; {INFO_FILE} records them): copy or train the tokenizer again")
         procs = [_load_model(directory / name) for name in info["models"]]
         return cls(procs[0], procs[-1], directory)
 

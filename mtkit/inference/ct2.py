@@ -15,6 +15,7 @@ appended to the source, bos starts the target. `ctranslate2` is an optional depe
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
@@ -33,9 +34,8 @@ from mtkit.inference.types import (
     cpu_threads,
     decode_nbests,
 )
-from mtkit.model.directory import ModelDir
+from mtkit.model.directory import CONVERTED_MARKER, ModelDir
 
-MARKER = "mtkit.json"
 # mtkit translate --precision -> CTranslate2's compute type ("default": the model's own quantization)
 COMPUTE_TYPES = {"auto": "default", "fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "int8": "int8"}
 QUANTIZATIONS = ("int8", "int8_float32", "int8_float16", "int8_bfloat16", "float16", "bfloat16", "float32")
@@ -54,13 +54,9 @@ def cuda_device_count() -> int:
     return _ctranslate2().get_cuda_device_count()
 
 
-def is_ct2_dir(path: Path) -> bool:
-    return (Path(path) / MARKER).is_file() and (Path(path) / "model.bin").is_file()
-
-
 def read_info(directory: Path) -> dict:
     """mtkit.json of a converted model, checked: what it was made from and its longest input."""
-    path = directory / MARKER
+    path = directory / CONVERTED_MARKER
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:  # ValueError: invalid JSON or UTF-8
@@ -68,13 +64,21 @@ def read_info(directory: Path) -> dict:
     positions = info.get("max_positions") if isinstance(info, dict) else None
     if not isinstance(positions, int) or isinstance(positions, bool) or positions < 2:
         raise UserError(f"{path}: damaged (no valid \"max_positions\"); convert the model again with mtkit convert")
+    if "check" in info and info["check"] != _check(info):  # older conversions have none
+        raise UserError(f"{path}: damaged (its content does not match its check); convert the model again")
     return info
+
+
+def _check(info: dict) -> str:
+    """A hash of mtkit.json's content (its "check" aside): a damaged value is found, not used."""
+    content = {k: v for k, v in info.items() if k != "check"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
 
 # ----------------------------------------------------------------------------- converting
 def convert(model_dir: Path, out: Path, quantization: str = "int8", checkpoint: str = "best") -> Path:
     """Write a CTranslate2 model of model_dir's checkpoint to `out` (new or empty, written whole)."""
-    from mtkit.model.checkpoint import load_for_inference, resolve
+    from mtkit.model.checkpoint import load_for_inference
 
     ct2 = _ctranslate2()
     if quantization not in QUANTIZATIONS:
@@ -87,10 +91,11 @@ def convert(model_dir: Path, out: Path, quantization: str = "int8", checkpoint: 
     try:
         _save(spec, work, quantization)
         shutil.copytree(tok.directory, work / "tokenizer")
-        info = {"format": "ctranslate2", "mtkit": __version__, "source": str(resolve(Path(model_dir), checkpoint)),
+        info = {"format": "ctranslate2", "mtkit": __version__, "source": str(ModelDir(model_dir).checkpoint(checkpoint)),
                 "quantization": quantization, "max_positions": model.cfg.max_positions,
                 "languages": list(ModelDir(model_dir).languages())}
-        (work / MARKER).write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
+        info["check"] = _check(info)
+        (work / CONVERTED_MARKER).write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
         if out.exists():
             out.rmdir()
         work.rename(out)
@@ -179,9 +184,9 @@ class Translator:
     """A converted model, loaded once; translates like mtkit.inference.translate.translate."""
 
     def __init__(self, directory: Path, device: str = "auto", compute_type: str = "default", threads: int = 0,
-                 workers: int = 0):
+                 concurrent: int = 0):
         """threads: CPU threads in all (0: OMP_NUM_THREADS, else the cores this process may use);
-        workers: batches decoded at once on a CPU, threads / workers threads each (0: one thread
+        concurrent: batches decoded at once on a CPU, threads / concurrent threads each (0: one thread
         each, as mtkit's own decoding does; CTranslate2's own default is one worker)."""
         ct2 = _ctranslate2()
         from mtkit.data.tokenizer import Tokenizer
@@ -196,7 +201,7 @@ class Translator:
         inter, intra = 1, threads  # a GPU: one worker
         if device == "cpu":
             threads = threads or cpu_threads()
-            inter = min(workers or threads, threads)
+            inter = min(concurrent or threads, threads)
             intra = max(1, threads // inter)
         try:
             self.model = ct2.Translator(str(directory), device=device.split(":")[0], device_index=index,

@@ -9,13 +9,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mtkit.config import DecodeConfig
 from mtkit.errors import UserError
 from mtkit.inference.types import TranslateStats, Translation
+from mtkit.model.directory import ModelDir, ModelRef
 
 if TYPE_CHECKING:
     import torch
@@ -38,9 +39,9 @@ class TorchEngine:
     """mtkit's own search on a loaded Transformer (mtkit.inference.translate)."""
 
     def __init__(self, model: Transformer, tokenizer: Tokenizer, device: torch.device,
-                 autocast_dtype: torch.dtype | None, workers: int = 0):
+                 autocast_dtype: torch.dtype | None, concurrent: int = 0):
         self.model, self.tokenizer, self.device = model, tokenizer, device
-        self.autocast_dtype, self.workers = autocast_dtype, workers
+        self.autocast_dtype, self.concurrent = autocast_dtype, concurrent
 
     @property
     def max_positions(self) -> int:
@@ -51,7 +52,7 @@ class TorchEngine:
         from mtkit.inference.translate import translate
 
         return translate(self.model, self.tokenizer, lines, cfg, stats, chunk_size, first_line, device=self.device,
-                         autocast_dtype=self.autocast_dtype, workers=self.workers)
+                         autocast_dtype=self.autocast_dtype, concurrent=self.concurrent)
 
 
 class BySentences:
@@ -87,17 +88,25 @@ class BySentences:
             stats.tgt_tokens += inner.tgt_tokens
 
 
-def open_engine(model_dir: Path, checkpoint: str = "best", device: str = "auto", precision: str = "auto",
-                workers: int = 0) -> Engine:
+def open_engine(model: Path | Sequence[ModelRef], checkpoint: str = "best", device: str = "auto",
+                precision: str = "auto", concurrent: int = 0) -> Engine:
     """An mtkit model directory (mtkit's search on torch; precision auto, fp32, bf16, fp16, or int8
-    on a CPU) or a model written by `mtkit convert` (CTranslate2, without torch). workers: batches
-    decoded at once on a CPU, each by its own thread (0: one per thread the CPU engine uses)."""
+    on a CPU), several of them decoding as one (an ensemble, mtkit.inference.ensemble: a list of
+    ModelRef, each with its own checkpoint), or a model written by `mtkit convert` (CTranslate2,
+    without torch). concurrent: batches decoded at once on a CPU, each by its own thread (0: one
+    per thread the CPU engine uses)."""
     from mtkit.inference import ct2
 
-    if ct2.is_ct2_dir(model_dir):
-        return ct2.Translator(model_dir, device, ct2.COMPUTE_TYPES[precision], workers=workers)
+    refs = [ModelRef(model, checkpoint)] if isinstance(model, Path | str) else list(model)
+    converted = [r for r in refs if ModelDir(r.path).kind == "converted"]
+    if converted and len(refs) > 1:
+        raise UserError(f"{converted[0].path}: a converted CTranslate2 model translates alone; an ensemble is of "
+                        "mtkit model directories")
+    if converted:
+        return ct2.Translator(Path(refs[0].path), device, ct2.COMPUTE_TYPES[precision], concurrent=concurrent)
     import torch
 
+    from mtkit.inference.ensemble import Ensemble
     from mtkit.inference.translate import quantize_int8
     from mtkit.model.checkpoint import load_for_inference
     from mtkit.runtime import resolve_device, resolve_precision
@@ -107,10 +116,20 @@ def open_engine(model_dir: Path, checkpoint: str = "best", device: str = "auto",
         raise UserError("--precision int8 is mtkit's CPU decoding; on a GPU use bf16, or convert the model "
                         "(mtkit convert --quantization int8_float16)")
     dtype = None if precision == "int8" else resolve_precision(precision, dev).dtype
-    model, tok, _ = load_for_inference(model_dir, checkpoint, dev)
-    if precision == "int8":
-        model = quantize_int8(model)
-    elif dev.type == "cuda" and dtype != torch.float32:
-        # weights cast once, not by autocast at every layer of every decoding step
-        model, dtype = model.to(dtype), None
-    return TorchEngine(model, tok, dev, dtype, workers)
+    members, tok = [], None
+    for ref in refs:
+        member, member_tok, _ = load_for_inference(ref.path, ref.checkpoint, dev)
+        if tok is not None and member_tok.fingerprint() != tok.fingerprint():
+            raise UserError(f"{ref.path}: its tokenizer is not {refs[0].path}'s; an ensemble's models share one "
+                            "tokenizer")
+        tok = tok or member_tok
+        if precision == "int8":
+            member = quantize_int8(member)
+        elif dev.type == "cuda" and dtype != torch.float32:
+            member = member.to(dtype)  # weights cast once, not by autocast at every layer of every decoding step
+        members.append(member)
+    if precision != "int8" and dev.type == "cuda" and dtype != torch.float32:
+        dtype = None
+    assert tok is not None
+    searched: Any = members[0] if len(members) == 1 else Ensemble(members)
+    return TorchEngine(searched, tok, dev, dtype, concurrent)

@@ -40,10 +40,10 @@ def translate(
 
 def translate_chunk(
     model: Transformer, tokenizer: Tokenizer, lines: list[str], cfg: DecodeConfig, stats: TranslateStats,
-    device: torch.device | str = "cpu", autocast_dtype: torch.dtype | None = None, workers: int = 0,
+    device: torch.device | str = "cpu", autocast_dtype: torch.dtype | None = None, concurrent: int = 0,
     first_line: int = 0,
 ) -> list[Translation]:
-    """Translations of lines, in input order; empty lines give empty translations. workers: batches
+    """Translations of lines, in input order; empty lines give empty translations. concurrent: batches
     decoded at once on a CPU (0: one per torch thread; see _decode_batches); first_line: the
     input line number of lines[0] (sampling draws from the line numbers)."""
     max_src = model.cfg.max_positions - 1  # room for eos
@@ -56,7 +56,8 @@ def translate_chunk(
     todo = [i for i, seq in enumerate(ids) if seq]
     device_type = torch.device(device).type
     budget = cfg.max_tokens or AUTO_MAX_TOKENS.get(device_type, AUTO_MAX_TOKENS["cpu"])
-    batches = [[todo[j] for j in batch] for batch in _batches([len(ids[i]) for i in todo], budget, cfg.rows_per_sentence)]
+    batches = [[todo[j] for j in batch] for batch in _batches([len(ids[i]) for i in todo], budget,
+                                                              cfg.rows_per_sentence)]
 
     def decode(rows: list[int]) -> list[list[Hypothesis]]:
         src = pad_sequences([ids[i] for i in rows], suffix=EOS_ID).to(device)
@@ -65,7 +66,7 @@ def translate_chunk(
                 return sample(model, src, cfg, [first_line + i for i in rows])
             return search(model, src, cfg)
 
-    for rows, hyps in zip(batches, _decode_batches(decode, batches, device_type, workers)):
+    for rows, hyps in zip(batches, _decode_batches(decode, batches, device_type, concurrent)):
         all_texts = decode_nbests(tokenizer.decode_tgt, [[h.tokens for h in nbest] for nbest in hyps])
         for i, nbest, texts in zip(rows, hyps, all_texts):
             results[i] = Translation(texts[0], nbest[0].tokens, nbest[0].score,
@@ -75,12 +76,13 @@ def translate_chunk(
     return results  # type: ignore[return-value]
 
 
-def _batches(lengths: list[int], max_tokens: int, beam: int) -> Iterator[list[int]]:
-    """Indices sorted by length, cut into batches of at most max_tokens (source tokens x beam)."""
+def _batches(lengths: list[int], max_tokens: int, rows_per_sentence: int) -> Iterator[list[int]]:
+    """Indices sorted by length, cut into batches of at most max_tokens (source tokens x the
+    decoder rows a sentence takes: its beam, or its samples)."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     batch: list[int] = []
     for i in order:
-        if batch and (len(batch) + 1) * (lengths[i] + 1) * beam > max_tokens:
+        if batch and (len(batch) + 1) * (lengths[i] + 1) * rows_per_sentence > max_tokens:
             yield batch
             batch = []
         batch.append(i)
@@ -89,7 +91,7 @@ def _batches(lengths: list[int], max_tokens: int, beam: int) -> Iterator[list[in
 
 
 def _decode_batches(decode: Callable[[list[int]], list[list[Hypothesis]]], batches: list[list[int]],
-                    device_type: str, workers: int = 0) -> list[list[list[Hypothesis]]]:
+                    device_type: str, concurrent: int = 0) -> list[list[list[Hypothesis]]]:
     """decode(batch) for every batch, results in the order of batches. On a CPU with several torch
     threads and several batches, each thread decodes batches of its own, with one intra-op thread
     (as Marian's CPU workers and CTranslate2's inter_threads do): a decoding step's matrices are
@@ -98,16 +100,16 @@ def _decode_batches(decode: Callable[[list[int]], list[list[Hypothesis]]], batch
     flight holds its own memory. The batches are the same either way, so is the output. The
     longest batches start first, so that no long one runs alone at the end."""
     threads = torch.get_num_threads()
-    workers = min(workers or threads, threads, len(batches)) if device_type == "cpu" else 1
-    if workers <= 1:
+    concurrent = min(concurrent or threads, threads, len(batches)) if device_type == "cpu" else 1
+    if concurrent <= 1:
         return [decode(batch) for batch in batches]
-    pool = ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(threads // workers,))
+    pool = ThreadPoolExecutor(concurrent, initializer=torch.set_num_threads, initargs=(threads // concurrent,))
     try:
         futures = {i: pool.submit(decode, batches[i]) for i in reversed(range(len(batches)))}  # _batches: shortest first
         return [futures[i].result() for i in range(len(batches))]
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-        torch.set_num_threads(threads)  # the workers' setting is process-wide for some backends (MKL)
+        torch.set_num_threads(threads)  # the pool's setting is process-wide for some backends (MKL)
 
 
 @contextlib.contextmanager
@@ -117,8 +119,10 @@ def _out_of_memory_explained(src: Tensor, cfg: DecodeConfig):
     except (torch.OutOfMemoryError, RuntimeError) as e:
         if not isinstance(e, torch.OutOfMemoryError) and "allocate" not in str(e):
             raise
+        rows = f"{cfg.nbest} samples each" if cfg.sampling else f"beam {cfg.beam}"
+        smaller = "--nbest" if cfg.sampling else "--beam"
         raise UserError(f"out of memory translating {src.size(0)} sentences of up to {src.size(1)} tokens with "
-                        f"beam {cfg.beam}: lower --max-tokens (now {cfg.max_tokens}) or --beam") from None
+                        f"{rows}: lower --max-tokens (now {cfg.max_tokens}) or {smaller}") from None
 
 
 def quantize_int8(model: Transformer) -> Transformer:

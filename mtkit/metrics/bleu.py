@@ -20,8 +20,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 
 from mtkit.errors import UserError
-from mtkit.metrics import base
-from mtkit.metrics.base import PairedResult, Report, clipped_matches, paired_bootstrap  # noqa: F401  (part of this module's API)
+from mtkit.metrics import base, report
+from mtkit.metrics.base import clipped_matches
+from mtkit.metrics.report import Report  # noqa: F401  (part of this module's API)
+from mtkit.metrics.significance import PairedResult, paired_bootstrap  # noqa: F401  (part of this module's API)
 from mtkit.metrics.tokenizers import TOKENIZERS
 
 SMOOTH_DEFAULTS: dict[str, float | None] = {"none": None, "floor": 0.1, "add-k": 1.0, "exp": None}
@@ -240,6 +242,6 @@ def evaluate(
     paired_bs_samples: int = 0,
     seed: int = 12345,
 ) -> Report:
-    """Score each system against the same references (prepared once); see mtkit.metrics.base.Report."""
-    return base.evaluate(systems, base.prepare(references), opts, sentence_level=sentence_level,
+    """Score each system against the same references (prepared once); see mtkit.metrics.report.Report."""
+    return report.evaluate(systems, base.prepare_references(references), opts, sentence_level=sentence_level,
                          paired_bs_samples=paired_bs_samples, seed=seed)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from mtkit.errors import UserError
-from mtkit.metrics import base
+from mtkit.metrics import base, report
 
 PUNCTUATION = frozenset('!"#$%&\'()*+,-./:;<=>?@[\\]^_`{|}~')
 EPS = 1e-16
@@ -164,7 +164,7 @@ def corpus_chrf(hypotheses: Sequence[str], references: Sequence[Sequence[str | N
                 eps_smoothing: bool = False) -> CHRFScore:
     """Corpus chrF (word_order=2: chrF++) of hypotheses against one or more reference streams."""
     metric = CHRF(char_order, word_order, beta, lowercase, whitespace, eps_smoothing)
-    return base.evaluate([hypotheses], base.prepare(references), metric).scores[0]
+    return report.evaluate([hypotheses], base.prepare_references(references), metric).scores[0]
 
 
 def sentence_chrf(hypothesis: str, references: Sequence[str | None], **options) -> CHRFScore:

@@ -26,7 +26,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from mtkit.metrics import base
+from mtkit.metrics import base, report
 
 MAX_SHIFT_SIZE = 10
 MAX_SHIFT_DIST = 50
@@ -306,7 +306,7 @@ def corpus_ter(hypotheses: Sequence[str], references: Sequence[Sequence[str | No
                no_punct: bool = False, asian_support: bool = False, case_sensitive: bool = False) -> TERScore:
     """Corpus TER of hypotheses against one or more reference streams."""
     metric = TER(normalized, no_punct, asian_support, case_sensitive)
-    return base.evaluate([hypotheses], base.prepare(references), metric).scores[0]
+    return report.evaluate([hypotheses], base.prepare_references(references), metric).scores[0]
 
 
 def sentence_ter(hypothesis: str, references: Sequence[str | None], **options) -> TERScore:

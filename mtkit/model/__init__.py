@@ -3,5 +3,6 @@ training and inference load it). Imports data (token ids, the tokenizer) and the
 
     transformer.py  encode(src) -> memory; decode(tgt_in, memory) -> hidden states; the KV cache
     loss.py         label-smoothed cross-entropy fused with the output projection, in chunks
-    checkpoint.py   checkpoints (save, load, average, migrate), a model directory's layout
+    checkpoint.py   checkpoints (save, load, average, migrate), a model loaded for inference
+    directory.py    the model directory's one owner (ModelDir): paths, kind, manifest, languages
 """

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import errno
 import re
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +20,11 @@ import torch
 from mtkit import config_io
 from mtkit.errors import UserError, describe
 from mtkit.files import atomic_write, write_error
-from mtkit.model.directory import REPLACED
+from mtkit.model.directory import ModelDir
 
 FORMAT = "mtkit-checkpoint"
 FORMAT_VERSION = 2  # 2: fused attention projections, progress.best_score; 1 is read through _upgrade_v1
 STEP_RE = re.compile(r"step_(\d+)\.pt$")
-
-
-def checkpoint_dir(model_dir: Path) -> Path:
-    return Path(model_dir) / "checkpoints"
 
 
 def to_cpu(obj: Any) -> Any:
@@ -59,6 +57,7 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such checkpoint")
+    _check_bytes(path)
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # empty or truncated files, pickles with foreign objects, non-torch files
@@ -73,6 +72,21 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
         raise UserError(f"{path}: checkpoint format version {data.get('version')} is not supported (expected "
                         f"{FORMAT_VERSION}; a newer mtkit wrote it?)")
     return data
+
+
+def _check_bytes(path: Path) -> None:
+    """A checkpoint is a zip archive whose every record carries a CRC-32: torch.load does not
+    check them (a flipped byte in the weights loads silently), so they are checked here (one read
+    of the file, about a gigabyte a second)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as e:
+        raise UserError(f"{path}: not a readable mtkit checkpoint ({describe(e)})") from None
+    except zlib.error as e:  # a record whose compressed bytes were damaged
+        raise UserError(f"{path}: damaged ({describe(e)}); use another checkpoint") from None
+    if bad is not None:
+        raise UserError(f"{path}: damaged ({bad} does not match its checksum); use another checkpoint")
 
 
 _PROJECTION = re.compile(r"^(.*\.(self_attn|cross_attn)\.)(q|k|v|in)_proj\.(weight|bias)$")
@@ -125,7 +139,8 @@ def load_weights(module: torch.nn.Module, weights: dict[str, torch.Tensor], path
 
 def step_checkpoints(model_dir: Path) -> list[Path]:
     """Per-step checkpoints, oldest first."""
-    found = [(int(m.group(1)), p) for p in checkpoint_dir(model_dir).glob("step_*.pt") if (m := STEP_RE.search(p.name))]
+    found = [(int(m.group(1)), p) for p in ModelDir(model_dir).checkpoints.glob("step_*.pt")
+             if (m := STEP_RE.search(p.name))]
     return [p for _, p in sorted(found)]
 
 
@@ -154,15 +169,15 @@ def average(paths: list[Path]) -> dict[str, torch.Tensor]:
 
 def average_last(model_dir: Path, last: int, out: Path | None = None) -> Path:
     """Write the average of the last N step checkpoints to checkpoints/averaged.pt (or out)."""
-    model_dir = Path(model_dir)
-    if not model_dir.is_dir():
+    run = ModelDir(model_dir)
+    if not run.path.is_dir():
         raise UserError(f"{model_dir}: no such model directory")
     paths = step_checkpoints(model_dir)[-last:]
     if not paths:
-        raise UserError(f"{checkpoint_dir(model_dir)}: no step checkpoints to average (is {model_dir} a model directory?)")
+        raise UserError(f"{run.checkpoints}: no step checkpoints to average (is {model_dir} a model directory?)")
     if len(paths) < last:
-        raise UserError(f"{checkpoint_dir(model_dir)}: asked to average {last} checkpoints but only {len(paths)} exist")
-    out = out or checkpoint_dir(model_dir) / "averaged.pt"
+        raise UserError(f"{run.checkpoints}: asked to average {last} checkpoints but only {len(paths)} exist")
+    out = out or run.checkpoints / "averaged.pt"
     check_average_output(out)
     meta = load(paths[-1])
     save(out, {"config": meta["config"], "step": meta["step"], "model": average(paths),
@@ -191,37 +206,19 @@ def check_average_output(out: Path) -> None:
                         "(choose a new file name)")
 
 
-def resolve(model_dir: Path, which: str) -> Path:
-    """best | last | averaged | a path."""
-    if which in ("best", "last", "averaged"):
-        path = checkpoint_dir(model_dir) / f"{which}.pt"
-        if not path.is_file():
-            raise UserError(f"{model_dir}: checkpoint {which!r} is missing ({path})")
-        return path
-    return Path(which)
-
-
 def load_for_inference(model_dir: str | Path, which: str = "best", device: str | torch.device = "cpu"):
     """(model in eval mode, tokenizer, run config) from a model directory."""
-    from mtkit.data.tokenizer import Tokenizer
     from mtkit.model.transformer import Transformer
 
-    model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        raise UserError(f"{model_dir}: no such model directory")
-    if (model_dir / REPLACED).is_dir():
-        raise UserError(f"{model_dir}: a replacement of this run was interrupted (its files wait in "
-                        f"{model_dir / REPLACED}); the next `mtkit train -o {model_dir} ...` puts them back first")
-    for needed in ("config.toml", "tokenizer"):
-        if not (model_dir / needed).exists():
-            raise UserError(f"{model_dir}: not a complete model directory ({needed} is missing)")
-    path = resolve(model_dir, which)
+    run = ModelDir(model_dir)
+    run.require("run")
+    path = run.checkpoint(which)
     data = load(path, map_location="cpu")
     cfg = config_io.from_dict(data["config"], str(path))
-    tok = Tokenizer.load(model_dir / "tokenizer")
+    tok = run.tokenizer
     if (cfg.model.src_vocab_size, cfg.model.tgt_vocab_size) != (tok.src_vocab_size, tok.tgt_vocab_size):
         raise UserError(f"{path}: trained with vocabularies of {cfg.model.src_vocab_size}/{cfg.model.tgt_vocab_size} "
-                        f"entries but {model_dir / 'tokenizer'} has {tok.src_vocab_size}/{tok.tgt_vocab_size}")
+                        f"entries but {run.tokenizer_dir} has {tok.src_vocab_size}/{tok.tgt_vocab_size}")
     model = Transformer(cfg.model, init_weights=False)
     load_weights(model, data["model"], path)
     return model.to(device).eval(), tok, cfg

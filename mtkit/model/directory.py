@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,6 +38,22 @@ RUN_FILES = ("config.toml", "manifest.json", "metrics.jsonl", "valid_output.txt"
 REPLACED = ".replaced-run"  # a run being replaced (`mtkit train --overwrite`) waits here until its successor has a checkpoint
 CONVERTED_MARKER = "mtkit.json"  # what `mtkit convert` writes beside CTranslate2's model.bin
 LANG_RE = re.compile(r"[a-z]{2,3}(-[A-Za-z]{2,4})?")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model to load: its directory and which checkpoint (best, last, averaged or a path)."""
+
+    path: Path
+    checkpoint: str = "best"
+
+    @classmethod
+    def parse(cls, text: str, checkpoint: str = "best") -> ModelRef:
+        """DIR, or DIR:CHECKPOINT (best, last, averaged, or a .pt file) where DIR is a directory."""
+        head, sep, tail = text.rpartition(":")
+        if sep and Path(head).is_dir() and (tail in ("best", "last", "averaged") or tail.endswith(".pt")):
+            return cls(Path(head), tail)
+        return cls(Path(text), checkpoint)
 
 
 class ModelDir:
@@ -109,20 +126,39 @@ class ModelDir:
     def require(self, *kinds: str) -> None:
         """Refuse, in one line, a path that is not a model directory of one of `kinds`."""
         kind = self.kind
-        if kind in kinds:
-            return
         if kind == "missing":
             raise UserError(f"{self.path}: no such directory (-m takes a model directory written by mtkit train"
                             f"{', or one written by mtkit convert' if 'converted' in kinds else ''})")
-        if not self.path.is_dir():
-            raise UserError(f"{self.path}: is not a directory (-m takes a model directory)")
         if self.replaced.is_dir():
             raise UserError(f"{self.path}: a replacement of this run was interrupted (its files wait in "
                             f"{self.replaced}); the next `mtkit train -o {self.path} ...` puts them back first")
+        if kind in kinds:
+            return
+        if not self.path.is_dir():
+            raise UserError(f"{self.path}: is not a directory (-m takes a model directory)")
         if kind == "converted":
             raise UserError(f"{self.path}: a converted CTranslate2 model, not an mtkit run (it has no checkpoints)")
         missing = next(p.name for p in (self.config, self.tokenizer_dir) if not p.exists())
         raise UserError(f"{self.path}: not a complete model directory ({missing} is missing)")
+
+    def is_run(self) -> bool:
+        """Whether the directory holds an mtkit run: the manifest.json that mtkit writes, or the
+        config.toml it writes (every section, nothing foreign) beside the tokenizer it copies first.
+        A user's own `--config` file in a directory is not enough to make it a run."""
+        from mtkit import config as C
+        from mtkit.config_io import tomllib
+
+        try:
+            config = tomllib.loads(self.config.read_text(encoding="utf-8"))
+            if set(config) == {"preset", *C.SECTIONS} and (self.tokenizer_dir / "tokenizer.json").is_file():
+                return True
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            pass
+        return "mtkit" in self.manifest()
+
+    def has_checkpoint(self) -> bool:
+        """Whether the run saved training state (a run without it has lost nothing if restarted)."""
+        return (self.checkpoints / "last.pt").is_file()
 
     def manifest(self) -> dict:
         """manifest.json, or {} when there is none or it cannot be read."""

@@ -81,7 +81,7 @@ def serve(settings: ServerSettings, on_started: Callable[[Started], None], log: 
     """Serve until stopped (see the module docstring)."""
     max_connections = settings.max_connections or auto_max_connections()
     sock = listen(settings.host, settings.port)
-    count, threads = model_workers.plan(settings.model.model_dir, settings.model.device, settings.model.precision,
+    count, threads = model_workers.processes_and_threads(settings.model.model_dir, settings.model.device, settings.model.precision,
                                         settings.workers)
     pool = model_workers.start(dataclasses.replace(settings.model, threads=threads), count)
     try:

@@ -28,6 +28,7 @@ from pathlib import Path
 from mtkit.config import DecodeConfig
 from mtkit.errors import UserError
 from mtkit.inference.types import Translation, cpu_threads
+from mtkit.model.directory import ModelDir, ModelRef
 from mtkit.serving.batcher import WorkerLost
 
 AUTO_WORKERS_MAX = 4  # each worker holds a copy of the model: beyond this, more threads per worker
@@ -35,20 +36,24 @@ AUTO_WORKERS_MAX = 4  # each worker holds a copy of the model: beyond this, more
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What a worker loads, and with how many CPU threads."""
+    """What a worker loads (one model, or several as an ensemble), and with how many CPU threads."""
 
-    model_dir: Path
-    checkpoint: str = "best"
+    models: tuple[ModelRef, ...]
     device: str = "auto"
     precision: str = "auto"
     threads: int = 1
+
+    @property
+    def model_dir(self) -> Path:
+        """The (first) model's directory: what messages name."""
+        return Path(self.models[0].path)
 
 
 class WorkerFailed(RuntimeError):
     """A worker could not translate a batch (its process ended, or the search raised)."""
 
 
-def plan(model_dir: Path, device: str, precision: str, workers: int) -> tuple[int, int]:
+def processes_and_threads(model_dir: Path, device: str, precision: str, workers: int) -> tuple[int, int]:
     """(workers, CPU threads each). On a CPU, one worker per thread up to AUTO_WORKERS_MAX, the
     threads shared among them (as `mtkit translate` decodes several batches at once, one thread
     each); on a GPU one worker, unless asked for more."""
@@ -67,7 +72,7 @@ def _on_cpu(model_dir: Path, device: str, precision: str) -> bool:
         return True
     from mtkit.inference import ct2
 
-    if ct2.is_ct2_dir(model_dir):
+    if ModelDir(model_dir).kind == "converted":
         return ct2.cuda_device_count() == 0
     import torch
 
@@ -183,7 +188,7 @@ def _serve(conn: Connection, spec: ModelSpec) -> None:
     from mtkit.inference.types import TranslateStats
 
     try:
-        engine = open_engine(spec.model_dir, spec.checkpoint, spec.device, spec.precision, workers=1)
+        engine = open_engine(list(spec.models), device=spec.device, precision=spec.precision, concurrent=1)
     except Exception as e:  # noqa: BLE001 (sent to the server, which stops with it)
         conn.send(("error", str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"))
         return

@@ -8,10 +8,12 @@ caught whichever way the data was given.
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from mtkit.config import RunConfig
 from mtkit.data.corpus import Cleaning, EncodedCorpus
 from mtkit.data.prepare import CorpusInput, OnProgress, corpus_inputs, prepare_cached, quick_key, tag_ids
 from mtkit.data.prepared import is_prepared, load_prepared, read_info
@@ -47,14 +49,17 @@ def text_inputs(job: TrainJob) -> list[CorpusInput]:
 
 
 def cache_root(job: TrainJob) -> Path:
-    return job.cache_dir or job.model_dir / "cache"
+    return job.cache_dir or job.run.cache
 
 
-def adopt_cleaning(job: TrainJob) -> None:
-    """Training on prepared data: its cleaning settings are the run's (they were applied then)."""
+def resolved_config(job: TrainJob) -> RunConfig:
+    """The settings the run uses: the job's, and with prepared data its cleaning settings (which
+    were applied when it was prepared). A copy: the job is not changed."""
+    cfg = copy.deepcopy(job.cfg)
     if job.data_dir is not None:
         for key, value in read_info(job.data_dir)["cleaning"].items():
-            setattr(job.cfg.data, key, value)
+            setattr(cfg.data, key, value)
+    return cfg
 
 
 def check_data(job: TrainJob, tok: Tokenizer | None) -> None:
@@ -84,7 +89,7 @@ def training_data(job: TrainJob, tok: Tokenizer, main: bool, progress: OnProgres
     if job.data_dir is not None:
         corpus, info = load_prepared(job.data_dir)
         if info["tokenizer"] != tok.fingerprint():
-            raise UserError(f"{job.data_dir} was prepared with another tokenizer than the run's ({job.model_dir}/tokenizer)")
+            raise UserError(f"{job.data_dir} was prepared with another tokenizer than the run's ({job.run.tokenizer_dir})")
         return TrainData(corpus, info, job.data_dir)
     inputs, cleaning = text_inputs(job), Cleaning.of(job.cfg.data)
     corpus, info = prepare_cached(inputs, tok, cleaning, cache_root(job), job.cfg.data.num_proc, progress)
@@ -129,12 +134,12 @@ def load_valid(job: TrainJob, tok: Tokenizer) -> tuple[EncodedCorpus, list[str],
     return prepare_cached(inputs, tok, cleaning, cache_root(job), 1)[0], src_lines, refs
 
 
-def check_data_unchanged(job: TrainJob, data: TrainData) -> bool:
-    """True if the run resumes on the data it was trained on (or has no checkpoint yet); other
-    data is refused unless job.reset_data, and then False is returned."""
-    manifest = job.model_dir / "manifest.json"
-    if not (job.model_dir / "checkpoints" / "last.pt").is_file() or not manifest.is_file():
-        return True
+def check_data_unchanged(job: TrainJob, data: TrainData) -> None:
+    """A run resumes on the data it was trained on (or has no checkpoint yet); other data is
+    refused unless job.reset_data (then the run continues from the new data's first batch)."""
+    manifest = job.run.manifest_path
+    if not job.run.has_checkpoint() or not manifest.is_file():
+        return
     try:
         stored = json.loads(manifest.read_text(encoding="utf-8"))
         if not isinstance(stored, dict) or not isinstance(stored.get("data"), dict):
@@ -142,13 +147,10 @@ def check_data_unchanged(job: TrainJob, data: TrainData) -> bool:
         trained_on = stored["data"]
     except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         if job.reset_data:
-            return False
+            return
         raise UserError(f"{manifest}: damaged ({describe(e, 80)}); it records the corpus the run was trained on: "
                         "restore it, or pass --reset-data to resume on the given corpus from its first batch") from None
-    if same_data(trained_on, data):
-        return True
-    if not job.reset_data:
+    if not same_data(trained_on, data) and not job.reset_data:
         raise UserError(f"{job.model_dir} was trained on another corpus (see its manifest.json); resuming on a "
                         "different one needs --reset-data (training continues from its first batch), "
                         "or use another -o")
-    return False

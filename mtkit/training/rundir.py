@@ -47,7 +47,7 @@ from mtkit.files import (
     write_error,
     write_text_atomic,
 )
-from mtkit.model.directory import REPLACED, RUN_FILES
+from mtkit.model.directory import REPLACED, RUN_FILES, ModelDir
 from mtkit.training.events import Info, OnEvent
 from mtkit.training.job import TrainJob
 
@@ -62,14 +62,15 @@ RESUMABLE = {
 
 
 # ----------------------------------------------------------------------------- before any work
-def check_inputs(job: TrainJob, check_model_dir: bool = True) -> None:
+def check_inputs(job: TrainJob, check_model_dir: bool = True) -> C.RunConfig:
     """Everything that can be checked before any work is done (and before anything is deleted):
     settings, input files, the data (readable, UTF-8, parallel; or prepared with the run's
-    tokenizer), the tokenizer, the directory."""
-    from mtkit.training.inputs import adopt_cleaning, check_data
+    tokenizer), the tokenizer, the directory. Changes nothing: returns the settings the run will
+    use (with prepared data, its cleaning settings, which were applied when it was prepared)."""
+    from mtkit.training.inputs import check_data, resolved_config
 
-    adopt_cleaning(job)
-    job.cfg.validate()
+    cfg = resolved_config(job)
+    cfg.validate()
     for path in (job.train_src, job.train_tgt, job.valid_src, job.valid_tgt):
         if path is not None:
             require_file(path)
@@ -78,49 +79,47 @@ def check_inputs(job: TrainJob, check_model_dir: bool = True) -> None:
     tok = _known_tokenizer(job)
     if job.tokenizer_dir is None and tok is None:
         job.tokenizer_options.validate()
+    if job.parent is not None:
+        _check_child(job, cfg)
     if job.model_dir.exists() and not job.model_dir.is_dir():
         raise UserError(f"{job.model_dir}: exists and is not a directory")
-    if check_model_dir and _state(job) == "run" and not job.overwrite and (job.model_dir / "config.toml").is_file() \
-            and has_updates(job.model_dir):
-        _check_same_settings(job)
+    if check_model_dir and _state(job) == "run" and not job.overwrite and job.run.config.is_file() \
+            and job.run.has_checkpoint():
+        _check_same_settings(dataclasses.replace(job, cfg=cfg))
     check_data(job, tok)
     if job.valid_src is not None and job.valid_tgt is not None:
         from mtkit.data.sources import source_from_paths
 
         source_from_paths(job.valid_src, job.valid_tgt).check()
+    return cfg
+
+
+def _check_child(job: TrainJob, cfg: C.RunConfig) -> None:
+    """A run that starts from a parent keeps its tokenizer and its model's shape (dropout aside)."""
+    parent = job.parent
+    assert parent is not None
+    given = job.given_tokenizer
+    if given is not None and given.fingerprint() != parent.tokenizer.fingerprint():
+        which = f"--tokenizer {job.tokenizer_dir}" if job.tokenizer_dir is not None else f"--data {job.data_dir}"
+        raise UserError(f"{which}: the run starts from {parent.name} and keeps its tokenizer "
+                        f"({parent.tokenizer_dir}); prepare the data with that tokenizer")
+    ours, theirs = (dataclasses.replace(m, dropout=0.0) for m in (cfg.model, parent.cfg.model))
+    if ours != theirs:
+        raise UserError(f"--init-from {parent.name}: the model's shape comes from the parent; leave --preset and "
+                        "model.* settings (but model.dropout) unset")
 
 
 def _known_tokenizer(job: TrainJob) -> Tokenizer | None:
     """The tokenizer the run will use, when it is known before any work: --tokenizer, the resumed
     run's, or the prepared data's."""
-    own = job.model_dir / "tokenizer"
     if job.tokenizer_dir is not None:
-        return Tokenizer.load(job.tokenizer_dir)
-    if not job.overwrite and (own / "tokenizer.json").is_file() and (job.model_dir / "config.toml").is_file():
+        return job.given_tokenizer
+    if not job.overwrite and (job.run.tokenizer_dir / "tokenizer.json").is_file() and job.run.config.is_file():
         try:
-            return Tokenizer.load(own)
+            return job.run.tokenizer
         except UserError:
             return None
-    if job.data_dir is not None and (job.data_dir / "tokenizer").is_dir():
-        return Tokenizer.load(job.data_dir / "tokenizer")
-    return None
-
-
-def is_model_dir(directory: Path) -> bool:
-    """Whether `directory` holds an mtkit run: the manifest.json that mtkit writes, or the
-    config.toml it writes (every section, nothing foreign) beside the tokenizer it copies first.
-    A user's own `--config` file in a directory is not enough to make it a run."""
-    try:
-        config = config_io.tomllib.loads((directory / "config.toml").read_text(encoding="utf-8"))
-        if set(config) == {"preset", *C.SECTIONS} and (directory / "tokenizer" / "tokenizer.json").is_file():
-            return True
-    except (OSError, UnicodeDecodeError, config_io.tomllib.TOMLDecodeError):
-        pass
-    try:
-        manifest = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
-        return isinstance(manifest, dict) and "mtkit" in manifest
-    except (OSError, UnicodeDecodeError, ValueError):
-        return False
+    return job.given_tokenizer
 
 
 def _state(job: TrainJob) -> str:
@@ -130,20 +129,15 @@ def _state(job: TrainJob) -> str:
     d = job.model_dir
     if not d.exists():
         return "new"
-    if is_model_dir(d) or is_model_dir(d / REPLACED):
+    if job.run.is_run() or ModelDir(job.run.replaced).is_run():
         return "run"
-    if (d / "config.toml").exists():
+    if job.run.config.exists():
         raise UserError(f"{d}: holds a config.toml that is not an mtkit run's; nothing was changed: choose "
                         "another -o (mtkit only ever replaces its own model directories)")
     if any(p.name not in (LOCK_NAME, REPLACED) and not TEMP_RE.fullmatch(p.name) for p in d.iterdir()):
         raise UserError(f"{d}: exists and is not an mtkit model directory (no config.toml); nothing was changed: "
                         "choose another -o (--overwrite only replaces model directories)")
     return "fresh"
-
-
-def has_updates(model_dir: Path) -> bool:
-    """Whether the run saved training state (a run without it has lost nothing if restarted)."""
-    return (model_dir / "checkpoints" / "last.pt").is_file()
 
 
 def _check_same_settings(job: TrainJob) -> None:
@@ -158,15 +152,15 @@ def setting_differences(job: TrainJob) -> list[str]:
     and the tokenizer (another --tokenizer, or a --vocab-size that the run's tokenizer has not)."""
     wanted = config_io.from_dict(config_io.to_dict(job.cfg), "settings")
     diffs = []
-    tokenizer = job.model_dir / "tokenizer"
-    if tokenizer.is_dir():
-        tok = Tokenizer.load(tokenizer)
+    if job.run.tokenizer_dir.is_dir():
+        tok = job.run.tokenizer
         fix_vocabulary(wanted, tok)
-        if job.tokenizer_dir is not None and Tokenizer.load(job.tokenizer_dir).fingerprint() != tok.fingerprint():
-            diffs.append(f"--tokenizer {job.tokenizer_dir} is not the run's tokenizer ({tokenizer})")
+        given = job.given_tokenizer if job.tokenizer_dir is not None else None
+        if given is not None and given.fingerprint() != tok.fingerprint():
+            diffs.append(f"--tokenizer {job.tokenizer_dir} is not the run's tokenizer ({job.run.tokenizer_dir})")
         elif job.tokenizer_dir is None and job.vocab_size_given and job.tokenizer_options.vocab_size != tok.src_vocab_size:
             diffs.append(f"--vocab-size: {tok.src_vocab_size} -> {job.tokenizer_options.vocab_size}")
-    return diffs + _differences(config_io.load_toml(job.model_dir / "config.toml"), wanted)
+    return diffs + _differences(config_io.load_toml(job.run.config), wanted)
 
 
 def _differences(stored: C.RunConfig, wanted: C.RunConfig) -> list[str]:
@@ -222,12 +216,12 @@ class ModelDirClaim:
         """Undo an interrupted replacement, remove leftovers, and move the old run aside if it is
         to be replaced."""
         d = self.job.model_dir
-        if (d / REPLACED).is_dir():
-            self._put_back(d / REPLACED)
-        for sub in (d, d / "checkpoints", self.job.cache_dir or d / "cache"):
+        if self.job.run.replaced.is_dir():
+            self._put_back(self.job.run.replaced)
+        for sub in (d, self.job.run.checkpoints, self.job.cache_dir or self.job.run.cache):
             remove_leftovers(sub)
         state = _state(self.job)
-        replace = state == "run" and (self.job.overwrite or (not has_updates(d) and self._settings_changed()))
+        replace = state == "run" and (self.job.overwrite or (not self.job.run.has_checkpoint() and self._settings_changed()))
         self.resuming = state == "run" and not replace
         if replace:
             self._move_aside()
@@ -243,7 +237,7 @@ class ModelDirClaim:
     def _move_aside(self) -> None:
         """The run's own files into REPLACED (renames within the directory: nothing is copied)."""
         d = self.job.model_dir
-        self.aside = d / REPLACED
+        self.aside = self.job.run.replaced
         self.aside.mkdir()
         fsync_dir(d)
         for name in RUN_FILES:
@@ -291,12 +285,11 @@ class ModelDirClaim:
 
 # ----------------------------------------------------------------------------- setting up
 def _tokenizer_for(job: TrainJob, fresh: bool, on_event: OnEvent) -> Tokenizer:
-    target = job.model_dir / "tokenizer"
+    target = job.run.tokenizer_dir
     if not fresh and target.is_dir():
-        return Tokenizer.load(target)
-    given = job.tokenizer_dir or (job.data_dir / "tokenizer" if job.data_dir is not None else None)
-    if given is not None:
-        Tokenizer.load(given).copy_to(target)
+        return job.run.tokenizer
+    if job.given_tokenizer is not None:
+        job.given_tokenizer.copy_to(target)
         return Tokenizer.load(target)
     from mtkit.training.inputs import tokenizer_text
 
@@ -309,23 +302,25 @@ def _tokenizer_for(job: TrainJob, fresh: bool, on_event: OnEvent) -> Tokenizer:
 def prepare_model_dir(job: TrainJob, on_event: OnEvent) -> Tokenizer:
     """Fill a fresh model directory (tokenizer, config.toml) or check a resumed one's settings;
     returns the tokenizer and fixes the vocabulary sizes in job.cfg."""
-    config_path = job.model_dir / "config.toml"
-    fresh = not config_path.is_file()
+    fresh = not job.run.config.is_file()
     try:
         tok = _tokenizer_for(job, fresh, on_event)
     except OSError as e:
-        raise write_error(job.model_dir / "tokenizer", e) from None
+        raise write_error(job.run.tokenizer_dir, e) from None
     fix_vocabulary(job.cfg, tok)
     job.cfg.validate()
     if not fresh:
         _check_same_settings(job)
-    write_text_atomic(config_path, config_io.to_toml(job.cfg))
+    write_text_atomic(job.run.config, config_io.to_toml(job.cfg))
     return tok
 
 
-def write_manifest(job: TrainJob, tok: Tokenizer, data_identity: dict) -> None:
+def write_manifest(job: TrainJob, tok: Tokenizer, data_identity: dict, parent: dict | None = None) -> None:
+    """manifest.json: versions, the command line, the data and tokenizer, and the parent a
+    fine-tuning run started from (`parent`, or the one an earlier start of the run recorded)."""
     import torch
 
+    parent = parent or job.run.manifest().get("parent")
     manifest = {
         "mtkit": __version__,
         "torch": torch.__version__,
@@ -333,5 +328,6 @@ def write_manifest(job: TrainJob, tok: Tokenizer, data_identity: dict) -> None:
         "command_line": job.command_line,
         "data": data_identity,
         "tokenizer": tok.fingerprint(),
+        **({"parent": parent} if parent else {}),
     }
-    write_text_atomic(job.model_dir / "manifest.json", json.dumps(manifest, indent=1) + "\n")
+    write_text_atomic(job.run.manifest_path, json.dumps(manifest, indent=1) + "\n")

@@ -58,6 +58,7 @@ from mtkit.training.events import (
 )
 from mtkit.training.inputs import check_data_unchanged, load_valid, training_data
 from mtkit.training.metrics_log import MetricsLog
+from mtkit.training.parent import COPY, initial_weights
 from mtkit.training.rundir import (
     ModelDirClaim,
     TrainJob,
@@ -77,7 +78,7 @@ class TrainingDiverged(UserError):
 
 
 @dataclass
-class Progress:
+class Counters:
     """Counters that a checkpoint carries (with the data position and every RNG)."""
 
     step: int = 0
@@ -101,7 +102,7 @@ class Trainer:
     log: MetricsLog
     stop: StopFlag
     valid: Valid | None = None
-    progress: Progress = field(default_factory=Progress)
+    progress: Counters = field(default_factory=Counters)
     on_saved: Callable[[], None] = lambda: None  # after each checkpoint (the claim drops a replaced run)
 
     @property
@@ -130,7 +131,7 @@ class Trainer:
         ckpt.load_weights(self.model, state["model"], path)
         if not self.update.load_state_dict(state):
             self.on_event(Info("resumed in fp16 a run saved without a loss scale: starting a new one"))
-        self.progress = Progress(**state["progress"])
+        self.progress = Counters(**state["progress"])
         self._load_rng(state["rng"])
         self.batches.load_state(state["data"] if not self.job.reset_data else {"epoch": 1, "index": 0})
 
@@ -140,14 +141,14 @@ class Trainer:
         rng = gather_objects(rng_state(), self.dist)
         if not self.dist.main:
             return
-        d = ckpt.checkpoint_dir(self.job.model_dir)
+        d = self.job.run.checkpoints
         ckpt.save(d / "last.pt", self.state_dict(rng))
         ckpt.save(d / f"step_{self.progress.step:08d}.pt", self.weights())  # after last.pt
         ckpt.prune(self.job.model_dir, self.cfg.train.keep_last)
         self.on_saved()
 
     def resume(self) -> bool:
-        path = ckpt.checkpoint_dir(self.job.model_dir) / "last.pt"
+        path = self.job.run.checkpoints / "last.pt"
         if not path.is_file():
             return False
         self.load_state_dict(ckpt.load(path, map_location="cpu"), path)
@@ -170,7 +171,7 @@ class Trainer:
     def validate(self, valid: Valid) -> ValidationResult:
         corpus, src_lines, refs = valid
         return validate(self.model, self.tokenizer, corpus, src_lines, refs, self.cfg, self.update.device,
-                        self.update.precision, self.job.model_dir / "valid_output.txt")
+                        self.update.precision, self.job.run.valid_output)
 
 
 # ----------------------------------------------------------------------------- the loop's policy
@@ -196,7 +197,7 @@ def plan(step: int, t: C.TrainConfig, stopping: str | None) -> Plan:
     return Plan(log=step % t.log_every == 0, validate=validate, save=save)
 
 
-def stop_reason(t: C.TrainConfig, p: Progress, epoch: int, signal: int = 0) -> str | None:
+def stop_reason(t: C.TrainConfig, p: Counters, epoch: int, signal: int = 0) -> str | None:
     if signal:
         return "signal"
     if t.max_steps and p.step >= t.max_steps:
@@ -294,7 +295,7 @@ def _read_statistics(tr: Trainer, window: _Window, log: bool) -> None:
     p.skipped_steps += int(totals["skipped"])
     p.nonfinite_streak = int(totals["streak"])
     if p.nonfinite_streak >= t.max_nonfinite:
-        last = ckpt.checkpoint_dir(tr.job.model_dir) / "last.pt"
+        last = tr.job.run.checkpoints / "last.pt"
         raise TrainingDiverged(
             f"stopping at step {p.step}: {p.nonfinite_streak} consecutive non-finite losses "
             f"(last good checkpoint: {last if last.exists() else 'none yet'}); "
@@ -324,7 +325,7 @@ def _validate_and_keep_best(tr: Trainer) -> None:
         improved = score > p.best_score
         if improved:
             p.best_score, p.bad_validations = score, 0
-            ckpt.save(ckpt.checkpoint_dir(tr.job.model_dir) / "best.pt", {**tr.weights(), "metric": metric, "score": score})
+            ckpt.save(tr.job.run.checkpoints / "best.pt", {**tr.weights(), "metric": metric, "score": score})
         else:
             p.bad_validations += 1
         event = Validation(step=p.step, epoch=tr.batches.epoch, elapsed=p.elapsed, best_metric=metric,
@@ -344,10 +345,14 @@ def _setup_data(job: TrainJob, d: Dist, on_event: OnEvent) -> tuple[Tokenizer, E
     """Rank 0 sets up the tokenizer and prepares the data first; the other ranks then map them."""
     if not d.main:
         barrier(d)
+    parent = None
     if d.main:
         tok = prepare_model_dir(job, on_event)
+        if job.parent is not None and not (job.run.checkpoints / COPY).is_file() and not job.run.has_checkpoint():
+            parent = job.parent.copy_into(job.run)  # read once: the run restarts from its copy
+            on_event(Info(f"starting from the weights of {job.parent.checkpoint}"))
     else:
-        tok = Tokenizer.load(job.model_dir / "tokenizer")
+        tok = job.run.tokenizer
         fix_vocabulary(job.cfg, tok)
     progress = (lambda name, n, share: on_event(Preparing(name, n, share))) if d.main else None
     data = training_data(job, tok, d.main, progress)
@@ -355,7 +360,7 @@ def _setup_data(job: TrainJob, d: Dist, on_event: OnEvent) -> tuple[Tokenizer, E
     if d.main:
         check_data_unchanged(job, data)
         on_event(data.report())
-        write_manifest(job, tok, data.identity())
+        write_manifest(job, tok, data.identity(), parent)
         barrier(d)
     return tok, data.corpus, valid
 
@@ -385,7 +390,10 @@ def build(job: TrainJob, d: Dist, device: torch.device, on_event: OnEvent, stop:
     check_model_fits(job.cfg.model, device)
     torch.manual_seed(t.seed)
     random.seed(t.seed)
-    model = Transformer(job.cfg.model).to(device)
+    model = Transformer(job.cfg.model)
+    if (copy := job.run.checkpoints / COPY).is_file():  # a fine-tuning run: the parent's weights (last.pt wins)
+        ckpt.load_weights(model, initial_weights(job.run), copy)
+    model = model.to(device)
     torch.manual_seed(t.seed + d.rank)  # dropout differs per rank; weights are rank 0's (DDP broadcasts)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
@@ -402,7 +410,7 @@ def build(job: TrainJob, d: Dist, device: torch.device, on_event: OnEvent, stop:
     batches = BatchIterator(corpus, job.cfg.data.max_tokens, job.cfg.data.seed, rank=d.rank, world_size=d.world,
                             vocab=(tok.src_vocab_size, tok.tgt_vocab_size))
     batches.check()
-    log = MetricsLog(job.model_dir / "metrics.jsonl", enabled=d.main)
+    log = MetricsLog(job.run.metrics, enabled=d.main)
     tr = Trainer(job, update, batches, tok, d, on_event, log, stop, valid)
     tr.resume()
     model.train()
@@ -416,7 +424,7 @@ def train(job: TrainJob, on_event: OnEvent) -> Done:
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "16")  # why: mtkit.cli.app.bound_onednn_cache
     d = init_distributed(job.cfg.train.device)
     try:
-        check_inputs(job, check_model_dir=d.main)
+        job = dataclasses.replace(job, cfg=check_inputs(job, check_model_dir=d.main))
         device = resolve_device(job.cfg.train.device, d.local_rank)
         with stop_on_signals() as stop, ModelDirClaim(job, d.main) as claim:
             tr = build(job, d, device, on_event, stop)

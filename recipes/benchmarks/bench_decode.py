@@ -15,8 +15,12 @@ CTranslate2's own default, inter_threads=1), in process only. With --device cuda
 bf16 on the GPU, in process.
 Then, in this process, the cached search is checked against FullRecompute (no KV cache): greedy
 on all 1,000 sentences, beam 5 on 200.
-Usage: python recipes/benchmarks/bench_decode.py MODEL_DIR [--checkpoint averaged] [--repeats 3]
-       [--threads 2] [--device cpu|cuda]
+With several model directories: the ensemble of them (mtkit fp32 and int8, in process; memory is
+the peak RSS of this process once the engine is loaded), after each model alone.
+--quick: in process only (no whole-process rounds, no check against the uncached search).
+
+Usage: python recipes/benchmarks/bench_decode.py MODEL_DIR [MODEL_DIR ...] [--checkpoint averaged]
+       [--repeats 3] [--threads 2] [--device cpu|cuda] [--quick]
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import MULTI30K, corpus_lines, summary
+from common import MULTI30K, corpus_lines, peak_rss_mb, summary
 
 from mtkit.config import DecodeConfig
 from mtkit.data.batching import pad_sequences
@@ -53,8 +57,10 @@ def in_process(engines: list[tuple[str, Path, str, int]], device: str, checkpoin
     lines, refs = corpus_lines("test_2016_flickr", "en"), corpus_lines("test_2016_flickr", "de")
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     print(f"in process on {device}: sentences/s over {repeats} runs (min / median / max), BLEU cased")
-    for name, model, precision, workers in engines:
-        engine = open_engine(model, checkpoint, device, precision, workers)
+    for name, model, precision, concurrent in engines:
+        engine = open_engine(model, checkpoint, device, precision, concurrent)
+        if isinstance(model, list):
+            print(f"  {name}: peak RSS {peak_rss_mb():,.0f} MB once loaded", flush=True)
         for search, beam in SEARCHES:
             cfg = DecodeConfig(beam=beam)
             list(engine.translate(lines[:64], cfg, TranslateStats(), 2000))  # warm-up
@@ -95,8 +101,8 @@ def whole_process(engines: list[tuple[str, Path, str, int]], checkpoint: str, re
         print(f"whole process, {threads} threads: `mtkit translate` of {len(lines)} sentences (wall s, "
               f"min / median / max), and of one sentence (start-up), over {repeats + 2} rounds")
         commands: list[tuple[str, list[str], str | None]] = []  # (label, command, stdin)
-        for name, model, precision, workers in engines:
-            if workers:  # the command line decodes one batch per thread
+        for name, model, precision, concurrent in engines:
+            if concurrent:  # the command line decodes one batch per thread
                 continue
             base = [sys.executable, "-m", "mtkit", "translate", "-m", str(model), "--checkpoint", checkpoint,
                     "--precision", precision]
@@ -133,14 +139,18 @@ def check_against_uncached(model_dir: Path, checkpoint: str, lines: list[str]) -
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("model_dir", type=Path)
+    ap.add_argument("model_dirs", type=Path, nargs="+")
     ap.add_argument("--checkpoint", default="averaged")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--quick", action="store_true", help="in process only")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     os.environ["OMP_NUM_THREADS"] = str(args.threads)  # CTranslate2's threads in this process (mtkit.inference.ct2)
+    if len(args.model_dirs) > 1:
+        return ensemble(args)
+    args.model_dir = args.model_dirs[0]
     print(f"{MULTI30K.name} test_2016_flickr, model {args.model_dir} ({args.checkpoint})")
     if args.device.startswith("cuda"):
         engines = [("mtkit fp32", args.model_dir, "fp32", 0), ("mtkit bf16", args.model_dir, "bf16", 0)]
@@ -156,10 +166,26 @@ def main() -> None:
             engines += [("ctranslate2 int8", converted, "auto", 0), ("ct2 int8 1 worker", converted, "auto", 1)]
         # whole process first: CTranslate2's threads, once it has run in this process, take CPU
         # time from the processes it starts (the whole-process times came out ~1 s longer after it)
-        whole_process(engines, args.checkpoint, args.repeats, args.threads)
+        if not args.quick:
+            whole_process(engines, args.checkpoint, args.repeats, args.threads)
         in_process(engines, "cpu", args.checkpoint, args.repeats)
+    if args.quick:
+        return
     print("cached vs uncached (FullRecompute) search:")
     check_against_uncached(args.model_dir, args.checkpoint, corpus_lines("test_2016_flickr", "en"))
+
+
+def ensemble(args: argparse.Namespace) -> None:
+    """Each model alone, then all of them as one ensemble (mtkit's engine, fp32 and int8)."""
+    from mtkit.model.directory import ModelRef
+
+    names = " + ".join(str(m) for m in args.model_dirs)
+    print(f"{MULTI30K.name} test_2016_flickr, ensemble of {names} ({args.checkpoint}), {args.device}")
+    refs = [ModelRef(m, args.checkpoint) for m in args.model_dirs]
+    precisions = ("fp32", "bf16") if args.device.startswith("cuda") else ("fp32", "int8")
+    engines: list = [(f"{m.name} {p}", m, p, 0) for p in precisions for m in args.model_dirs]
+    engines += [(f"ensemble of {len(refs)} {p}", refs, p, 0) for p in precisions]
+    in_process(engines, args.device, args.checkpoint, args.repeats)
 
 
 if __name__ == "__main__":

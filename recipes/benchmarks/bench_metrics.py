@@ -4,7 +4,7 @@ The reference set is 3,000 sentences of WMT-like length (two consecutive Multi30
 joined, ~25 words); the 16 systems are perturbations of it (blocks moved, words dropped, replaced
 and repeated, at rates that differ per system). Both sides score the 16 systems as their command
 lines do, references prepared once per metric (mtkit: each segment's references once, inside
-base.evaluate, for all systems; sacreBLEU: the metric built with references=..., then
+report.evaluate, for all systems; sacreBLEU: the metric built with references=..., then
 corpus_score(system, None) for every system). Every score is checked to be equal. Times are wall
 seconds for all 16 systems, min / median / max of `repeats`; mtkit is timed in one process
 (--jobs 1) and as `mtkit score` chooses (--jobs 0: every usable CPU for work this large).
@@ -21,7 +21,7 @@ import time
 import sacrebleu
 from common import corpus_lines, summary
 
-from mtkit.metrics import BLEU, CHRF, TER, base
+from mtkit.metrics import BLEU, CHRF, TER, base, report
 
 
 def make_data(n_sentences: int, n_systems: int) -> tuple[list[str], list[list[str]]]:
@@ -47,8 +47,8 @@ def make_data(n_sentences: int, n_systems: int) -> tuple[list[str], list[list[st
 
 def time_mtkit(metric, refs: list[str], systems: list[list[str]], jobs: int) -> tuple[float, list[float]]:
     start = time.perf_counter()
-    report = base.evaluate(systems, base.prepare([refs]), metric, jobs=jobs)
-    return time.perf_counter() - start, [s.score for s in report.scores]
+    result = report.evaluate(systems, base.prepare_references([refs]), metric, jobs=jobs)
+    return time.perf_counter() - start, [s.score for s in result.scores]
 
 
 def time_sacrebleu(factory, refs: list[str], systems: list[list[str]]) -> tuple[float, list[float]]:
