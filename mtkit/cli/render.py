@@ -39,7 +39,7 @@ def print_warning(message: str) -> None:
 def render_reports(reports: Sequence[Report], names: Sequence[str], fmt: str, width: int, out: IO[str]) -> None:
     """Each metric's report (mtkit.metrics.report.Report) on each system, as text lines or JSON, to `out`."""
     if fmt == "json":
-        rows = [_json_row(report, k, name) for report in reports for k, name in enumerate(names)]
+        rows = [_json_row(report, k, name, width) for report in reports for k, name in enumerate(names)]
         out.write(json.dumps(rows[0] if len(rows) == 1 else rows, indent=1, ensure_ascii=False) + "\n")
         return
     for k, name in enumerate(names):
@@ -47,18 +47,41 @@ def render_reports(reports: Sequence[Report], names: Sequence[str], fmt: str, wi
             if report.sentence_scores:
                 for sent in report.sentence_scores[k]:
                     out.write(sent.format(width, signature=False) + "\n")
-            out.write((f"{name}: " if len(names) > 1 else "") + report.scores[k].format(width) + "\n")
+            line = report.scores[k].format(width)
+            if report.intervals:  # as sacreBLEU writes it
+                line += f" (μ = {report.intervals[k].mean:.{width}f} ± {report.intervals[k].ci:.{width}f})"
+            out.write((f"{name}: " if len(names) > 1 else "") + line + "\n")
     for report in reports:
         if report.paired:
             _paired_table(report, names, width, out)
+        if report.ar_p_values:
+            _ar_table(report, names, width, out)
 
 
-def _json_row(report: Report, k: int, name: str) -> dict:
+def _ar_table(report: Report, names: Sequence[str], width: int, out: IO[str]) -> None:
+    metric = report.scores[0].name
+    table = Table(title=f"{metric}: paired approximate randomization (first system is the baseline)")
+    for col in ("system", metric, "p-value"):
+        table.add_column(col, justify="left" if col == "system" else "right")
+    for name, score, p in zip(names, report.scores, report.ar_p_values):
+        p_str = "baseline" if p is None else f"{p:.4f}" + (" *" if p < 0.05 else "")
+        table.add_row(escape(name), f"{score.score:.{width}f}", p_str)
+    console = Console(file=out, highlight=False)
+    console.print(table)
+    console.print("* p < 0.05: the difference to the baseline is significant")
+
+
+def _json_row(report: Report, k: int, name: str, width: int = 1) -> dict:
     score = report.scores[k]
     row = {"name": score.name, "system": name, **score.to_dict()}
     if report.paired:
         p = report.paired[k]
         row.update(mean=p.mean, ci_low=p.ci_low, ci_high=p.ci_high, p_value=p.p_value)
+    if report.intervals:
+        mean, ci = f"{report.intervals[k].mean:.{width}f}", f"{report.intervals[k].ci:.{width}f}"
+        row.update(confidence_mean=float(mean), confidence_var=float(ci), confidence=f"μ = {mean} ± {ci}")
+    if report.ar_p_values:
+        row["p_value"] = report.ar_p_values[k]
     if report.sentence_scores:
         row["sentences"] = [s.score for s in report.sentence_scores[k]]
     return row

@@ -22,7 +22,15 @@ ReportFormat = Annotated[str, typer.Option("--format", "-f", help="text or json.
 ReportWidth = Annotated[int, typer.Option("--width", "-w", help="Decimals of the score in text output.")]
 PairedBootstrap = Annotated[bool, typer.Option("--paired-bs", help="Paired bootstrap against the first system.")]
 BootstrapSamples = Annotated[int, typer.Option("--paired-bs-n", help="Bootstrap samples.")]
-BootstrapSeed = Annotated[int, typer.Option("--seed", help="Seed of the bootstrap resampling.")]
+BootstrapSeed = Annotated[str | None, typer.Option("--seed", help="Seed of the resampling (bootstrap, approximate "
+                                                                   "randomization): an integer, or none [default: "
+                                                                   "SACREBLEU_SEED, else 12345]", show_default=False)]
+Confidence = Annotated[bool, typer.Option("--confidence", help="Each system's 95% bootstrap interval (μ ± ci).")]
+ConfidenceSamples = Annotated[int, typer.Option("--confidence-n", help="Bootstrap samples of the interval.")]
+PairedAR = Annotated[bool, typer.Option("--paired-ar", help="Paired approximate randomization against the first system.")]
+PairedARTrials = Annotated[int, typer.Option("--paired-ar-n", help="Trials of approximate randomization.")]
+LanguagePair = Annotated[str | None, typer.Option("-l", "--language-pair", help="SRC-TGT: the tokenizer of the target "
+                                                  "language unless --tokenize is given (zh, ja-mecab, ko-mecab; 13a).")]
 ScoringJobs = Annotated[int, typer.Option("--jobs", "-j", help="Processes (Linux). 0: every CPU once the work is "
                                                                "large enough (20,000 segments x systems).")]
 
@@ -44,8 +52,10 @@ def metric_options(names: list[str]):
             cls = METRICS[name].cls
             hints.update(typing.get_type_hints(cls))
             defaults.update({f.name: f.default for f in dataclasses.fields(cls)})
-        options = [inspect.Parameter(o.field, inspect.Parameter.KEYWORD_ONLY, annotation=hints[o.field],
-                                     default=typer.Option(defaults[o.field], *o.flags, help=o.help))
+        options = [inspect.Parameter(o.field, inspect.Parameter.KEYWORD_ONLY,
+                                     annotation=hints[o.field] | None if o.chosen_later else hints[o.field],
+                                     default=typer.Option(None if o.chosen_later else defaults[o.field], *o.flags,
+                                                          help=o.help, show_default=not o.chosen_later))
                    for o in options_of(names)]
         fields = {o.field for o in options_of(names)}
 
@@ -71,9 +81,46 @@ class Reporting:
     sentence_level: bool = False
     paired_bs: bool = False
     paired_bs_n: int = 1000
-    seed: int = 12345
+    seed: str | None = None  # an integer, "none" (unseeded), or None: SACREBLEU_SEED, else 12345
     jobs: int = 0
     check_sacrebleu: bool = False
+    confidence: bool = False
+    confidence_n: int = 1000
+    paired_ar: bool = False
+    paired_ar_n: int = 10_000
+
+    @property
+    def rng_seed(self) -> int | None:
+        """The seed as sacreBLEU reads it: the option, else SACREBLEU_SEED, else 12345; none: unseeded."""
+        import os
+
+        text = self.seed if self.seed is not None else os.environ.get("SACREBLEU_SEED", "12345")
+        if text.strip().lower() == "none":
+            return None
+        try:
+            return int(text)
+        except ValueError:
+            raise UserError(f"--seed: expected an integer or none, got {text!r}") from None
+
+
+def _tokenizer_for(values: dict, language_pair: str | None) -> None:
+    """--tokenize as given, or (given -l SRC-TGT) the target language's, as sacreBLEU chooses it;
+    a warning when the one given is not what sacreBLEU recommends for that language."""
+    from mtkit.cli import render
+    from mtkit.metrics.tokenizers import BY_TARGET
+
+    target = None
+    if language_pair is not None:
+        parts = language_pair.split("-")
+        if len(parts) != 2 or not all(p.isalpha() and 2 <= len(p) <= 3 for p in parts):
+            raise UserError(f"-l/--language-pair: expected SRC-TGT language codes, e.g. en-ja, got {language_pair!r}")
+        target = parts[1].lower()
+    recommended = BY_TARGET.get(target or "", "13a")
+    if values.get("tokenize") is None:
+        values["tokenize"] = recommended
+    elif target in BY_TARGET and values["tokenize"] != recommended:
+        render.print_warning(f"--tokenize {values['tokenize']} for target language {target}: sacreBLEU recommends "
+                             f"{recommended} (or spm)")
 
 
 @app.command(
@@ -88,7 +135,12 @@ def bleu(
     width: ReportWidth = 1,
     paired_bs: PairedBootstrap = False,
     paired_bs_n: BootstrapSamples = 1000,
-    seed: BootstrapSeed = 12345,
+    paired_ar: PairedAR = False,
+    paired_ar_n: PairedARTrials = 10_000,
+    confidence: Confidence = False,
+    confidence_n: ConfidenceSamples = 1000,
+    seed: BootstrapSeed = None,
+    language_pair: LanguagePair = None,
     jobs: ScoringJobs = 0,
     check_sacrebleu: bool = typer.Option(False, "--sacrebleu", help="Also compute sacrebleu's score; fail if they differ."),
     *,
@@ -101,8 +153,10 @@ def bleu(
     from mtkit.metrics.registry import METRICS
 
     ref_files, hyp_files, _ = _split_inputs(files, "bleu")
+    _tokenizer_for(metric_values, language_pair)
     _score(ref_files, hyp_files, [METRICS["bleu"].build(metric_values)],
-           Reporting(fmt, width, sentence_level, paired_bs, paired_bs_n, seed, jobs, check_sacrebleu))
+           Reporting(fmt, width, sentence_level, paired_bs, paired_bs_n, seed, jobs, check_sacrebleu, confidence,
+                     confidence_n, paired_ar, paired_ar_n))
 
 
 METRIC_NAMES = ("bleu", "chrf", "ter")
@@ -121,7 +175,12 @@ def score(
     width: ReportWidth = 1,
     paired_bs: PairedBootstrap = False,
     paired_bs_n: BootstrapSamples = 1000,
-    seed: BootstrapSeed = 12345,
+    paired_ar: PairedAR = False,
+    paired_ar_n: PairedARTrials = 10_000,
+    confidence: Confidence = False,
+    confidence_n: ConfidenceSamples = 1000,
+    seed: BootstrapSeed = None,
+    language_pair: LanguagePair = None,
     jobs: ScoringJobs = 0,
     check_sacrebleu: bool = typer.Option(False, "--sacrebleu", help="Also compute sacreBLEU's scores; fail if any differs."),
     *,
@@ -138,8 +197,10 @@ def score(
     if unknown:
         raise UserError(f"-m: unknown metric {unknown[0]!r} (choose from {', '.join(METRICS)})")
     wanted = list(dict.fromkeys(n.lower() for n in names)) or list(METRIC_NAMES)
+    _tokenizer_for(metric_values, language_pair)
     _score(ref_files, hyp_files, [METRICS[name].build(metric_values) for name in wanted],
-           Reporting(fmt, width, sentence_level, paired_bs, paired_bs_n, seed, jobs, check_sacrebleu))
+           Reporting(fmt, width, sentence_level, paired_bs, paired_bs_n, seed, jobs, check_sacrebleu, confidence,
+                     confidence_n, paired_ar, paired_ar_n))
 
 
 def _score(ref_files: list[str], hyp_files: list[str], metrics: list, how: Reporting) -> None:
@@ -169,8 +230,15 @@ def _check_reporting(how: Reporting) -> None:
         raise UserError(f"--format: expected text or json, got {how.fmt!r}")
     if not 0 <= how.width <= 20:
         raise UserError(f"--width must be between 0 and 20 decimals, got {how.width}")
+    if how.paired_bs and how.paired_ar:
+        raise UserError("--paired-bs and --paired-ar are two tests of the same question: choose one")
     if how.paired_bs:
         significance.check_bootstrap(how.paired_bs_n)
+    if how.paired_ar:
+        significance.check_ar(how.paired_ar_n)
+    if how.confidence:
+        significance.check_bootstrap(how.confidence_n, option="--confidence-n")
+    how.rng_seed  # noqa: B018 (checked before reading anything)
     base.check_jobs(how.jobs)
 
 
@@ -182,10 +250,13 @@ def _check_systems(ref_files: list[str], references: list[list[str]], names: lis
         for ref_name, refs in zip(ref_files, references):
             if len(refs) != len(hyps):
                 raise UserError(f"{name} has {len(hyps)} lines but reference {ref_name} has {len(refs)}")
-    if how.paired_bs and len(systems) < 2:
-        raise UserError("--paired-bs needs a baseline and at least one more system: -i BASE SYS [SYS ...]")
+    paired = "--paired-bs" if how.paired_bs else "--paired-ar" if how.paired_ar else None
+    if paired and len(systems) < 2:
+        raise UserError(f"{paired} needs a baseline and at least one more system: -i BASE SYS [SYS ...]")
     if how.paired_bs:
         significance.check_bootstrap(how.paired_bs_n, len(systems[0]))
+    if how.confidence:
+        significance.check_bootstrap(how.confidence_n, len(systems[0]), option="--confidence-n")
     if how.check_sacrebleu and not systems[0]:
         raise UserError(f"{names[0]}: no lines to score; --sacrebleu cannot check an empty corpus "
                         "(sacreBLEU itself fails on one)")
@@ -201,7 +272,9 @@ def _evaluate(metric, systems: list[list[str]], references: list[list[str]], nam
     with shown:
         result = report.evaluate(systems, base.prepare_references(references), metric,
                                  sentence_level=how.sentence_level,
-                                 paired_bs_samples=how.paired_bs_n if how.paired_bs else 0, seed=how.seed, jobs=how.jobs)
+                                 paired_bs_samples=how.paired_bs_n if how.paired_bs else 0, seed=how.rng_seed,
+                                 jobs=how.jobs, confidence_samples=how.confidence_n if how.confidence else 0,
+                                 paired_ar_trials=how.paired_ar_n if how.paired_ar else 0)
     if how.check_sacrebleu:
         from mtkit.metrics.check import check_equal
 

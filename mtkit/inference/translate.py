@@ -95,10 +95,9 @@ def _decode_batches(decode: Callable[[list[int]], list[list[Hypothesis]]], batch
     """decode(batch) for every batch, results in the order of batches. On a CPU with several torch
     threads and several batches, each thread decodes batches of its own, with one intra-op thread
     (as Marian's CPU workers and CTranslate2's inter_threads do): a decoding step's matrices are
-    too small for two threads to share them well. On the 2-core VM beam 5 ran 1.07-1.39x faster
-    (int8) and 1.10-1.19x (fp32), greedy 0.94-1.20x (its batches are fewer and larger); each batch in
-    flight holds its own memory. The batches are the same either way, so is the output. The
-    longest batches start first, so that no long one runs alone at the end."""
+    too small for two threads to share them well (measured: docs/benchmarks.md, Decoding on a CPU);
+    each batch in flight holds its own memory. The batches are the same either way, so is the
+    output. The longest batches start first, so that no long one runs alone at the end."""
     threads = torch.get_num_threads()
     concurrent = min(concurrent or threads, threads, len(batches)) if device_type == "cpu" else 1
     if concurrent <= 1:

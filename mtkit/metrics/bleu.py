@@ -24,7 +24,7 @@ from mtkit.metrics import base, report
 from mtkit.metrics.base import clipped_matches
 from mtkit.metrics.report import Report  # noqa: F401  (part of this module's API)
 from mtkit.metrics.significance import PairedResult, paired_bootstrap  # noqa: F401  (part of this module's API)
-from mtkit.metrics.tokenizers import TOKENIZERS
+from mtkit.metrics.tokenizers import EXTERNAL, TOKENIZERS, MissingTokenizer, external
 
 SMOOTH_DEFAULTS: dict[str, float | None] = {"none": None, "floor": 0.1, "add-k": 1.0, "exp": None}
 LOG_ZERO = -9999999999.0  # log(0) as mteval and sacrebleu floor it
@@ -40,10 +40,17 @@ class BLEU:
     smooth_value: float | None = None
     max_ngram_order: int = 4
     effective_order: bool = False
+    spm_model: str = ""  # the SentencePiece model of flores101/flores200/spm (else MTKIT_SPM_MODEL, sacreBLEU's cache)
 
     def __post_init__(self) -> None:
-        if self.tokenize not in TOKENIZERS:
-            raise UserError(f"--tokenize: unknown tokenizer {self.tokenize!r} (choose from {', '.join(TOKENIZERS)})")
+        if self.tokenize not in TOKENIZERS and self.tokenize not in EXTERNAL:
+            raise UserError(f"--tokenize: unknown tokenizer {self.tokenize!r} (choose from "
+                            f"{', '.join([*TOKENIZERS, *EXTERNAL])})")
+        if self.tokenize in EXTERNAL:
+            try:
+                external(self.tokenize, self.spm_model)  # its package and model are here: checked before any work
+            except MissingTokenizer as e:
+                raise UserError(str(e)) from None
         if self.smooth_method not in SMOOTH_DEFAULTS:
             raise UserError(
                 f"--smooth-method: unknown method {self.smooth_method!r} (choose from {', '.join(SMOOTH_DEFAULTS)})"
@@ -57,15 +64,17 @@ class BLEU:
         """Lowercase, strip trailing white space, tokenize and split: the tokens BLEU counts."""
         if self.lowercase:
             line = line.lower()
-        return TOKENIZERS[self.tokenize](line.rstrip()).split()
+        tokenize = TOKENIZERS.get(self.tokenize) or external(self.tokenize, self.spm_model)[0]
+        return tokenize(line.rstrip()).split()
 
     def signature(self, num_refs: int) -> str:
         smooth = self.smooth_method
         default = SMOOTH_DEFAULTS[smooth]
         if default is not None:
             smooth += f"[{(self.smooth_value if self.smooth_value is not None else default):.2f}]"
+        tok = self.tokenize if self.tokenize not in EXTERNAL else external(self.tokenize, self.spm_model)[1]
         fields = [("case", "lc" if self.lowercase else "mixed"), ("eff", base.yes_no(self.effective_order)),
-                  ("tok", self.tokenize), ("smooth", smooth)]
+                  ("tok", tok), ("smooth", smooth)]
         if self.max_ngram_order != 4:
             fields.append(("ngram", str(self.max_ngram_order)))
         return base.signature(num_refs, *fields)

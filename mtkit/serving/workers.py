@@ -4,10 +4,9 @@ one at a time, with CPU threads of its own.
 Why processes and not threads: a decoding step is about a thousand small tensor operations, each
 dispatched from Python while holding the interpreter's lock. With the batches a server sees (tens
 of sentences, not thousands), two threads of one process spend much of their time waiting for each
-other, and one thread team over a small batch leaves cores idle: on 2 cores, batches of 16
-sentences in two single-threaded processes reached 0.82x the offline throughput, batches of 32 in
-one process with two threads 0.60x. Processes share nothing but a pipe, so the HTTP process never
-waits for the model either. Each worker holds its own copy of the model.
+other, and one thread team over a small batch leaves cores idle (measured: docs/design.md,
+Serving). Processes share nothing but a pipe, so the HTTP process never waits for the model either.
+Each worker holds its own copy of the model.
 
 A worker ignores SIGINT and SIGTERM (a terminal's Ctrl-C or a service manager reaches the whole
 process group): the server decides when it stops, and a worker ends when its pipe closes, which is
