@@ -8,6 +8,8 @@
 #   (d) + the better of (b, c) tagged <BT>                          (e) all 29,000 real pairs (the bound)
 #   (f) (d) fine-tuned on the parallel part (--init-from d)         (d+f) (d) and (f) as an ensemble
 # Each setting's tokenizer learns from what that setting may see. Writes $RUN_DIR/results.md.
+# Run again after an interruption, it keeps every finished model and translation and trains a
+# model it had begun again from the start (each model gets the whole budget).
 #
 #   recipes/backtranslation.sh              # run (CPU or GPU)
 #   DRY_RUN=1 recipes/backtranslation.sh    # print the commands only
@@ -49,9 +51,11 @@ run sh -c "tail -n +$((PARALLEL + 1)) '$DATA/train.de' > '$DATA/mono.de'"   # th
 train() {  # train MODEL TOKENIZER SRC TGT (data: --src/--tgt files, or --config FILE; then any option)
   local model=$1 tok=$2 src=$3 tgt=$4
   shift 4
-  local shape=(--preset "$PRESET")
+  local shape=(--preset "$PRESET") again=()
   [[ " $* " == *" --init-from "* ]] && shape=()  # a fine-tuned model keeps its parent's shape
-  run "$MTKIT" train -o "$RUN_DIR/$model" --tokenizer "$RUN_DIR/$tok" --lr "$LR" "$@" \
+  made_before "$RUN_DIR/$model/checkpoints/averaged.pt" && return 0
+  [[ -d "$RUN_DIR/$model" ]] && again=(--overwrite)  # begun by an interrupted run: trained again, whole
+  run "$MTKIT" train -o "$RUN_DIR/$model" "${again[@]}" --tokenizer "$RUN_DIR/$tok" --lr "$LR" "$@" \
     --valid-src "$DATA/val.$src" --valid-tgt "$DATA/val.$tgt" "${shape[@]}" --max-tokens "$MAX_TOKENS" \
     --warmup "$WARMUP" --dropout "$DROPOUT" --max-steps 0 --max-time "$MAX_TIME" \
     --set train.schedule=linear --valid-every 300 --save-every 100 --keep-last 5 --precision "$PRECISION" --quiet
@@ -68,16 +72,18 @@ corpora() {  # corpora CONFIG BT_FILE [TAG]: the parallel part plus a back-trans
 }
 
 # the back-translation model, de->en, on the parallel part
-run "$MTKIT" tokenizer train --src "$DATA/parallel.en" --tgt "$DATA/parallel.de" --vocab-size "$VOCAB" -o "$RUN_DIR/tok-parallel"
+made_before "$RUN_DIR/tok-parallel/tokenizer.json" || run "$MTKIT" tokenizer train --src "$DATA/parallel.en" --tgt "$DATA/parallel.de" --vocab-size "$VOCAB" -o "$RUN_DIR/tok-parallel"
 train de-en tok-parallel de en --src "$DATA/parallel.de" --tgt "$DATA/parallel.en"
-run "$MTKIT" translate -m "$RUN_DIR/de-en" --checkpoint averaged --beam "$BEAM" -i "$DATA/mono.de" -o "$DATA/bt-beam.en"
+made_before "$DATA/bt-beam.en" ||
+  run "$MTKIT" translate -m "$RUN_DIR/de-en" --checkpoint averaged --beam "$BEAM" -i "$DATA/mono.de" -o "$DATA/bt-beam.en"
 # shellcheck disable=SC2086
-run "$MTKIT" translate -m "$RUN_DIR/de-en" --checkpoint averaged $SAMPLING -i "$DATA/mono.de" -o "$DATA/bt-sampling.en"
+made_before "$DATA/bt-sampling.en" ||
+  run "$MTKIT" translate -m "$RUN_DIR/de-en" --checkpoint averaged $SAMPLING -i "$DATA/mono.de" -o "$DATA/bt-sampling.en"
 
 # the en->de settings
-run "$MTKIT" tokenizer train --src "$DATA/parallel.en" --tgt "$DATA/parallel.de" --tgt "$DATA/mono.de" --vocab-size "$VOCAB" \
-  --tag "$TAG" -o "$RUN_DIR/tok-mono"
-run "$MTKIT" tokenizer train --src "$DATA/train.en" --tgt "$DATA/train.de" --vocab-size "$VOCAB" -o "$RUN_DIR/tok-all"
+made_before "$RUN_DIR/tok-mono/tokenizer.json" || run "$MTKIT" tokenizer train --src "$DATA/parallel.en" \
+  --tgt "$DATA/parallel.de" --tgt "$DATA/mono.de" --vocab-size "$VOCAB" --tag "$TAG" -o "$RUN_DIR/tok-mono"
+made_before "$RUN_DIR/tok-all/tokenizer.json" || run "$MTKIT" tokenizer train --src "$DATA/train.en" --tgt "$DATA/train.de" --vocab-size "$VOCAB" -o "$RUN_DIR/tok-all"
 train a-parallel tok-parallel en de --src "$DATA/parallel.en" --tgt "$DATA/parallel.de"
 corpora "$RUN_DIR/b.toml" "$DATA/bt-beam.en"
 train b-beam tok-mono en de --config "$RUN_DIR/b.toml"

@@ -4,7 +4,9 @@
 # translates the training source with beam search; each student preset is trained on the
 # teacher's translations and, for comparison, on the original references, with the same budget;
 # every model is averaged, scored on val and test_2016_flickr, and timed on the CPU
-# (recipes/benchmarks/bench_decode.py). Writes $RUN_DIR/results.md.
+# (recipes/benchmarks/bench_decode.py). Writes $RUN_DIR/results.md. Run again after an
+# interruption, it keeps every finished model and translation and trains a model it had begun
+# again from the start (each model gets the whole budget).
 #
 #   recipes/distill.sh              # run (CPU or GPU)
 #   DRY_RUN=1 recipes/distill.sh    # print the commands only
@@ -39,12 +41,15 @@ for split in train val test_2016_flickr; do
     run sh -c "gzip -dc '$SHARED_DIR/$split.$lang.gz' > '$DATA/$split.$lang'"
   done
 done
-run "$MTKIT" tokenizer train --src "$DATA/train.en" --tgt "$DATA/train.de" --vocab-size "$VOCAB" -o "$RUN_DIR/tok"
+made_before "$RUN_DIR/tok/tokenizer.json" || run "$MTKIT" tokenizer train --src "$DATA/train.en" --tgt "$DATA/train.de" --vocab-size "$VOCAB" -o "$RUN_DIR/tok"
 
 train() {  # train MODEL PRESET TGT_FILE [option ...]
   local model=$1 preset=$2 tgt=$3
   shift 3
-  run "$MTKIT" train -o "$RUN_DIR/$model" --tokenizer "$RUN_DIR/tok" --src "$DATA/train.en" --tgt "$tgt" \
+  local again=()
+  made_before "$RUN_DIR/$model/checkpoints/averaged.pt" && return 0
+  [[ -d "$RUN_DIR/$model" ]] && again=(--overwrite)  # begun by an interrupted run: trained again, whole
+  run "$MTKIT" train -o "$RUN_DIR/$model" "${again[@]}" --tokenizer "$RUN_DIR/tok" --src "$DATA/train.en" --tgt "$tgt" \
     --valid-src "$DATA/val.en" --valid-tgt "$DATA/val.de" --preset "$preset" --max-tokens "$MAX_TOKENS" \
     --lr "$LR" --warmup "$WARMUP" --dropout "$DROPOUT" --max-steps 0 --max-time "$MAX_TIME" \
     --set train.schedule=linear --valid-every 300 --save-every 100 --keep-last 5 --precision "$PRECISION" --quiet "$@"
@@ -62,7 +67,8 @@ for k in $(seq 1 "$TEACHERS"); do
 done
 translator=("$MTKIT")
 (( NPROC > 1 )) && translator=(torchrun --standalone --nproc_per_node "$NPROC" -m mtkit)
-run "${translator[@]}" translate "${teachers[@]}" --beam "$BEAM" -i "$DATA/train.en" -o "$DATA/train.distilled.de" --quiet
+made_before "$DATA/train.distilled.de" ||
+  run "${translator[@]}" translate "${teachers[@]}" --beam "$BEAM" -i "$DATA/train.en" -o "$DATA/train.distilled.de" --quiet
 
 # the students: on the teacher's translations, and on the references with the same budget
 for preset in $STUDENTS; do
