@@ -116,6 +116,21 @@ def test_ter_on_permutations(words, rnd):
     assert_ter_same([" ".join(hyp)], [[" ".join(words)]])
 
 
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(26, 120), st.integers(1, 360), st.integers(2, 30), st.floats(0, 1), st.randoms(use_true_random=False))
+def test_ter_bit_parallel_distance_is_tercoms_banded_one(m, n, vocabulary, copied, rnd):
+    """Where the band binds (long references, very unequal lengths) as where it cannot: the distance
+    and trace TER's shift search uses equal Tercom's banded matrix's, or fall back to it."""
+    words = [f"w{i}" for i in range(vocabulary)]
+    ref = [rnd.choice(words) for _ in range(m)]
+    hyp = [w if rnd.random() > 0.2 else rnd.choice(words) for w in (ref * 3)[:n]] if rnd.random() < copied else \
+        [rnd.choice(words) for _ in range(n)]
+    reference = T.Reference(ref)
+    banded = T.BandedDistance(ref)(hyp)
+    assert T._distance_and_trace(reference, hyp)[:2] == banded
+    assert T._columns(reference, hyp, 0, T._start(reference))[2] <= banded[0]  # no band: a lower bound
+
+
 # ------------------------------------------------------------------ real text
 def _perturb(lines, seed):
     rng = random.Random(seed)

@@ -15,12 +15,25 @@ included:
   with at most 1,000 candidates tried in all.
 - Several references: the fewest edits over them, divided by their average length.
 
-Rows of the edit distance are cached by hypothesis prefix (shifts change only suffixes), which
-is what makes the shift search affordable in Python.
+How it is fast in Python, with every number unchanged:
+
+- The edit distance is bit-parallel (Myers, 1999; Hyyro, 2003): a row of the matrix is two
+  integers (where the column goes up or down by one), computed by a dozen integer operations per
+  hypothesis word whatever the reference's length; the trace is read back from them. That is the
+  distance without a band; it is Tercom's banded one whenever no cell outside the band can lie on
+  an optimal path: every such cell costs at least |i - j| + |(n - i) - (m - j)| to pass through,
+  and when the distance found is below the least of those (`_least_outside`, per length pair),
+  the band changes no cell of an optimal path and no choice of the trace. Otherwise the banded
+  matrix is computed as Tercom does (`BandedDistance`, rows cached by hypothesis prefix).
+- A shift candidate shares its hypothesis's rows up to where the block leaves or lands, so only
+  the rows after that are computed; a candidate that cannot gain is not refined further.
+- The reference's side (its words' bit masks, where each word occurs) is made once per segment,
+  for every system scored against it.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Sequence
@@ -84,9 +97,10 @@ class _Tercom:
 
 
 # ----------------------------------------------------------------------------- edit distance
-class EditDistance:
-    """Banded Levenshtein distance from hypotheses to one reference, with the trace of operations
-    and a cache of matrix rows keyed by hypothesis prefix (a trie of dicts)."""
+class BandedDistance:
+    """Tercom's banded Levenshtein distance from hypotheses to one reference, with the trace of
+    operations and a cache of matrix rows keyed by hypothesis prefix (a trie of dicts): the
+    reference the bit-parallel distance is checked against, and what it falls back to."""
 
     def __init__(self, ref: list[str]):
         self.ref = ref
@@ -185,15 +199,143 @@ def _alignment(trace: str) -> tuple[dict[int, int], list[int], list[int]]:
     return align, ref_err, hyp_err
 
 
+# ----------------------------------------------------------------------------- the reference's side
+class Reference:
+    """One reference's words, with what every hypothesis scored against it uses: each word's bit
+    mask of positions (for the bit-parallel distance) and sorted positions (for shift blocks)."""
+
+    __slots__ = ("words", "masks", "positions", "banded")
+
+    def __init__(self, words: list[str]):
+        self.words = words
+        self.masks: dict[str, int] = {}
+        self.positions: dict[str, list[int]] = {}
+        for j, word in enumerate(words):
+            self.masks[word] = self.masks.get(word, 0) | (1 << j)
+            self.positions.setdefault(word, []).append(j)
+        self.banded: BandedDistance | None = None  # made when first needed
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def __reduce__(self):  # sent to scoring processes as its words
+        return Reference, (self.words,)
+
+
+# ----------------------------------------------------------------------------- bit-parallel distance
+def _columns(ref: Reference, hyp: list[str], start: int, state: tuple[int, int, int], out: list | None = None):
+    """Run the bit-parallel recurrence over hyp[start:] from `state` (VP, VN, distance) after
+    hyp[:start]: bit j-1 of VP (VN) says the distance to ref[:j] is one more (less) than to
+    ref[:j-1]. Returns the last state; `out` receives every state when given."""
+    masks, m = ref.masks, len(ref.words)
+    full, top = (1 << m) - 1, 1 << (m - 1)
+    vp, vn, score = state
+    for word in hyp[start:]:
+        x = masks.get(word, 0) | vn
+        d0 = (((x & vp) + vp) ^ vp) | x
+        hp = vn | ~(d0 | vp)
+        hn = vp & d0
+        if hp & top:
+            score += 1
+        elif hn & top:
+            score -= 1
+        hp = (hp << 1) | 1
+        vp = ((hn << 1) | ~(d0 | hp)) & full
+        vn = hp & d0 & full
+        if out is not None:
+            out.append((vp, vn, score))
+    return vp, vn, score
+
+
+def _start(ref: Reference) -> tuple[int, int, int]:
+    return (1 << len(ref.words)) - 1, 0, len(ref.words)
+
+
+def _trace(ref: Reference, hyp: list[str], states: list[tuple[int, int, int]]) -> str:
+    """Tercom's trace (a match or substitution, then a deletion, then an insertion, on equal cost)
+    read back from the rows' bit vectors: the cell (i, j) is i + ones of VP below j - ones of VN."""
+
+    def cost(i: int, j: int) -> int:
+        below = (1 << j) - 1
+        vp, vn, _ = states[i]
+        return i + (vp & below).bit_count() - (vn & below).bit_count()
+
+    ops, i, j = [], len(hyp), len(ref.words)
+    while i > 0 or j > 0:
+        if i == 0:
+            op = INS
+        elif j == 0:
+            op = DEL
+        else:
+            same = hyp[i - 1] == ref.words[j - 1]
+            here, op = cost(i - 1, j - 1) + (not same), MATCH if same else SUB
+            if cost(i - 1, j) + 1 < here:
+                here, op = cost(i - 1, j) + 1, DEL
+            if cost(i, j - 1) + 1 < here:
+                op = INS
+        ops.append(op)
+        if op in (MATCH, SUB):
+            i, j = i - 1, j - 1
+        elif op == INS:
+            j -= 1
+        else:
+            i -= 1
+    return "".join(reversed(ops))
+
+
+@functools.lru_cache(maxsize=65536)
+def _least_outside(n: int, m: int) -> float:
+    """The least cost of any path from (0, 0) to (n, m) through a cell outside Tercom's band (hyp
+    length n, ref length m): at least |i - j| + |(n - i) - (m - j)| for the cell (i, j); infinity
+    when the band holds every cell."""
+    least = math.inf
+    if n == 0:
+        return least
+    ratio = m / n
+    band = math.ceil(ratio / 2 + BEAM_WIDTH) if BEAM_WIDTH < ratio / 2 else BEAM_WIDTH
+    for i in range(1, n + 1):
+        centre = math.floor(i * ratio)
+        low, high = max(0, centre - band), min(m + 1, centre + band)
+        if i == n:
+            high = m + 1
+        a, b = min(i, m - n + i), max(i, m - n + i)  # the cells of least cost in this row: a..b
+        if low > 0:
+            least = min(least, b - a if low - 1 >= a else (a - low + 1) + (b - low + 1))
+        if high <= m:
+            least = min(least, b - a if high <= b else (high - a) + (high - b))
+    return least
+
+
+def _banded(ref: Reference) -> BandedDistance:
+    if ref.banded is None:
+        ref.banded = BandedDistance(ref.words)
+    return ref.banded
+
+
+def _distance_and_trace(ref: Reference, hyp: list[str]) -> tuple[int, str, list]:
+    """Tercom's distance and trace for hyp, and the bit-parallel rows of hyp's prefixes."""
+    states = [_start(ref)]
+    score = _columns(ref, hyp, 0, states[0], states)[2]
+    if score < _least_outside(len(hyp), len(ref.words)):
+        return score, _trace(ref, hyp, states), states
+    distance, trace = _banded(ref)(hyp)
+    return distance, trace, states
+
+
 # ----------------------------------------------------------------------------- shifts
-def _common_blocks(hyp: list[str], ref: list[str]):
+def _common_blocks(hyp: list[str], ref: Reference):
     """(hyp start, ref start, length) of every block of 1..MAX_SHIFT_SIZE words occurring in both,
     starts at most MAX_SHIFT_DIST apart, in order of hyp start, ref start, length."""
-    for h in range(len(hyp)):
-        for r in range(max(0, h - MAX_SHIFT_DIST), min(len(ref), h + MAX_SHIFT_DIST + 1)):
-            length = 0
-            while length < MAX_SHIFT_SIZE and h + length < len(hyp) and r + length < len(ref) \
-                    and hyp[h + length] == ref[r + length]:
+    words, n, m = ref.words, len(hyp), len(ref.words)
+    for h, word in enumerate(hyp):
+        for r in ref.positions.get(word, ()):
+            if r < h - MAX_SHIFT_DIST:
+                continue
+            if r > h + MAX_SHIFT_DIST:
+                break
+            length = 1
+            yield h, r, 1
+            while length < MAX_SHIFT_SIZE and h + length < n and r + length < m and hyp[h + length] == words[r + length]:
                 length += 1
                 yield h, r, length
 
@@ -206,11 +348,13 @@ def _moved(words: list[str], start: int, length: int, target: int) -> list[str]:
     return rest[:position] + block + rest[position:]
 
 
-def _best_shift(hyp: list[str], ref: list[str], distance: EditDistance, tried: int) -> tuple[int, list[str], int]:
-    """The shift that lowers the edit distance most, as (gain, shifted hypothesis, candidates
-    tried so far); a gain of 0 and the hypothesis itself when none helps."""
-    current, trace = distance(hyp)
+def _best_shift(hyp: list[str], ref: Reference, tried: int) -> tuple[int, int, list[str], int]:
+    """The shift that lowers the edit distance most (then the longest, the earliest, the earliest
+    target), as (hyp's distance, gain, shifted hypothesis, candidates tried so far); a gain of 0
+    and the hypothesis itself when none helps."""
+    current, trace, states = _distance_and_trace(ref, hyp)
     align, ref_err, hyp_err = _alignment(trace.translate(str.maketrans(INS + DEL, DEL + INS)))
+    least_outside = _least_outside(len(hyp), len(ref.words))
     best: tuple | None = None
     for h, r, length in _common_blocks(hyp, ref):
         if not any(hyp_err[h:h + length]) or not any(ref_err[r:r + length]):
@@ -228,30 +372,37 @@ def _best_shift(hyp: list[str], ref: list[str], distance: EditDistance, tried: i
             if target == previous:
                 continue
             previous = target
-            shifted = _moved(hyp, h, length, target)
             tried += 1
-            candidate = (current - distance(shifted)[0], length, -h, -target, shifted)
-            if best is None or candidate > best:
-                best = candidate
+            shifted = _moved(hyp, h, length, target)
+            same = min(h, target)  # the rows of hyp[:same] are the candidate's too
+            distance = _columns(ref, shifted, same, states[same])[2]  # no band: at most Tercom's
+            key = (current - distance, length, -h, -target)
+            if key[0] <= 0 or (best is not None and key < best[0]):
+                continue  # it cannot gain, or cannot beat the best so far, band or no band
+            if distance >= least_outside:
+                key = (current - _banded(ref)(shifted)[0], *key[1:])
+                if key[0] <= 0 or (best is not None and key < best[0]):
+                    continue
+            best = (key, shifted)
         if tried >= MAX_SHIFT_CANDIDATES:
             break
     if best is None:
-        return 0, hyp, tried
-    return best[0], best[4], tried
+        return current, 0, hyp, tried
+    return current, best[0][0], best[1], tried
 
 
-def edit_count(hyp: list[str], ref: list[str]) -> int:
+def edit_count(hyp: list[str], ref: list[str] | Reference) -> int:
     """Shifts plus word edits that turn hyp into ref (see the module docstring)."""
-    if not ref:
+    if not isinstance(ref, Reference):
+        ref = Reference(ref)
+    if not ref.words:
         return len(hyp)
-    distance = EditDistance(ref)
     shifts, tried = 0, 0
     while True:
-        gain, shifted, tried = _best_shift(hyp, ref, distance, tried)
+        distance, gain, shifted, tried = _best_shift(hyp, ref, tried)
         if tried >= MAX_SHIFT_CANDIDATES or gain <= 0:
-            break
+            return shifts + distance
         shifts, hyp = shifts + 1, shifted
-    return shifts + distance(hyp)[0]
 
 
 # ----------------------------------------------------------------------------- the metric
@@ -274,8 +425,8 @@ class TER:
                               ("asian", base.yes_no(self.asian_support)))
 
     # the metric interface of mtkit.metrics.base
-    def reference_info(self, refs: list[str]) -> list[list[str]]:
-        return [self.preprocess(ref) for ref in refs]
+    def reference_info(self, refs: list[str]) -> list[Reference]:
+        return [Reference(self.preprocess(ref)) for ref in refs]
 
     def segment_stats(self, hypothesis: str, info: list[list[str]]) -> list[float]:
         """[fewest edits over the references, their average length]."""
