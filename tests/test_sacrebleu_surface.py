@@ -164,9 +164,41 @@ def test_signatures_of_tests_and_varying_references_are_sacrebleus(tmp_path):
                                             (["--confidence", "--confidence-n", "0"], "--confidence-n"),
                                             (["--tokenize", "flores101", "--spm-model", "/nonexistent"], "--spm-model"),
                                             (["--paired-ar", "--paired-bs"], "choose one"),
-                                            (["--seed", "abc"], "--seed")])
+                                            (["--seed", "abc"], "--seed"),
+                                            (["--paired-bs", "--paired-jobs", "-1"], "--paired-jobs")])
 def test_bad_test_options_are_one_line(tmp_path, args, fragment):
     (tmp_path / "ref").write_text("a b c\n")
     code, _, err = run_in_process("bleu", str(tmp_path / "ref"), "-i", str(tmp_path / "ref"), str(tmp_path / "ref"),
                                   *args)
     assert_one_line_error(code, err, fragment)
+
+
+def test_short_signatures_are_sacrebleus(tmp_path):
+    from mtkit.metrics import report
+    from mtkit.metrics.ter import TER
+
+    refs = [f"a sentence number {i} ." for i in range(20)]
+    hyps = [r.replace("number", "no") for r in refs]
+    for ours, theirs in ((bleu.BLEU(), sacrebleu.BLEU()), (CHRF(word_order=2), sacrebleu.CHRF(word_order=2)),
+                         (TER(), sacrebleu.TER())):
+        theirs.corpus_score(hyps, [refs])
+        score = report.evaluate([hyps], base.prepare_references([refs]), ours).scores[0]
+        got = base.short_signature(score.name, score.signature).replace("v:mtkit-", "v:")
+        assert got.rsplit("|v:", 1)[0] == theirs.get_signature().format(short=True).rsplit("|v:", 1)[0]
+    (tmp_path / "ref").write_text("\n".join(refs) + "\n")
+    (tmp_path / "hyp").write_text("\n".join(hyps) + "\n")
+    code, out, err = run_in_process("bleu", str(tmp_path / "ref"), "-i", str(tmp_path / "hyp"), "--short")
+    assert code == 0 and out.startswith("BLEU|#:1|c:mixed|e:no|tok:13a|s:exp|v:mtkit-"), (out, err)
+
+
+def test_paired_tests_give_the_same_numbers_in_several_processes():
+    refs = [f"sentence number {i} is here ." for i in range(40)]
+    systems = [[r.replace("number", "no") if i % k else r for i, r in enumerate(refs)] for k in (2, 3, 5, 7)]
+    stats = _stats(bleu.BLEU(), systems, refs)
+    for jobs in (2, 0):
+        assert significance.paired_ar(stats, bleu.BLEU(), 1, 200, 3, jobs) == \
+            significance.paired_ar(stats, bleu.BLEU(), 1, 200, 3)
+        assert significance.paired_bootstrap(stats, bleu.BLEU(), 1, 100, 3, jobs) == \
+            significance.paired_bootstrap(stats, bleu.BLEU(), 1, 100, 3)
+        assert significance.intervals(stats, bleu.BLEU(), 1, 100, 3, jobs) == \
+            [significance.confidence(s, bleu.BLEU(), 1, 100, 3) for s in stats]

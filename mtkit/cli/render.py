@@ -5,6 +5,7 @@ Library modules never print; they return values or emit events, and this module 
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Sequence
 from typing import IO, TYPE_CHECKING, Any
@@ -13,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from mtkit.metrics.base import short_signature
 from mtkit.training import events as ev
 
 if TYPE_CHECKING:
@@ -36,8 +38,10 @@ def print_warning(message: str) -> None:
     stderr_console().print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
 
 
-def render_reports(reports: Sequence[Report], names: Sequence[str], fmt: str, width: int, out: IO[str]) -> None:
-    """Each metric's report (mtkit.metrics.report.Report) on each system, as text lines or JSON, to `out`."""
+def render_reports(reports: Sequence[Report], names: Sequence[str], fmt: str, width: int, out: IO[str],
+                   short: bool = False) -> None:
+    """Each metric's report (mtkit.metrics.report.Report) on each system, as text lines or JSON, to
+    `out`; `short`: text lines with sacreBLEU's short signatures (JSON keeps the long ones, as sacreBLEU)."""
     if fmt == "json":
         rows = [_json_row(report, k, name, width) for report in reports for k, name in enumerate(names)]
         out.write(json.dumps(rows[0] if len(rows) == 1 else rows, indent=1, ensure_ascii=False) + "\n")
@@ -47,7 +51,11 @@ def render_reports(reports: Sequence[Report], names: Sequence[str], fmt: str, wi
             if report.sentence_scores:
                 for sent in report.sentence_scores[k]:
                     out.write(sent.format(width, signature=False) + "\n")
-            line = report.scores[k].format(width)
+            score = report.scores[k]
+            if short:
+                score = copy.copy(score)
+                score.signature = short_signature(score.name, score.signature)
+            line = score.format(width)
             if report.intervals:  # as sacreBLEU writes it
                 line += f" (μ = {report.intervals[k].mean:.{width}f} ± {report.intervals[k].ci:.{width}f})"
             out.write((f"{name}: " if len(names) > 1 else "") + line + "\n")
@@ -68,7 +76,7 @@ def _ar_table(report: Report, names: Sequence[str], width: int, out: IO[str]) ->
         table.add_row(escape(name), f"{score.score:.{width}f}", p_str)
     console = Console(file=out, highlight=False)
     console.print(table)
-    console.print("* p < 0.05: the difference to the baseline is significant")
+    console.print("* p < 0.05: the difference to the baseline is significant (p as sacreBLEU computes it)")
 
 
 def _json_row(report: Report, k: int, name: str, width: int = 1) -> dict:
@@ -76,12 +84,13 @@ def _json_row(report: Report, k: int, name: str, width: int = 1) -> dict:
     row = {"name": score.name, "system": name, **score.to_dict()}
     if report.paired:
         p = report.paired[k]
-        row.update(mean=p.mean, ci_low=p.ci_low, ci_high=p.ci_high, p_value=p.p_value)
+        row.update(mean=p.mean, ci_low=p.ci_low, ci_high=p.ci_high, p_value=p.p_value,
+                   p_value_definition="mtkit: two-sided, centred differences (Koehn, 2004)")
     if report.intervals:
         mean, ci = f"{report.intervals[k].mean:.{width}f}", f"{report.intervals[k].ci:.{width}f}"
         row.update(confidence_mean=float(mean), confidence_var=float(ci), confidence=f"μ = {mean} ± {ci}")
     if report.ar_p_values:
-        row["p_value"] = report.ar_p_values[k]
+        row.update(p_value=report.ar_p_values[k], p_value_definition="sacreBLEU's approximate randomization")
     if report.sentence_scores:
         row["sentences"] = [s.score for s in report.sentence_scores[k]]
     return row
@@ -100,7 +109,8 @@ def _paired_table(report: Report, names: Sequence[str], width: int, out: IO[str]
         )
     console = Console(file=out, highlight=False)
     console.print(table)
-    console.print("* p < 0.05: the difference to the baseline is significant")
+    console.print("* p < 0.05: the difference to the baseline is significant. mean and 95% CI as sacreBLEU's; the "
+                  "p-value is mtkit's (two-sided, differences centred on their mean: Koehn, 2004), not sacreBLEU's")
 
 
 def print_info(message: str) -> None:

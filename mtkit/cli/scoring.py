@@ -31,6 +31,9 @@ PairedAR = Annotated[bool, typer.Option("--paired-ar", help="Paired approximate 
 PairedARTrials = Annotated[int, typer.Option("--paired-ar-n", help="Trials of approximate randomization.")]
 LanguagePair = Annotated[str | None, typer.Option("-l", "--language-pair", help="SRC-TGT: the tokenizer of the target "
                                                   "language unless --tokenize is given (zh, ja-mecab, ko-mecab; 13a).")]
+PairedJobs = Annotated[int, typer.Option("--paired-jobs", help="Processes for the paired tests and intervals, a "
+                                                              "system each (0: one per system, at most one per CPU).")]
+ShortSignature = Annotated[bool, typer.Option("--short", "-sh", help="sacreBLEU's short signatures in text output.")]
 ScoringJobs = Annotated[int, typer.Option("--jobs", "-j", help="Processes (Linux). 0: every CPU once the work is "
                                                                "large enough (20,000 segments x systems).")]
 
@@ -88,6 +91,8 @@ class Reporting:
     confidence_n: int = 1000
     paired_ar: bool = False
     paired_ar_n: int = 10_000
+    short: bool = False
+    paired_jobs: int = 1
 
     @property
     def rng_seed(self) -> int | None:
@@ -141,6 +146,8 @@ def bleu(
     confidence_n: ConfidenceSamples = 1000,
     seed: BootstrapSeed = None,
     language_pair: LanguagePair = None,
+    paired_jobs: PairedJobs = 1,
+    short: ShortSignature = False,
     jobs: ScoringJobs = 0,
     check_sacrebleu: bool = typer.Option(False, "--sacrebleu", help="Also compute sacrebleu's score; fail if they differ."),
     *,
@@ -156,7 +163,7 @@ def bleu(
     _tokenizer_for(metric_values, language_pair)
     _score(ref_files, hyp_files, [METRICS["bleu"].build(metric_values)],
            Reporting(fmt, width, sentence_level, paired_bs, paired_bs_n, seed, jobs, check_sacrebleu, confidence,
-                     confidence_n, paired_ar, paired_ar_n))
+                     confidence_n, paired_ar, paired_ar_n, short, paired_jobs))
 
 
 METRIC_NAMES = ("bleu", "chrf", "ter")
@@ -181,6 +188,8 @@ def score(
     confidence_n: ConfidenceSamples = 1000,
     seed: BootstrapSeed = None,
     language_pair: LanguagePair = None,
+    paired_jobs: PairedJobs = 1,
+    short: ShortSignature = False,
     jobs: ScoringJobs = 0,
     check_sacrebleu: bool = typer.Option(False, "--sacrebleu", help="Also compute sacreBLEU's scores; fail if any differs."),
     *,
@@ -200,7 +209,7 @@ def score(
     _tokenizer_for(metric_values, language_pair)
     _score(ref_files, hyp_files, [METRICS[name].build(metric_values) for name in wanted],
            Reporting(fmt, width, sentence_level, paired_bs, paired_bs_n, seed, jobs, check_sacrebleu, confidence,
-                     confidence_n, paired_ar, paired_ar_n))
+                     confidence_n, paired_ar, paired_ar_n, short, paired_jobs))
 
 
 def _score(ref_files: list[str], hyp_files: list[str], metrics: list, how: Reporting) -> None:
@@ -217,7 +226,7 @@ def _score(ref_files: list[str], hyp_files: list[str], metrics: list, how: Repor
     _check_systems(ref_files, references, names, systems, how)
     started = time.monotonic()
     reports = [_evaluate(metric, systems, references, names, how) for metric in metrics]
-    render.render_reports(reports, names, how.fmt, how.width, stdout())
+    render.render_reports(reports, names, how.fmt, how.width, stdout(), how.short)
     if (seconds := time.monotonic() - started) >= 3:  # on stderr: the report on stdout stays as it is
         render.print_info(f"scored {len(systems) * len(systems[0]):,} segments ({len(systems)} system(s) x "
                           f"{len(systems[0]):,}) with {len(metrics)} metric(s) in {seconds:,.1f} s")
@@ -238,6 +247,7 @@ def _check_reporting(how: Reporting) -> None:
         significance.check_ar(how.paired_ar_n)
     if how.confidence:
         significance.check_bootstrap(how.confidence_n, option="--confidence-n")
+    significance.check_paired_jobs(how.paired_jobs)
     how.rng_seed  # noqa: B018 (checked before reading anything)
     base.check_jobs(how.jobs)
 
@@ -274,7 +284,7 @@ def _evaluate(metric, systems: list[list[str]], references: list[list[str]], nam
                                  sentence_level=how.sentence_level,
                                  paired_bs_samples=how.paired_bs_n if how.paired_bs else 0, seed=how.rng_seed,
                                  jobs=how.jobs, confidence_samples=how.confidence_n if how.confidence else 0,
-                                 paired_ar_trials=how.paired_ar_n if how.paired_ar else 0)
+                                 paired_ar_trials=how.paired_ar_n if how.paired_ar else 0, paired_jobs=how.paired_jobs)
     if how.check_sacrebleu:
         from mtkit.metrics.check import check_equal
 

@@ -64,6 +64,21 @@ def signature(nrefs: int, *fields: tuple[str, str]) -> str:
     return "|".join([*parts, f"version:mtkit-{__version__}"])
 
 
+# sacreBLEU's short signature (`--short`): its abbreviation of each key, shared and per metric
+SHORT_KEYS = {"nrefs": "#", "bs": "bs", "ar": "ar", "seed": "rs", "test": "t", "lang": "l", "subset": "S",
+              "origlang": "o", "version": "v"}
+SHORT_KEYS_OF = {"BLEU": {"case": "c", "eff": "e", "tok": "tok", "smooth": "s"},
+                 "chrF": {"case": "c", "eff": "e", "nc": "nc", "nw": "nw", "space": "s"},
+                 "TER": {"case": "c", "tok": "t", "norm": "nr", "punct": "pn", "asian": "as"}}
+
+
+def short_signature(metric_name: str, signature: str) -> str:
+    """A signature in sacreBLEU's short form (`#:1|c:mixed|e:no|tok:13a|s:exp|v:2.6.0`)."""
+    keys = {**SHORT_KEYS, **SHORT_KEYS_OF["chrF" if metric_name.startswith("chrF") else metric_name]}
+    pairs = (field.partition(":") for field in signature.split("|"))
+    return "|".join(f"{keys.get(key, key)}:{value}" for key, _, value in pairs)
+
+
 def yes_no(flag: bool) -> str:
     return "yes" if flag else "no"
 

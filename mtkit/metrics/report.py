@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mtkit.metrics.base import Metric, References, column_sums, statistics
-from mtkit.metrics.significance import Interval, PairedResult, confidence, paired_ar, paired_bootstrap
+from mtkit.metrics.significance import Interval, PairedResult, intervals, paired_ar, paired_bootstrap
 
 
 @dataclass
@@ -30,21 +30,22 @@ class Report:
 
 def evaluate(systems: Sequence[Sequence[str]], references: References, metric: Metric, *,
              sentence_level: bool = False, paired_bs_samples: int = 0, seed: int | None = 12345, jobs: int = 1,
-             confidence_samples: int = 0, paired_ar_trials: int = 0) -> Report:
+             confidence_samples: int = 0, paired_ar_trials: int = 0, paired_jobs: int = 1) -> Report:
     """Score each system against the same prepared references (jobs: see statistics); with
     confidence_samples, each system's bootstrap interval; with paired_bs_samples or
-    paired_ar_trials, the paired test of every system against the first."""
+    paired_ar_trials, the paired test of every system against the first (paired_jobs processes:
+    mtkit.metrics.significance._each_system)."""
     all_stats = statistics(metric, systems, references, jobs)
     report = Report([metric.score(column_sums(stats), references.nrefs) for stats in all_stats])
     if sentence_level:
         single = metric.sentence_metric()
         report.sentence_scores = [[single.score(row, references.nrefs) for row in stats] for stats in all_stats]
     if paired_bs_samples:
-        report.paired = paired_bootstrap(all_stats, metric, references.nrefs, paired_bs_samples, seed)
+        report.paired = paired_bootstrap(all_stats, metric, references.nrefs, paired_bs_samples, seed, paired_jobs)
     if paired_ar_trials:
-        report.ar_p_values = paired_ar(all_stats, metric, references.nrefs, paired_ar_trials, seed)
+        report.ar_p_values = paired_ar(all_stats, metric, references.nrefs, paired_ar_trials, seed, paired_jobs)
     if confidence_samples:
-        report.intervals = [confidence(stats, metric, references.nrefs, confidence_samples, seed) for stats in all_stats]
+        report.intervals = intervals(all_stats, metric, references.nrefs, confidence_samples, seed, paired_jobs)
     bootstrap = paired_bs_samples or confidence_samples  # sacreBLEU's order: bs, ar, seed
     test = [(k, v) for k, v in (("bs", bootstrap), ("ar", paired_ar_trials)) if v]
     if test:

@@ -53,19 +53,63 @@ def _resample_weights(n_segments: int, n_samples: int, seed: int | None) -> list
     return weights
 
 
+# ----------------------------------------------------------------------------- one system per process
+_SHARED: tuple = ()  # what forked processes read: (function, systems' statistics, arguments)
+
+
+def check_paired_jobs(jobs: int) -> None:
+    if jobs < 0:
+        raise UserError(f"--paired-jobs must be 0 (a process per system) or more, got {jobs}")
+
+
+def _each_system(function, systems_stats: Sequence, systems: Sequence[int], jobs: int, *args) -> list:
+    """function(systems_stats, k, *args) for each k of `systems`, in `jobs` forked processes (1: in
+    this one; 0: one per system, at most one per CPU; Linux only, elsewhere in this process)."""
+    import os
+    import sys
+
+    check_paired_jobs(jobs)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    jobs = min(len(systems), cpus if jobs == 0 else jobs)
+    if jobs <= 1 or sys.platform != "linux":
+        return [function(systems_stats, k, *args) for k in systems]
+    import multiprocessing
+
+    global _SHARED
+    _SHARED = (function, systems_stats, args)
+    try:
+        with multiprocessing.get_context("fork").Pool(jobs) as pool:
+            return pool.map(_one_system, systems)
+    finally:
+        _SHARED = ()
+
+
+def _one_system(k: int):
+    function, systems_stats, args = _SHARED
+    return function(systems_stats, k, *args)
+
+
+# ----------------------------------------------------------------------------- paired bootstrap
 def paired_bootstrap(systems_stats: Sequence[Sequence[Sequence[float]]], metric: Metric, nrefs: int = 1,
-                     n_samples: int = 1000, seed: int | None = 12345) -> list[PairedResult]:
+                     n_samples: int = 1000, seed: int | None = 12345, jobs: int = 1) -> list[PairedResult]:
     """Paired bootstrap resampling (Koehn, 2004) of several systems against the first: every system
-    is scored on the same `n_samples` resampled segment sets, drawn from `seed`."""
+    is scored on the same `n_samples` resampled segment sets, drawn from `seed` (jobs: processes,
+    see _each_system)."""
     n_segments = len(systems_stats[0])
     if n_segments == 0:
         raise UserError("paired bootstrap needs at least one segment")
     check_bootstrap(n_samples, n_segments)
-    return bootstrap_from_weights(systems_stats, metric, nrefs, _resample_weights(n_segments, n_samples, seed))
+    return bootstrap_from_weights(systems_stats, metric, nrefs, _resample_weights(n_segments, n_samples, seed), jobs)
+
+
+def _resampled_scores(systems_stats: Sequence, k: int, metric: Metric, nrefs: int,
+                      weights: Sequence[Sequence[int]]) -> list[float]:
+    columns = list(zip(*systems_stats[k]))
+    return [metric.score([sum(map(operator.mul, w, c)) for c in columns], nrefs).score for w in weights]
 
 
 def bootstrap_from_weights(systems_stats: Sequence[Sequence[Sequence[float]]], metric: Metric, nrefs: int,
-                           weights: Sequence[Sequence[int]]) -> list[PairedResult]:
+                           weights: Sequence[Sequence[int]], jobs: int = 1) -> list[PairedResult]:
     """The paired bootstrap's numbers from the resamples (`weights`: per sample, how often each
     segment was drawn). The mean of a system's resampled scores and its 95% interval (the mean
     plus and minus half the distance between the 1/40 and 39/40 order statistics) are sacreBLEU's:
@@ -75,10 +119,7 @@ def bootstrap_from_weights(systems_stats: Sequence[Sequence[Sequence[float]]], m
     (samples + 1). sacreBLEU centres the absolute differences instead, which gives a system
     compared with itself p = 1 / (samples + 1); here it gets 1.0."""
     n_samples = len(weights)
-    samples = []
-    for stats in systems_stats:
-        columns = list(zip(*stats))
-        samples.append([metric.score([sum(map(operator.mul, w, c)) for c in columns], nrefs).score for w in weights])
+    samples = _each_system(_resampled_scores, systems_stats, range(len(systems_stats)), jobs, metric, nrefs, weights)
     observed = [metric.score(column_sums(s), nrefs).score for s in systems_stats]
     lower = n_samples // 40
     results = []
@@ -116,6 +157,18 @@ def confidence(stats: Sequence[Sequence[float]], metric: Metric, nrefs: int = 1,
     return interval_from_weights(stats, metric, nrefs, _resample_weights(len(stats), n_samples, seed))
 
 
+def intervals(systems_stats: Sequence[Sequence[Sequence[float]]], metric: Metric, nrefs: int = 1,
+              n_samples: int = 1000, seed: int | None = 12345, jobs: int = 1) -> list[Interval]:
+    """Each system's interval, all on the same resamples (as sacreBLEU's, which draws each system's
+    from a fresh generator of the same seed); jobs: see _each_system."""
+    if not systems_stats[0]:
+        raise UserError("a confidence interval needs at least one segment")
+    check_bootstrap(n_samples, len(systems_stats[0]), option="--confidence-n")
+    weights = _resample_weights(len(systems_stats[0]), n_samples, seed)
+    return _each_system(lambda all_stats, k: interval_from_weights(all_stats[k], metric, nrefs, weights),
+                        systems_stats, range(len(systems_stats)), jobs)
+
+
 def interval_from_weights(stats: Sequence[Sequence[float]], metric: Metric, nrefs: int,
                           weights: Sequence[Sequence[int]]) -> Interval:
     """The interval from given resamples (per sample, how often each segment was drawn)."""
@@ -142,18 +195,18 @@ def swap_masks(n_segments: int, n_trials: int, seed: int | None = 12345) -> list
 
 
 def paired_ar(systems_stats: Sequence[Sequence[Sequence[float]]], metric: Metric, nrefs: int = 1,
-              n_trials: int = 10_000, seed: int | None = 12345) -> list[float | None]:
+              n_trials: int = 10_000, seed: int | None = 12345, jobs: int = 1) -> list[float | None]:
     """Paired approximate randomization (Riezler and Maxwell, 2005; sacreBLEU's --paired-ar) of
-    every system against the first: p-values (None for the baseline)."""
+    every system against the first: p-values (None for the baseline; jobs: see _each_system)."""
     check_ar(n_trials)
     n_segments = len(systems_stats[0])
     if n_segments == 0:
         raise UserError("approximate randomization needs at least one segment")
-    return ar_from_masks(systems_stats, metric, nrefs, swap_masks(n_segments, n_trials, seed))
+    return ar_from_masks(systems_stats, metric, nrefs, swap_masks(n_segments, n_trials, seed), jobs)
 
 
 def ar_from_masks(systems_stats: Sequence[Sequence[Sequence[float]]], metric: Metric, nrefs: int,
-                  masks: Sequence[int]) -> list[float | None]:
+                  masks: Sequence[int], jobs: int = 1) -> list[float | None]:
     """The p-values from given trials: in each, the segments of `mask` keep the baseline's
     statistics in pseudo-system A and the system's in B, the others the other way round; p is
     (1 + trials whose |score(A) - score(B)| exceeds the real |difference|) / (trials + 1), as
@@ -163,22 +216,21 @@ def ar_from_masks(systems_stats: Sequence[Sequence[Sequence[float]]], metric: Me
     baseline-minus-system differences over the masked segments, and a column's differences take few
     distinct values, so that sum is the sum over values of value x popcount(mask & the segments with
     that difference), one AND and one bit count of a big integer each."""
-    base = systems_stats[0]
-    base_totals = column_sums(base)
-    base_score = metric.score(base_totals, nrefs).score
-    results: list[float | None] = [None]
-    for stats in systems_stats[1:]:
-        totals = column_sums(stats)
-        real = abs(base_score - metric.score(totals, nrefs).score)
-        groups = _difference_groups(base, stats)
-        exceed = 0
-        for mask in masks:
-            shift = [sum(value * (mask & bits).bit_count() for value, bits in column) for column in groups]
-            a = [t + d for t, d in zip(totals, shift)]
-            b = [t - d for t, d in zip(base_totals, shift)]
-            exceed += abs(metric.score(a, nrefs).score - metric.score(b, nrefs).score) > real
-        results.append((exceed + 1) / (len(masks) + 1))
-    return results
+    return [None, *_each_system(_ar_p_value, systems_stats, range(1, len(systems_stats)), jobs, metric, nrefs, masks)]
+
+
+def _ar_p_value(systems_stats: Sequence, k: int, metric: Metric, nrefs: int, masks: Sequence[int]) -> float:
+    base, stats = systems_stats[0], systems_stats[k]
+    base_totals, totals = column_sums(base), column_sums(stats)
+    real = abs(metric.score(base_totals, nrefs).score - metric.score(totals, nrefs).score)
+    groups = _difference_groups(base, stats)
+    exceed = 0
+    for mask in masks:
+        shift = [sum(value * (mask & bits).bit_count() for value, bits in column) for column in groups]
+        a = [t + d for t, d in zip(totals, shift)]
+        b = [t - d for t, d in zip(base_totals, shift)]
+        exceed += abs(metric.score(a, nrefs).score - metric.score(b, nrefs).score) > real
+    return (exceed + 1) / (len(masks) + 1)
 
 
 def _difference_groups(base: Sequence[Sequence[float]], stats: Sequence[Sequence[float]]) -> list[list[tuple]]:
