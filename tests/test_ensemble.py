@@ -1,12 +1,14 @@
 """Ensembles: mtkit translate -m A -m B decodes with the mean of the models' log-probabilities."""
 
 import json
+import shutil
 
 import pytest
 import torch
 from helpers import REVERSE_SETTINGS, assert_one_line_error, run_in_process
 
 from mtkit.config import DecodeConfig
+from mtkit.data.tokenizer import Tokenizer
 from mtkit.inference.ensemble import Ensemble
 from mtkit.inference.translate import translate
 from mtkit.model.checkpoint import load_for_inference
@@ -89,3 +91,20 @@ def test_a_checkpoint_per_member(reverse_model, reverse_data):
     lines = reverse_data["valid_src"].read_text().splitlines()[:10]
     assert _jsonl([f"{reverse_model}:last", f"{reverse_model}:last"], lines, "--greedy") == \
         _jsonl([reverse_model, reverse_model], lines, "--greedy", "--checkpoint", "last")
+
+
+def test_models_whose_tokenizers_were_trained_alike_in_two_places_ensemble(tmp_path, reverse_model, reverse_data):
+    """SentencePiece writes where it was trained into the model file: two tokenizers trained alike
+    differ in bytes, not in what they encode, and their models make an ensemble."""
+    again = tmp_path / "tok"
+    assert run_in_process("tokenizer", "train", "--src", str(reverse_data["train_src"]), "--tgt",
+                          str(reverse_data["train_tgt"]), "-o", str(again), "--vocab-size", "43")[0] == 0
+    ours, theirs = Tokenizer.load(reverse_model / "tokenizer"), Tokenizer.load(again)
+    assert ours.fingerprint() != theirs.fingerprint()
+    assert ours.encoding_fingerprint() == theirs.encoding_fingerprint()
+    copy = tmp_path / "copy"
+    shutil.copytree(reverse_model, copy)
+    for f in again.iterdir():
+        shutil.copy(f, copy / "tokenizer" / f.name)
+    lines = reverse_data["valid_src"].read_text().splitlines()[:20]
+    assert _jsonl([reverse_model, copy], lines, "--greedy") == _jsonl([reverse_model], lines, "--greedy")

@@ -50,6 +50,36 @@ def _model_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _without_training_record(model: bytes) -> bytes:
+    """A SentencePiece model (a ModelProto) without its trainer_spec (field 2), the record of how it
+    was trained (input files, temporary paths, threads), which does not change what it encodes.
+    Top-level protobuf fields: a varint key (field << 3 | wire type), then the value."""
+
+    def varint(at: int) -> tuple[int, int]:
+        value = shift = 0
+        while True:
+            byte = model[at]
+            value, shift, at = value | (byte & 0x7F) << shift, shift + 7, at + 1
+            if byte < 0x80:
+                return value, at
+
+    kept, at = bytearray(), 0
+    while at < len(model):
+        start = at
+        key, at = varint(at)
+        wire = key & 7
+        if wire == 0:
+            _, at = varint(at)
+        elif wire == 2:
+            size, at = varint(at)
+            at += size
+        else:
+            at += 8 if wire == 1 else 4
+        if key >> 3 != 2:
+            kept += model[start:at]
+    return bytes(kept)
+
+
 def _sample(paths: Sequence[Path], size: int, seed: int) -> Iterator[str]:
     """Non-empty lines of the files; a uniform reservoir sample of `size` lines when size > 0."""
     lines = (line for p in paths for line in iter_lines(p) if line.strip())
@@ -251,6 +281,16 @@ class Tokenizer:
         h = hashlib.sha256()
         for path in self.model_files():
             h.update(path.name.encode() + path.read_bytes())
+        return h.hexdigest()[:16]
+
+    def encoding_fingerprint(self) -> str:
+        """A hash of what encoding and decoding depend on (the pieces, their scores, the
+        normalisation): equal for two tokenizers trained alike in different places, whose model
+        files differ only in SentencePiece's record of their training. What models that must
+        share a vocabulary (an ensemble, a fine-tuned model and its parent) are compared by."""
+        h = hashlib.sha256()
+        for path in self.model_files():
+            h.update(path.name.encode() + _without_training_record(path.read_bytes()))
         return h.hexdigest()[:16]
 
     def encode_src(self, lines: list[str]) -> list[list[int]]:

@@ -119,7 +119,7 @@ def open_engine(model: Path | Sequence[ModelRef], checkpoint: str = "best", devi
     members, tok = [], None
     for ref in refs:
         member, member_tok, _ = load_for_inference(ref.path, ref.checkpoint, dev)
-        if tok is not None and member_tok.fingerprint() != tok.fingerprint():
+        if tok is not None and member_tok.encoding_fingerprint() != tok.encoding_fingerprint():
             raise UserError(f"{ref.path}: its tokenizer is not {refs[0].path}'s; an ensemble's models share one "
                             "tokenizer")
         tok = tok or member_tok

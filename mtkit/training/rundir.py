@@ -99,7 +99,7 @@ def _check_child(job: TrainJob, cfg: C.RunConfig) -> None:
     parent = job.parent
     assert parent is not None
     given = job.given_tokenizer
-    if given is not None and given.fingerprint() != parent.tokenizer.fingerprint():
+    if given is not None and given.encoding_fingerprint() != parent.tokenizer.encoding_fingerprint():
         which = f"--tokenizer {job.tokenizer_dir}" if job.tokenizer_dir is not None else f"--data {job.data_dir}"
         raise UserError(f"{which}: the run starts from {parent.name} and keeps its tokenizer "
                         f"({parent.tokenizer_dir}); prepare the data with that tokenizer")
