@@ -18,6 +18,7 @@ PYTHON=${PYTHON:-python3}
 SHARED_DIR=${SHARED_DIR:-../shared/data/multi30k}
 TEACHER_PRESET=${TEACHER_PRESET:-multi30k}
 TEACHERS=${TEACHERS:-1}             # 2: two teachers (seeds 1 and 2) translate as an ensemble
+TEACHER=${TEACHER:-}                # a model you have (DIR or DIR:CHECKPOINT) as the teacher, instead of training one
 STUDENTS=${STUDENTS:-"student student-tiny"}
 VOCAB=${VOCAB:-8000}
 MAX_TIME=${MAX_TIME:-600}           # seconds of training per model, the same for every model
@@ -59,12 +60,25 @@ train() {  # train MODEL PRESET TGT_FILE [option ...]
   run "$MTKIT" average -m "$RUN_DIR/$model" --last "$(( saved < 5 ? saved : 5 ))"
 }
 
+where() {  # where MODEL -> DIR:CHECKPOINT of a model of this recipe (the given teacher, or one trained here)
+  if [[ "$1" == teacher && -n "$TEACHER" ]]; then
+    [[ "$TEACHER" == *:* ]] && echo "$TEACHER" || echo "$TEACHER:averaged"
+  else
+    echo "$RUN_DIR/$1:averaged"
+  fi
+}
+
 # the teacher(s), and the distilled training set: the teacher's beam search on the training source
+names=(teacher)
+if [[ -z "$TEACHER" ]]; then
+  names=()
+  for k in $(seq 1 "$TEACHERS"); do
+    train "teacher$k" "$TEACHER_PRESET" "$DATA/train.de" --seed "$k"
+    names+=("teacher$k")
+  done
+fi
 teachers=()
-for k in $(seq 1 "$TEACHERS"); do
-  train "teacher$k" "$TEACHER_PRESET" "$DATA/train.de" --seed "$k"
-  teachers+=(-m "$RUN_DIR/teacher$k:averaged")
-done
+for name in "${names[@]}"; do teachers+=(-m "$(where "$name")"); done
 translator=("$MTKIT")
 (( NPROC > 1 )) && translator=(torchrun --standalone --nproc_per_node "$NPROC" -m mtkit)
 made_before "$DATA/train.distilled.de" ||
@@ -80,22 +94,23 @@ score() {  # score NAME SPLIT [MODEL ...] -> "BLEU chrF" (cased); several models
   local name=$1 split=$2 hyp=$RUN_DIR/$1.$2.de
   shift 2
   local models=() model
-  for model in "${@:-$name}"; do models+=(-m "$RUN_DIR/$model:averaged"); done
+  for model in "${@:-$name}"; do models+=(-m "$(where "$model")"); done
   run "$MTKIT" translate "${models[@]}" --beam "$BEAM" -i "$DATA/$split.en" -o "$hyp" --quiet
   run sh -c "'$MTKIT' score '$DATA/$split.de' -i '$hyp' -m bleu chrf -w 2 > '$hyp.scores'"
 }
-models=()
-for k in $(seq 1 "$TEACHERS"); do models+=("teacher$k"); done
+models=("${names[@]}")
 for preset in $STUDENTS; do models+=("$preset-distilled" "$preset-references"); done
 for model in "${models[@]}"; do
   for split in val test_2016_flickr; do score "$model" "$split"; done
 done
-if (( TEACHERS > 1 )); then
-  for split in val test_2016_flickr; do score teachers "$split" $(for k in $(seq 1 "$TEACHERS"); do echo "teacher$k"; done); done
+if (( ${#names[@]} > 1 )); then
+  for split in val test_2016_flickr; do score teachers "$split" "${names[@]}"; done
 fi
 if [[ "$TIME_MODELS" == 1 ]]; then
   for model in "${models[@]}"; do
-    run sh -c "OMP_NUM_THREADS=2 '$PYTHON' recipes/benchmarks/bench_decode.py '$RUN_DIR/$model' --quick > '$RUN_DIR/$model.speed'"
+    spec=$(where "$model")
+    made_before "$RUN_DIR/$model.speed" || run sh -c "OMP_NUM_THREADS=2 '$PYTHON' recipes/benchmarks/bench_decode.py \
+      '${spec%:*}' --checkpoint '${spec##*:}' --quick > '$RUN_DIR/$model.speed'"
   done
 fi
 
@@ -104,21 +119,23 @@ if [[ "$DRY_RUN" != 1 ]]; then
     echo "| model | parameters | val BLEU | val chrF2 | test BLEU | test chrF2 | CPU sentences/s: fp32 beam 5 / greedy; int8 beam 5 / greedy; CTranslate2 int8 beam 5 / greedy |"
     echo "|---|---|---|---|---|---|---|"
     for model in "${models[@]}"; do
-      params=$("$PYTHON" -c "import sys, torch; w = torch.load(sys.argv[1], weights_only=True)['model']; print(f'{sum(t.numel() for t in w.values()):,}')" \
-        "$RUN_DIR/$model/checkpoints/averaged.pt")
+      spec=$(where "$model")
+      params=$("$PYTHON" -c "import sys; from mtkit.model.checkpoint import load_for_inference as load; m = load(*sys.argv[1:])[0]; print(f'{sum(p.numel() for p in m.parameters()):,}')" \
+        "${spec%:*}" "${spec##*:}")
       row="| $model | $params"
       for split in val test_2016_flickr; do
         row+=" | $(awk 'NR == 1 {print $3}' "$RUN_DIR/$model.$split.de.scores") | $(awk 'NR == 2 {print $3}' "$RUN_DIR/$model.$split.de.scores")"
       done
       speed="(not timed)"
       if [[ -f "$RUN_DIR/$model.speed" ]]; then  # the medians of bench_decode's in-process rows
-        speed=$(grep -E "^  (mtkit fp32|mtkit int8|ctranslate2 int8) " "$RUN_DIR/$model.speed" \
+        speed=$(grep -E "^  (mtkit fp32|mtkit int8|ctranslate2 int8) {2,}(beam|greedy)" "$RUN_DIR/$model.speed" \
           | sed -E 's/.*\/ ([0-9.,]+) \/ .*/\1/' | paste -sd' ' | awk '{printf "%s / %s; %s / %s; %s / %s", $1, $2, $3, $4, $5, $6}')
       fi
       echo "$row | $speed |"
     done
     echo
     echo "Cased BLEU and chrF2, beam $BEAM, the average of the last 5 checkpoints; $MAX_TIME s of training per model,"
+    [[ -n "$TEACHER" ]] && echo "the teacher: $TEACHER (not trained here);"
     echo "precision $PRECISION; students trained on the teacher's beam-$BEAM translations (distilled) or the references."
     echo "Speeds: bench_decode.py --quick, in process, 2 threads, medians. $(date -u +%F), $(nproc) CPUs,"
     echo "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs). Recipe wall time $(( SECONDS / 60 )) min $(( SECONDS % 60 )) s."
