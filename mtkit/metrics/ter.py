@@ -163,17 +163,23 @@ class BandedDistance:
             node = node[word][0]
 
     def _trace(self, rows: list[list], i: int) -> str:
-        ops, j = [], len(self.ref)
-        while i > 0 or j > 0:
-            op = rows[i][j][1]
-            ops.append(op)
-            if op in (MATCH, SUB):
-                i, j = i - 1, j - 1
-            elif op == INS:
-                j -= 1
-            else:
-                i -= 1
-        return "".join(reversed(ops))
+        return _walk_back(lambda i, j: rows[i][j][1], i, len(self.ref))
+
+
+def _walk_back(op_at, i: int, j: int) -> str:
+    """The trace from the cell (i, j) back to (0, 0): op_at(i, j) names the step that reached each
+    cell on the way (MATCH or SUB from (i-1, j-1), INS from (i, j-1), DEL from (i-1, j))."""
+    ops = []
+    while i > 0 or j > 0:
+        op = op_at(i, j)
+        ops.append(op)
+        if op in (MATCH, SUB):
+            i, j = i - 1, j - 1
+        elif op == INS:
+            j -= 1
+        else:
+            i -= 1
+    return "".join(reversed(ops))
 
 
 def _alignment(trace: str) -> tuple[dict[int, int], list[int], list[int]]:
@@ -260,27 +266,18 @@ def _trace(ref: Reference, hyp: list[str], states: list[tuple[int, int, int]]) -
         vp, vn, _ = states[i]
         return i + (vp & below).bit_count() - (vn & below).bit_count()
 
-    ops, i, j = [], len(hyp), len(ref.words)
-    while i > 0 or j > 0:
+    def op_at(i: int, j: int) -> str:
         if i == 0:
-            op = INS
-        elif j == 0:
-            op = DEL
-        else:
-            same = hyp[i - 1] == ref.words[j - 1]
-            here, op = cost(i - 1, j - 1) + (not same), MATCH if same else SUB
-            if cost(i - 1, j) + 1 < here:
-                here, op = cost(i - 1, j) + 1, DEL
-            if cost(i, j - 1) + 1 < here:
-                op = INS
-        ops.append(op)
-        if op in (MATCH, SUB):
-            i, j = i - 1, j - 1
-        elif op == INS:
-            j -= 1
-        else:
-            i -= 1
-    return "".join(reversed(ops))
+            return INS
+        if j == 0:
+            return DEL
+        same = hyp[i - 1] == ref.words[j - 1]
+        here, op = cost(i - 1, j - 1) + (not same), MATCH if same else SUB
+        if cost(i - 1, j) + 1 < here:
+            here, op = cost(i - 1, j) + 1, DEL
+        return INS if cost(i, j - 1) + 1 < here else op
+
+    return _walk_back(op_at, len(hyp), len(ref.words))
 
 
 @functools.lru_cache(maxsize=65536)
