@@ -6,7 +6,7 @@ import contextlib
 import functools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Annotated, Any
 
 import typer
@@ -94,6 +94,11 @@ class Reporting:
     short: bool = False
     paired_jobs: int = 1
 
+    @classmethod
+    def of(cls, options: dict) -> Reporting:
+        """The reporting options among a command's parameters (named as the fields)."""
+        return cls(**{f.name: options[f.name] for f in fields(cls)})
+
     @property
     def rng_seed(self) -> int | None:
         """The seed as sacreBLEU reads it: the option, else SACREBLEU_SEED, else 12345; none: unseeded."""
@@ -162,8 +167,7 @@ def bleu(
     ref_files, hyp_files, _ = _split_inputs(files, "bleu")
     _tokenizer_for(metric_values, language_pair)
     _score(ref_files, hyp_files, [METRICS["bleu"].build(metric_values)],
-           Reporting(fmt, width, sentence_level, paired_bs, paired_bs_n, seed, jobs, check_sacrebleu, confidence,
-                     confidence_n, paired_ar, paired_ar_n, short, paired_jobs))
+           Reporting.of(locals()))
 
 
 METRIC_NAMES = ("bleu", "chrf", "ter")
@@ -208,8 +212,7 @@ def score(
     wanted = list(dict.fromkeys(n.lower() for n in names)) or list(METRIC_NAMES)
     _tokenizer_for(metric_values, language_pair)
     _score(ref_files, hyp_files, [METRICS[name].build(metric_values) for name in wanted],
-           Reporting(fmt, width, sentence_level, paired_bs, paired_bs_n, seed, jobs, check_sacrebleu, confidence,
-                     confidence_n, paired_ar, paired_ar_n, short, paired_jobs))
+           Reporting.of(locals()))
 
 
 def _score(ref_files: list[str], hyp_files: list[str], metrics: list, how: Reporting) -> None:
