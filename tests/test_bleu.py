@@ -106,7 +106,7 @@ def test_tokenizers_equal_sacrebleus_on_tricky_strings():
     pairs = [(Tokenizer13a(), T.tokenize_13a), (TokenizerZh(), T.tokenize_zh),
              (TokenizerV14International(), T.tokenize_intl)]
     rng = random.Random(0)
-    alphabet = "a1.,-!'&;:/中文 \u2001\u2a6d\u2f81€$%·。、"
+    alphabet = "a1.,-!'&;:/中文 \u2001\u2a6d\u2f81€$%·。、\"()?@#*+=<>[]{}^_`|~\\"
     for _ in range(3000):
         s = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
         for their, our in pairs:

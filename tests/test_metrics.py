@@ -5,6 +5,7 @@ import json
 import random
 import subprocess
 import sys
+from collections import Counter
 
 import pytest
 import sacrebleu
@@ -86,6 +87,38 @@ def corpora(draw):
     hyps = draw(st.lists(SENT, min_size=n, max_size=n))
     refs = [draw(st.lists(SENT, min_size=n, max_size=n)) for _ in range(draw(st.integers(1, 3)))]
     return hyps, refs
+
+
+def _clipped_by_definition(hyp, refs, max_order):
+    """Per order, the sum over n-grams of min(hypothesis count, largest count in one reference)."""
+    def counts(seq, n):
+        return Counter(tuple(seq[i:i + n]) for i in range(len(seq) - n + 1))
+
+    expected = []
+    for n in range(1, max_order + 1):
+        ref = Counter()
+        for r in refs:
+            ref |= counts(r, n)
+        expected.append(sum(min(c, ref[g]) for g, c in counts(hyp, n).items()))
+    return expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text("aab", max_size=14), min_size=1, max_size=3), st.text("abc", max_size=14),
+       st.integers(1, 6))
+def test_clipped_matches_are_the_clipped_counts(refs, hyp, max_order):
+    """base.clipped_matches (distinct hits by sets, repeats the reference allows counted one by one,
+    no set once an order's hits do not repeat) against its definition, on text made of repeats:
+    BLEU's n-grams of tokens (the best of several references) and chrF's of characters."""
+    from mtkit.metrics import base
+    from mtkit.metrics.bleu import max_ngram_counts, ngram_orders
+    from mtkit.metrics.chrf import char_ngrams
+
+    expected = _clipped_by_definition(hyp, refs, max_order)
+    assert base.clipped_matches(ngram_orders(list(hyp), max_order), max_ngram_counts(list(map(list, refs)),
+                                                                                    max_order)) == expected
+    assert base.clipped_matches(char_ngrams(hyp, max_order), base.count_ngrams(char_ngrams(refs[0], max_order))) \
+        == _clipped_by_definition(hyp, refs[:1], max_order)
 
 
 @pytest.mark.slow

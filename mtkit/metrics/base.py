@@ -22,7 +22,7 @@ import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from mtkit import __version__
 from mtkit.errors import UserError
@@ -190,19 +190,53 @@ def _rows_between(bounds: tuple[int, int]) -> list[list[list]]:
     return _rows(metric, systems, segments, *bounds)
 
 
-def clipped_matches(grams: Iterable, ref_counts: dict) -> int:
-    """Hypothesis n-grams (grams: those of one order) found in the reference counts, each counted
-    at most as often as the reference has it: the clipped matches of BLEU and chrF.
+class NgramCounts(NamedTuple):
+    """A reference's n-grams of orders 1..N, as BLEU and chrF match against them: every n-gram with
+    its count, all orders in one dict (n-grams of different orders never compare equal: BLEU's are
+    a token or tuples of different lengths, chrF's strings of different lengths or numbers of
+    spaces), the n-grams counted more than once with their counts, and the n-grams of each order."""
 
-    C does the iterating: filter keeps the n-grams the reference has (hits), and every distinct hit
-    counts once. Only a hit that repeats can count more; those few are visited one by one."""
-    hits = list(filter(ref_counts.__contains__, grams))
-    distinct = set(hits)
-    matches = len(distinct)
-    if matches < len(hits):
-        counts = Counter(hits)
-        for gram, count in itertools.compress(counts.items(), map((1).__lt__, counts.values())):
-            matches += min(count, ref_counts[gram]) - 1
+    counts: dict
+    repeated: dict
+    totals: list[int]
+
+    @classmethod
+    def of(cls, counts: dict, totals: Iterable[int] = ()) -> NgramCounts:
+        return cls(counts, {gram: count for gram, count in counts.items() if count > 1}, list(totals))
+
+
+def count_ngrams(orders: Iterable[Sequence]) -> NgramCounts:
+    """The NgramCounts of one reference from its n-grams of orders 1, 2, ... (one sequence each)."""
+    orders = list(orders)
+    return NgramCounts.of(Counter(itertools.chain.from_iterable(orders)), map(len, orders))
+
+
+def clipped_matches(orders: Iterable[Iterable], ref: NgramCounts) -> list[int]:
+    """Per order, the hypothesis n-grams (orders: those of orders 1, 2, ..., each an iterable)
+    found in the reference, each counted at most as often as the reference has it: the clipped
+    matches of BLEU and chrF.
+
+    C does the iterating: filter keeps the n-grams the reference has (hits), and every distinct
+    hit matches once. Only a hit that repeats and that the reference has more than once can match
+    again (up to the reference's count); those few are counted one by one. Once no hit of an order
+    repeats, none of a higher order can (an (n+1)-gram hit that repeats has an n-gram prefix that
+    is a hit and repeats), and the hits are the matches."""
+    counts, repeated = ref.counts.__contains__, ref.repeated
+    matches = []
+    hits_repeat = True
+    for grams in orders:
+        hits = list(filter(counts, grams))
+        matched = len(hits)
+        if hits_repeat:
+            matched = len(set(hits))
+            hits_repeat = matched < len(hits)
+            if hits_repeat and repeated:
+                again = list(filter(repeated.__contains__, hits))
+                if len(again) > 1:
+                    for gram, count in Counter(again).items():
+                        if count > 1:
+                            matched += min(count, repeated[gram]) - 1
+        matches.append(matched)
     return matches
 
 

@@ -14,23 +14,14 @@ averaged with 1e-16 standing in for empty orders (chrF++.py, Moses and NLTK).
 from __future__ import annotations
 
 import operator
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
 
 from mtkit.errors import UserError
 from mtkit.metrics import base, report
 
 PUNCTUATION = frozenset('!"#$%&\'()*+,-./:;<=>?@[\\]^_`{|}~')
 EPS = 1e-16
-
-
-class RefGrams(NamedTuple):
-    """One order's n-grams of one reference."""
-
-    counts: Counter
-    total: int
 
 
 @dataclass(frozen=True)
@@ -59,30 +50,32 @@ class CHRF:
                               ("eff", base.yes_no(not self.eps_smoothing)), ("nc", str(self.char_order)),
                               ("nw", str(self.word_order)), ("space", base.yes_no(self.whitespace)))
 
-    def ngrams(self, text: str) -> list[Sequence[str]]:
-        """Per order (characters, then words), the n-grams of a segment, in order."""
+    def ngrams(self, text: str) -> list[list[Sequence[str]]]:
+        """A segment's n-grams, per order: characters (orders 1..char_order), then words (1..word_order)."""
         if self.lowercase:
             text = text.lower()
-        grams = char_ngrams(text if self.whitespace else "".join(text.split()), self.char_order)
+        grams = [char_ngrams(text if self.whitespace else "".join(text.split()), self.char_order)]
         if self.word_order:
             words = split_punctuation(text)
-            grams += [words] + [list(map(" ".join, zip(*[words[i:] for i in range(n)])))
-                                for n in range(2, self.word_order + 1)]
+            word_grams: list[Sequence[str]] = [words]
+            word_grams += [list(map(" ".join, zip(*[words[i:] for i in range(n)]))) for n in range(2, self.word_order + 1)]
+            grams.append(word_grams)
         return grams
 
     # the metric interface of mtkit.metrics.base
-    def reference_info(self, refs: list[str]) -> list[list[RefGrams]]:
-        """Per reference, per order: its n-gram counts and their total."""
-        return [[RefGrams(Counter(g), len(g)) for g in self.ngrams(ref)] for ref in refs]
+    def reference_info(self, refs: list[str]) -> list[list[base.NgramCounts]]:
+        """Per reference, its character n-grams and its word n-grams (each of all orders in one dict)."""
+        return [[base.count_ngrams(orders) for orders in self.ngrams(ref)] for ref in refs]
 
-    def segment_stats(self, hypothesis: str, info: list[list[RefGrams]]) -> list[int]:
+    def segment_stats(self, hypothesis: str, info: list[list[base.NgramCounts]]) -> list[int]:
         hyp = self.ngrams(hypothesis)
-        best: list[int] = [0] * (3 * len(hyp))
+        best: list[int] = [0] * (3 * (self.char_order + self.word_order))
         best_f = -1.0
         for ref in info:
             stats = []
-            for grams, r in zip(hyp, ref):
-                stats += [len(grams) if r.total else 0, r.total, base.clipped_matches(grams, r.counts)]
+            for orders, ref_grams in zip(hyp, ref):
+                for grams, total, matched in zip(orders, ref_grams.totals, base.clipped_matches(orders, ref_grams)):
+                    stats += [len(grams) if total else 0, total, matched]
             f = f_score(stats, self.beta, self.eps_smoothing) if len(info) > 1 else 0.0
             if f > best_f:
                 best, best_f = stats, f
