@@ -221,11 +221,11 @@ def clipped_matches(orders: Iterable[Iterable], ref: NgramCounts) -> list[int]:
     again (up to the reference's count); those few are counted one by one. Once no hit of an order
     repeats, none of a higher order can (an (n+1)-gram hit that repeats has an n-gram prefix that
     is a hit and repeats), and the hits are the matches."""
-    counts, repeated = ref.counts.__contains__, ref.repeated
+    in_reference, repeated = ref.counts.__contains__, ref.repeated
     matches = []
     hits_repeat = True
     for grams in orders:
-        hits = list(filter(counts, grams))
+        hits = list(filter(in_reference, grams))
         matched = len(hits)
         if hits_repeat:
             matched = len(set(hits))

@@ -9,8 +9,8 @@ sufficient statistics (``sys_len, ref_len, correct_1..N, total_1..N``) against i
 n-gram counts, prepared once per segment for all systems, and one pure function turns their sum
 into a score. Speed comes from letting C do the iterating (n-grams built by ``zip``, matched by
 ``filter`` against the reference counts of every order at once, clipped with sets:
-base.clipped_matches) and from 13a's rules done with a translate table and substring tests where
-the line allows (tokenizers.tokens_13a).
+base.clipped_matches) and from 13a's rules done with str.replace and substring tests where the
+line allows (tokenizers.tokens_13a).
 """
 
 from __future__ import annotations
